@@ -1,0 +1,30 @@
+"""ptebatch: Linux's PTE batching rules (folio_pte_batch) over NumPy page tables.
+
+Public API
+----------
+AddressSpace, load
+    The page-table model and its ``.npz`` snapshot.
+folio_pte_batch, scan, unmap
+    One batch; the zap walk of every VMA; reclaim's per-folio unmap.  JIT
+    compiled (Numba); :mod:`ptebatch.naive` has plain-Python twins.
+resolve_kernel, KernelProfile, GENERATIONS
+    Kernel releases and ``folio_pte_batch`` generations.
+X86_64, get_arch
+    PTE encodings.
+"""
+
+from . import naive, reasons
+from .arch import ARCHES, X86_64, Arch, get_arch
+from .engine import folio_pte_batch, scan, unmap
+from .layouts import thread_layout
+from .results import BatchResult, ScanResult, UnmapResult
+from .space import AddressSpace, load
+from .versions import GENERATIONS, Generation, KernelProfile, resolve_kernel
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AddressSpace", "load", "folio_pte_batch", "scan", "unmap", "BatchResult", "ScanResult",
+    "UnmapResult", "resolve_kernel", "KernelProfile", "Generation", "GENERATIONS", "Arch",
+    "X86_64", "ARCHES", "get_arch", "naive", "reasons", "thread_layout", "__version__",
+]

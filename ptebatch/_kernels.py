@@ -1,0 +1,447 @@
+"""Private Numba kernels.  Names follow the kernel's (mm/internal.h, mm/memory.c,
+mm/rmap.c); the public wrappers live in :mod:`ptebatch.engine`.
+
+Type discipline: every PTE value, mask and PFN is uint64 and every constant
+mixed into them is ``np.uint64`` (Numba turns uint64 op int64 into int64 or
+float64, which corrupts bit 63).  Flat entry indices are int64 and never
+negative.  A test checks that no kernel's types contain float64.
+
+Page tables are read through one flat view ``flat = ptes.reshape(-1)``: entry
+``i`` of table ``t`` is ``flat[t * 512 + i]``.  ``ptep_get`` returns 0 (none)
+for any index at or past ``limit``, which is the end of the table for
+``oob="none"`` and the end of the array for ``oob="adjacent"``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import reasons as R
+from ._numba import jit, prange
+
+# Slots of the configuration vector built by engine.make_cfg.
+C_COND_SET = 0      # normaliser: conditional step, tested bits that must be set (0: no step)
+C_COND_CLEAR = 1    # ... tested bits that must be clear
+C_COND_OR = 2       # ... bits it sets
+C_KEEP = 3          # normaliser: bits kept
+C_SET = 4           # normaliser: bits set
+C_PRESENT = 5
+C_PFN_MASK = 6
+C_CUT = 7           # 1: cut max_nr to the pages left in the folio (gen 1b, 2)
+C_PFN_CHECK = 8     # 1: stop on a matching PTE past the folio end (gen 1)
+C_WRITE = 9
+C_YOUNG = 10
+C_DIRTY = 11        # pte_dirty: any of these bits ...
+C_DIRTY_HW_SET = 12  # ... or all of these set (0: unused) ...
+C_DIRTY_HW_CLEAR = 13  # ... and none of these
+C_CONT = 14         # contiguous bit for pte_batch_hint (0: hint is always 1)
+N_CFG = 15
+
+ZERO = np.uint64(0)
+ONE = np.uint64(1)
+PAGE_SHIFT = np.uint64(12)
+PMD_SIZE = np.uint64(1 << 21)
+PMD_MASK = np.uint64(((1 << 64) - 1) ^ ((1 << 21) - 1))
+PTRS_PER_PTE = 512
+CONT_PTES = 16
+
+UNMAP_SINGLE = 0
+UNMAP_ALL_OR_NOTHING = 1
+UNMAP_CLAMPED = 2
+
+
+@jit()
+def pte_pfn(pte, cfg):
+    return (pte & cfg[C_PFN_MASK]) >> PAGE_SHIFT
+
+
+@jit()
+def pte_advance_pfn(pte, nr):
+    return pte + (np.uint64(nr) << PAGE_SHIFT)
+
+
+@jit()
+def pte_batch_clear_ignored(pte, cfg):
+    """__pte_batch_clear_ignored: clear the bits this call ignores."""
+    cond = cfg[C_COND_SET]
+    if cond != ZERO and (pte & cond) == cond and (pte & cfg[C_COND_CLEAR]) == ZERO:
+        pte = pte | cfg[C_COND_OR]
+    return (pte & cfg[C_KEEP]) | cfg[C_SET]
+
+
+@jit()
+def pte_dirty(pte, cfg):
+    if (pte & cfg[C_DIRTY]) != ZERO:
+        return True
+    hw = cfg[C_DIRTY_HW_SET]
+    return hw != ZERO and (pte & hw) == hw and (pte & cfg[C_DIRTY_HW_CLEAR]) == ZERO
+
+
+@jit()
+def pte_batch_hint(g, pte, cfg):
+    """Entries the scan may skip: 1, or to the end of a contiguous block."""
+    cont = cfg[C_CONT]
+    if cont != ZERO and (pte & cfg[C_PRESENT]) != ZERO and (pte & cont) != ZERO:
+        return CONT_PTES - (g & (CONT_PTES - 1))
+    return 1
+
+
+@jit()
+def ptep_get(flat, g, limit):
+    if g < limit:
+        return flat[g]
+    return ZERO
+
+
+@jit()
+def pmd_addr_end(addr, end):
+    """Next 2 MiB boundary above addr, or end if that is lower (end 0 = top)."""
+    boundary = (addr + PMD_SIZE) & PMD_MASK
+    if boundary - ONE < end - ONE:
+        return boundary
+    return end
+
+
+@jit()
+def folio_pte_batch(flat, g0, limit, pte, max_nr, folio_pfn, folio_nr, cfg):
+    """One batch from flat[g0] (whose value is ``pte``).
+
+    Returns ``(nr, stop, last_read, any_writable, any_young, any_dirty)``:
+    ``stop`` is a reason code (MAX_NR when the loop used up max_nr),
+    ``last_read`` the highest index the loop read (g0 if it read none), and
+    the ``any_*`` flags OR the raw bits of the batched entries after the first.
+    """
+    folio_end = folio_pfn + folio_nr
+    if cfg[C_CUT] != ZERO:
+        # gen 1b/2: never look past the folio's last page
+        left = np.int64(folio_end - pte_pfn(pte, cfg))
+        if left < max_nr:
+            max_nr = left
+    nr = pte_batch_hint(g0, pte, cfg)
+    expected = pte_batch_clear_ignored(pte_advance_pfn(pte, nr), cfg)
+    g = g0 + nr
+    end = g0 + max_nr
+    stop = R.MAX_NR
+    last_read = g0
+    any_writable = False
+    any_young = False
+    any_dirty = False
+    while g < end:
+        raw = ptep_get(flat, g, limit)
+        last_read = g
+        if pte_batch_clear_ignored(raw, cfg) != expected:
+            if (raw & cfg[C_PRESENT]) == ZERO:
+                stop = R.NOT_PRESENT
+            elif pte_pfn(raw, cfg) != pte_pfn(expected, cfg):
+                stop = R.PFN_GAP
+            else:
+                stop = R.BIT_MISMATCH
+            break
+        if cfg[C_PFN_CHECK] != ZERO and pte_pfn(raw, cfg) >= folio_end:
+            # gen 1: the next PFN may belong to another folio
+            stop = R.FOLIO_END
+            break
+        any_writable |= (raw & cfg[C_WRITE]) != ZERO
+        any_young |= (raw & cfg[C_YOUNG]) != ZERO
+        any_dirty |= pte_dirty(raw, cfg)
+        step = pte_batch_hint(g, raw, cfg)
+        expected = pte_advance_pfn(expected, step)
+        g += step
+    nr = g - g0
+    if nr > max_nr:
+        nr = max_nr
+    return nr, stop, last_read, any_writable, any_young, any_dirty
+
+
+@jit()
+def batch_reason(stop, first_pfn, nr, folio_end, limit_reason):
+    """What limited a batch (see ptebatch.reasons)."""
+    if first_pfn + np.uint64(nr) == folio_end:
+        return R.FOLIO_END
+    if stop == R.MAX_NR:
+        return limit_reason
+    return stop
+
+
+@jit()
+def folio_lookup(folio_pfn, folio_nr, pfn, hint):
+    """Index of the listed folio holding ``pfn``, or -1 (an order-0 folio)."""
+    n = folio_pfn.shape[0]
+    # Walks mostly stay in one folio or move to the next one in PFN order.
+    if hint >= 0 and hint < n and folio_pfn[hint] <= pfn:
+        if pfn - folio_pfn[hint] < folio_nr[hint]:
+            return hint
+        nxt = hint + 1
+        if nxt < n and folio_pfn[nxt] <= pfn and pfn - folio_pfn[nxt] < folio_nr[nxt]:
+            return nxt
+    lo = 0
+    hi = n
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if folio_pfn[mid] <= pfn:
+            lo = mid + 1
+        else:
+            hi = mid
+    i = lo - 1
+    if i >= 0 and pfn - folio_pfn[i] < folio_nr[i]:
+        return i
+    return -1
+
+
+@jit()
+def folio_pte_batch_one(arr, index, max_nr, pte, folio_pfn, folio_nr, cfg):
+    """Entry point of the public single-batch call: reads only inside ``arr``."""
+    return folio_pte_batch(arr, index, arr.shape[0], pte, max_nr, folio_pfn, folio_nr, cfg)
+
+
+@jit()
+def zap_segments(flat, seg_g0, seg_g1, seg_va, seg_vma, seg_vma_end, seg_reason,
+                 s, s_end, carry_va, carry_vma, folio_pfn, folio_nr, cfg,
+                 clamp_folio, oob_adjacent, out_va, out_nr, out_reason, out_over, o, o_end):
+    """The zap walk (zap_pte_range) over segments s..s_end-1.
+
+    A segment is one VMA's part of one table; ``seg_g1`` is where
+    pmd_addr_end(addr, vma_end) falls.  Batches go to out[o:o_end]; the walk
+    stops before a segment whose worst case (one batch per entry) would not
+    fit, and returns where to resume: ``(s, o, carry_va, carry_vma, present)``.
+    ``carry_va`` is where the walk continues when a batch ran past its segment
+    (``clamp="folio"``): the next segment of the same VMA starts there.
+    """
+    present = 0
+    hint = -1
+    n_flat = flat.shape[0]
+    pmask = cfg[C_PRESENT]
+    while s < s_end:
+        g0 = seg_g0[s]
+        g1 = seg_g1[s]
+        if o + (g1 - g0) > o_end:
+            break
+        va0 = seg_va[s]
+        vma = seg_vma[s]
+        vma_end = seg_vma_end[s]
+        seg_end_va = va0 + (np.uint64(g1 - g0) << PAGE_SHIFT)
+        g = g0
+        next_carry = ZERO
+        if vma == carry_vma and carry_va > va0:
+            # entries a previous batch already covered
+            if carry_va >= seg_end_va:
+                g = g1
+                next_carry = carry_va
+            else:
+                g = g0 + np.int64((carry_va - va0) >> PAGE_SHIFT)
+            for k in range(g0, g):
+                if (flat[k] & pmask) != ZERO:
+                    present += 1
+        tbl_end = (g0 // PTRS_PER_PTE + 1) * PTRS_PER_PTE
+        limit = n_flat if oob_adjacent else tbl_end
+        while g < g1:
+            pte = flat[g]
+            if (pte & pmask) == ZERO:
+                g += 1
+                continue
+            va = va0 + (np.uint64(g - g0) << PAGE_SHIFT)
+            pfn = pte_pfn(pte, cfg)
+            f = folio_lookup(folio_pfn, folio_nr, pfn, hint)
+            nr = 1
+            reason = R.ORDER0
+            over = 0
+            if f >= 0 and folio_nr[f] > ONE:
+                hint = f
+                if clamp_folio:
+                    max_nr = np.int64(folio_nr[f])
+                else:
+                    max_nr = g1 - g
+                stop = R.MAX_NR
+                last = g
+                if max_nr != 1:  # zap batches only a large folio with max_nr > 1
+                    nr, stop, last, _w, _y, _d = folio_pte_batch(
+                        flat, g, limit, pte, max_nr, folio_pfn[f], folio_nr[f], cfg)
+                reason = batch_reason(stop, pfn, nr, folio_pfn[f] + folio_nr[f], seg_reason[s])
+                if last >= tbl_end:
+                    over |= R.OVER_TABLE
+                if va + (np.uint64(last - g) << PAGE_SHIFT) >= vma_end:
+                    over |= R.OVER_VMA
+            out_va[o] = va
+            out_nr[o] = nr
+            out_reason[o] = reason
+            out_over[o] = over
+            o += 1
+            present += min(nr, g1 - g)
+            g += nr
+        if g > g1:
+            next_carry = va0 + (np.uint64(g - g0) << PAGE_SHIFT)
+        carry_va = next_carry
+        carry_vma = vma
+        s += 1
+    return s, o, carry_va, carry_vma, present
+
+
+def _zap_chunks(flat, seg_g0, seg_g1, seg_va, seg_vma, seg_vma_end, seg_reason,
+                ch_s, ch_end, ch_carry_va, ch_carry_vma, ch_o, ch_o_end, ch_present,
+                folio_pfn, folio_nr, cfg, clamp_folio, oob_adjacent,
+                out_va, out_nr, out_reason, out_over):
+    # One output slot per chunk: chunks never share state or output ranges.
+    for k in prange(ch_s.shape[0]):
+        s, o, cva, cvma, present = zap_segments(
+            flat, seg_g0, seg_g1, seg_va, seg_vma, seg_vma_end, seg_reason,
+            ch_s[k], ch_end[k], ch_carry_va[k], ch_carry_vma[k], folio_pfn, folio_nr, cfg,
+            clamp_folio, oob_adjacent, out_va, out_nr, out_reason, out_over, ch_o[k], ch_o_end[k])
+        ch_s[k] = s
+        ch_o[k] = o
+        ch_carry_va[k] = cva
+        ch_carry_vma[k] = cvma
+        ch_present[k] += present
+
+
+zap_chunks_serial = jit()(_zap_chunks)
+zap_chunks_parallel = jit(parallel=True)(_zap_chunks)
+
+
+@jit()
+def _runs_in_segment(flat, g0, g1, folio_pfn, folio_nr, cfg, out_g, out_len, out_f, o, write):
+    """Maximal runs of entries in [g0, g1) that map the same large folio."""
+    pmask = cfg[C_PRESENT]
+    hint = -1
+    cur_f = -1
+    n = 0
+    for g in range(g0, g1):
+        pte = flat[g]
+        f = -1
+        if (pte & pmask) != ZERO:
+            f = folio_lookup(folio_pfn, folio_nr, pte_pfn(pte, cfg), hint)
+            if f >= 0:
+                hint = f
+                if folio_nr[f] == ONE:
+                    f = -1
+        if f >= 0 and f == cur_f:
+            if write:
+                out_len[o + n - 1] += 1
+        elif f >= 0:
+            if write:
+                out_g[o + n] = g
+                out_len[o + n] = 1
+                out_f[o + n] = f
+            n += 1
+        cur_f = f
+    return n
+
+
+def _folio_runs(flat, seg_g0, seg_g1, folio_pfn, folio_nr, cfg, counts, offsets,
+                out_g, out_len, out_f, out_seg, write):
+    for s in prange(seg_g0.shape[0]):
+        n = _runs_in_segment(flat, seg_g0[s], seg_g1[s], folio_pfn, folio_nr, cfg,
+                             out_g, out_len, out_f, offsets[s], write)
+        if write:
+            for k in range(offsets[s], offsets[s] + n):
+                out_seg[k] = s
+        else:
+            counts[s] = n
+
+
+folio_runs_serial = jit()(_folio_runs)
+folio_runs_parallel = jit(parallel=True)(_folio_runs)
+
+
+@jit()
+def unmap_folios(flat, seg_g0, seg_va, seg_vma, seg_vma_end, run_g, run_len, run_seg,
+                 item_f, item_r0, item_r1, item_bound, i, i_end,
+                 folio_pfn, folio_nr, folio_flags, cfg, mode, oob_adjacent,
+                 out_pfn, out_va, out_nr, out_reason, out_over, o, o_end):
+    """try_to_unmap_one over folios i..i_end-1, each over its VMAs in address order.
+
+    Runs ``item_r0[i]:item_r1[i]`` (already in address order) are where folio
+    ``item_f[i]`` is mapped.  Stops before a folio whose worst case would not
+    fit in out[o:o_end]; returns ``(i, o)``.
+    """
+    n_flat = flat.shape[0]
+    while i < i_end:
+        if o + item_bound[i] > o_end:
+            break
+        f = item_f[i]
+        fpfn = folio_pfn[f]
+        fnr = folio_nr[f]
+        fend = fpfn + fnr
+        lazyfree = (folio_flags[f] & np.uint8(3)) == np.uint8(1)
+        cur_vma = -1
+        cursor = ZERO
+        vma_done = False
+        for r in range(item_r0[i], item_r1[i]):
+            s = run_seg[r]
+            vma = seg_vma[s]
+            if vma != cur_vma:
+                cur_vma = vma
+                cursor = ZERO
+                vma_done = False
+            if vma_done:
+                continue
+            g = run_g[r]
+            length = run_len[r]
+            va0 = seg_va[s] + (np.uint64(g - seg_g0[s]) << PAGE_SHIFT)
+            vma_end = seg_vma_end[s]
+            tbl_end = (g // PTRS_PER_PTE + 1) * PTRS_PER_PTE
+            limit = n_flat if oob_adjacent else tbl_end
+            k = 0
+            if cursor > va0:
+                k = min(length, np.int64((cursor - va0) >> PAGE_SHIFT))
+            while k < length:
+                gk = g + k
+                va = va0 + (np.uint64(k) << PAGE_SHIFT)
+                pte = flat[gk]
+                pfn = pte_pfn(pte, cfg)
+                nr = 1
+                reason = R.SINGLE
+                last = gk
+                if lazyfree and mode == UNMAP_ALL_OR_NOTHING:
+                    # 6.15.0-6.15.6: from the folio's first page only, max_nr = folio size
+                    if pfn == fpfn:
+                        n, stop, last, _w, _y, _d = folio_pte_batch(
+                            flat, gk, limit, pte, np.int64(fnr), fpfn, fnr, cfg)
+                        if n == np.int64(fnr):
+                            nr = n
+                            reason = R.FOLIO_END
+                elif lazyfree and mode == UNMAP_CLAMPED:
+                    end = pmd_addr_end(va, vma_end)
+                    limit_reason = R.VMA_END if end == vma_end else R.PMD_END
+                    n, stop, last, _w, _y, _d = folio_pte_batch(
+                        flat, gk, limit, pte, np.int64((end - va) >> PAGE_SHIFT), fpfn, fnr, cfg)
+                    nr = n
+                    reason = batch_reason(stop, pfn, n, fend, limit_reason)
+                over = 0
+                if last >= tbl_end:
+                    over |= R.OVER_TABLE
+                if va + (np.uint64(last - gk) << PAGE_SHIFT) >= vma_end:
+                    over |= R.OVER_VMA
+                out_pfn[o] = fpfn
+                out_va[o] = va
+                out_nr[o] = nr
+                out_reason[o] = reason
+                out_over[o] = over
+                o += 1
+                if nr == np.int64(fnr):
+                    vma_done = True  # the whole folio went in one batch: walk done
+                    break
+                cursor = va + (np.uint64(nr) << PAGE_SHIFT)
+                k += nr
+        i += 1
+    return i, o
+
+
+def _unmap_chunks(flat, seg_g0, seg_va, seg_vma, seg_vma_end, run_g, run_len, run_seg,
+                  item_f, item_r0, item_r1, item_bound, ch_i, ch_end, ch_o, ch_o_end,
+                  folio_pfn, folio_nr, folio_flags, cfg, mode, oob_adjacent,
+                  out_pfn, out_va, out_nr, out_reason, out_over):
+    for k in prange(ch_i.shape[0]):
+        i, o = unmap_folios(flat, seg_g0, seg_va, seg_vma, seg_vma_end, run_g, run_len, run_seg,
+                            item_f, item_r0, item_r1, item_bound, ch_i[k], ch_end[k],
+                            folio_pfn, folio_nr, folio_flags, cfg, mode, oob_adjacent,
+                            out_pfn, out_va, out_nr, out_reason, out_over, ch_o[k], ch_o_end[k])
+        ch_i[k] = i
+        ch_o[k] = o
+
+
+unmap_chunks_serial = jit()(_unmap_chunks)
+unmap_chunks_parallel = jit(parallel=True)(_unmap_chunks)
+
+# Every dispatcher, for the type-hygiene test and for compile-time measurements.
+DISPATCHERS = {name: obj for name, obj in list(globals().items())
+               if hasattr(obj, "overloads") and hasattr(obj, "py_func")}

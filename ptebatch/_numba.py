@@ -1,0 +1,32 @@
+"""The one place that sets Numba options.
+
+* ``nopython`` always; ``nogil`` so callers may use threads.
+* ``error_model="numpy"``: no Python exception machinery in the hot loops.
+* ``boundscheck`` is left unset so ``NUMBA_BOUNDSCHECK=1`` turns it on for a
+  test pass; ``NUMBA_DISABLE_JIT=1`` runs every kernel as plain Python.
+* Caching is opt-in (``PTEBATCH_NUMBA_CACHE=1``): Numba's cache key ignores
+  the two switches above, so a shared cache could hand a bounds-checked run a
+  kernel compiled without checks.
+* Nothing is compiled at import: kernels are compiled lazily on first call.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numba
+
+CACHE = os.environ.get("PTEBATCH_NUMBA_CACHE", "").strip() not in ("", "0")
+
+prange = numba.prange
+
+
+def jit(*, parallel: bool = False):
+    """Decorator for every ptebatch kernel (lazy, nopython)."""
+    return numba.njit(cache=CACHE, nogil=True, parallel=parallel, error_model="numpy",
+                      fastmath=False)
+
+
+def num_threads() -> int:
+    """Threads a parallel kernel will use."""
+    return int(numba.get_num_threads())

@@ -1,0 +1,414 @@
+"""Public JIT-backed entry points: ``folio_pte_batch``, ``scan`` and ``unmap``.
+
+Argument checking and the layout of work (segments, chunks, output buffers)
+are plain NumPy here; every per-PTE loop is in :mod:`ptebatch._kernels`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _kernels as K
+from . import reasons as R
+from ._numba import num_threads
+from .arch import PAGE_SHIFT, PMD_SIZE, PTRS_PER_PTE, Arch, get_arch
+from .results import BatchResult, ScanResult, UnmapResult
+from .space import FOLIO_ANON, FOLIO_SWAPBACKED, AddressSpace
+from .versions import (UNMAP_ALL_OR_NOTHING, UNMAP_CLAMPED, UNMAP_SINGLE, KernelProfile,
+                       normaliser, resolve_flags, resolve_kernel)
+
+__all__ = ["folio_pte_batch", "scan", "unmap", "make_cfg", "check_walk_args"]
+
+CLAMPS = ("pmd", "folio")
+OOBS = ("none", "adjacent")
+_UNMAP_MODE = {UNMAP_SINGLE: K.UNMAP_SINGLE, UNMAP_ALL_OR_NOTHING: K.UNMAP_ALL_OR_NOTHING,
+               UNMAP_CLAMPED: K.UNMAP_CLAMPED}
+
+
+def make_cfg(arch: Arch, profile: KernelProfile, flags: int) -> np.ndarray:
+    """The kernels' configuration vector for one (architecture, generation, flags)."""
+    gen = profile.generation
+    norm = normaliser(arch, gen, flags)
+    cfg = np.zeros(K.N_CFG, dtype=np.uint64)
+    cfg[K.C_COND_SET] = norm.cond_set
+    cfg[K.C_COND_CLEAR] = norm.cond_clear
+    cfg[K.C_COND_OR] = norm.cond_or
+    cfg[K.C_KEEP] = norm.keep
+    cfg[K.C_SET] = norm.set
+    cfg[K.C_PRESENT] = arch.present
+    cfg[K.C_PFN_MASK] = arch.pfn_mask
+    cfg[K.C_CUT] = int(gen.cut_at_folio_end)
+    cfg[K.C_PFN_CHECK] = int(gen.pfn_check_in_loop)
+    cfg[K.C_WRITE] = arch.write
+    cfg[K.C_YOUNG] = arch.young
+    cfg[K.C_DIRTY] = arch.dirty_any
+    cfg[K.C_DIRTY_HW_SET] = arch.dirty_hw[0]
+    cfg[K.C_DIRTY_HW_CLEAR] = arch.dirty_hw[1]
+    cfg[K.C_CONT] = arch.cont
+    return cfg
+
+
+def _as_int(name: str, value) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name}: expected an integer, got {type(value).__name__}")
+    return int(value)
+
+
+def check_batch_args(ptes, index, max_nr, folio_pfn, folio_nr, arch: Arch):
+    """Validate a single-batch call; returns (index, max_nr, folio_pfn, folio_nr, pte)."""
+    if not isinstance(ptes, np.ndarray):
+        raise TypeError(f"ptes: expected a numpy.ndarray of uint64, got {type(ptes).__name__}")
+    if ptes.dtype != np.uint64:
+        raise TypeError(f"ptes: dtype must be uint64, got {ptes.dtype}")
+    if ptes.ndim != 1:
+        raise ValueError(f"ptes: must be one-dimensional (one table, or space.ptes.reshape(-1) with "
+                         f"index = table * 512 + entry), got shape {ptes.shape}")
+    if not ptes.flags.c_contiguous:
+        raise ValueError("ptes: must be C-contiguous (use np.ascontiguousarray)")
+    index = _as_int("index", index)
+    max_nr = _as_int("max_nr", max_nr)
+    folio_pfn = _as_int("folio_pfn", folio_pfn)
+    folio_nr = _as_int("folio_nr", folio_nr)
+    if not 0 <= index < ptes.shape[0]:
+        raise ValueError(f"index: {index} is outside the array of {ptes.shape[0]} entries")
+    if max_nr < 1:
+        raise ValueError(f"max_nr: must be at least 1, got {max_nr}")
+    if folio_nr < 2 or folio_nr & (folio_nr - 1):
+        raise ValueError(f"folio_nr: must be a power of two >= 2 (folio_pte_batch is only called "
+                         f"for large folios), got {folio_nr}")
+    if folio_pfn < 0 or folio_pfn % folio_nr or folio_pfn + folio_nr - 1 > arch.max_pfn:
+        raise ValueError(f"folio_pfn: must be aligned to folio_nr and fit the PFN field, "
+                         f"got {folio_pfn:#x} with {folio_nr} pages")
+    pte = int(ptes[index])
+    if not pte & arch.present:
+        raise ValueError(f"ptes[{index}]: the first PTE must be present, got {pte:#x}")
+    pfn = (pte & arch.pfn_mask) >> PAGE_SHIFT
+    if not folio_pfn <= pfn < folio_pfn + folio_nr:
+        raise ValueError(f"ptes[{index}]: the first PTE maps PFN {pfn:#x}, outside the folio "
+                         f"[{folio_pfn:#x}, {folio_pfn + folio_nr:#x})")
+    return index, max_nr, folio_pfn, folio_nr, pte
+
+
+def batch_outputs(arch: Arch, profile: KernelProfile, flags: int, pte: int,
+                  any_writable: bool, any_young: bool, any_dirty: bool) -> dict:
+    """The generation's extra outputs from the accumulated bits."""
+    gen = profile.generation
+    if gen.outputs == "any":
+        return dict(any_writable=bool(any_writable), any_young=bool(any_young),
+                    any_dirty=bool(any_dirty))
+    merged = pte
+    if flags & gen.flags["FPB_MERGE_WRITE"] and any_writable:
+        merged = arch.apply("mkwrite", merged)
+    if flags & gen.flags["FPB_MERGE_YOUNG_DIRTY"]:
+        if any_young:
+            merged = arch.apply("mkyoung", merged)
+        if any_dirty:
+            merged = arch.apply("mkdirty", merged)
+    return dict(pte=merged)
+
+
+def folio_pte_batch(ptes, index, max_nr, folio_pfn, folio_nr, *, flags=0, kernel="6.16",
+                    arch="x86_64") -> BatchResult:
+    """Count the PTEs from ``ptes[index]`` that map consecutive pages of one folio.
+
+    Parameters
+    ----------
+    ptes : numpy.ndarray of uint64, 1-D, C-contiguous
+        Entries to scan: one table, or ``space.ptes.reshape(-1)`` with a flat
+        index.  Nothing outside this array is ever read.
+    index : int
+        Entry holding the first PTE, which must be present and map a page of
+        the folio.
+    max_nr : int
+        The caller's limit, at least 1.  A limit that crosses the array's end
+        is reported (``crosses_end``), and entries past the end read as none.
+    folio_pfn, folio_nr : int
+        The large folio: first PFN and size (a power of two, at least 2).
+    flags : int, str or sequence of str
+        ``FPB_*`` flags in the vocabulary of the kernel's generation
+        (``FPB_IGNORE_*`` up to 6.16, ``FPB_RESPECT_*``/``FPB_MERGE_*`` from 6.17).
+    kernel : str
+        Release (``"6.14"``, ``"6.16"``, ``"6.18"``) or generation (``"gen1b"``).
+    arch : str
+        PTE encoding.
+
+    Returns
+    -------
+    BatchResult
+    """
+    arch = get_arch(arch)
+    profile = resolve_kernel(kernel)
+    fl = resolve_flags(flags, profile.generation, 0)
+    index, max_nr, folio_pfn, folio_nr, pte = check_batch_args(ptes, index, max_nr, folio_pfn,
+                                                               folio_nr, arch)
+    cfg = make_cfg(arch, profile, fl)
+    nr, stop, last, w, y, d = K.folio_pte_batch_one(ptes, np.int64(index), np.int64(max_nr),
+                                                    np.uint64(pte), np.uint64(folio_pfn),
+                                                    np.uint64(folio_nr), cfg)
+    nr, stop, last = int(nr), int(stop), int(last)
+    pfn = (pte & arch.pfn_mask) >> PAGE_SHIFT
+    reason = R.FOLIO_END if pfn + nr == folio_pfn + folio_nr else stop
+    return BatchResult(nr=nr, reason=R.NAMES[reason], last_read=last,
+                       crosses_end=index + max_nr > ptes.shape[0],
+                       read_past_end=last >= ptes.shape[0],
+                       **batch_outputs(arch, profile, fl, pte, w, y, d))
+
+
+# -- walks -------------------------------------------------------------------
+
+def check_walk_args(space, kernel, flags, clamp, oob, default_flags):
+    """Shared argument checks of scan/unmap (JIT and naive)."""
+    if not isinstance(space, AddressSpace):
+        raise TypeError(f"space: expected an AddressSpace, got {type(space).__name__}")
+    profile = resolve_kernel(kernel)
+    fl = resolve_flags(flags, profile.generation, default_flags(profile))
+    if clamp not in CLAMPS:
+        raise ValueError(f"clamp: must be one of {', '.join(CLAMPS)}, got {clamp!r}")
+    if oob not in OOBS:
+        raise ValueError(f"oob: must be one of {', '.join(OOBS)}, got {oob!r}")
+    return profile, fl
+
+
+def segments(space: AddressSpace):
+    """Split every VMA at table boundaries: the ranges a page-table walk visits.
+
+    Returns int64/uint64 arrays ``g0, g1`` (flat entry range), ``va`` (address
+    of g0), ``vma``, ``vma_end`` and ``reason`` (what ``pmd_addr_end`` cut at
+    ``g1``: ``vma_end`` when the VMA ends inside or at the end of the table).
+    VMA parts with no table have nothing mapped and give no segment.
+    """
+    tva = space.table_va
+    vs, ve = space.vma_start, space.vma_end
+    pmd = np.uint64(PMD_SIZE)
+    t_first = np.searchsorted(tva, vs & ~np.uint64(PMD_SIZE - 1), side="left")
+    t_last = np.searchsorted(tva, ve, side="left")
+    count = np.maximum(t_last - t_first, 0)
+    vma = np.repeat(np.arange(vs.size, dtype=np.int64), count)
+    # table index: t_first[v] + position within the VMA's run of tables
+    starts = np.cumsum(count) - count
+    t = np.repeat(t_first, count) + (np.arange(vma.size) - np.repeat(starts, count))
+    t = t.astype(np.int64)
+    tv = tva[t]
+    lo = np.maximum(vs[vma], tv)
+    hi = np.minimum(ve[vma], tv + pmd)
+    keep = lo < hi
+    t, tv, lo, hi, vma = t[keep], tv[keep], lo[keep], hi[keep], vma[keep]
+    base = t * PTRS_PER_PTE
+    g0 = base + ((lo - tv) >> np.uint64(PAGE_SHIFT)).astype(np.int64)
+    g1 = base + ((hi - tv) >> np.uint64(PAGE_SHIFT)).astype(np.int64)
+    vma_end = ve[vma]
+    reason = np.where(vma_end <= tv + pmd, R.VMA_END, R.PMD_END).astype(np.int64)
+    return g0, g1, lo, vma, vma_end, reason
+
+
+def _chunk_bounds(weights: np.ndarray, n_chunks: int, allowed: np.ndarray | None = None) -> np.ndarray:
+    """Split items into about n_chunks contiguous ranges of similar weight.
+
+    ``allowed[i]`` says whether a chunk may start at item i.  Returns the start
+    of each chunk plus the end (length n_chunks' + 1).
+    """
+    n = weights.size
+    if n == 0:
+        return np.zeros(1, dtype=np.int64)
+    csum = np.cumsum(weights, dtype=np.float64)
+    targets = csum[-1] * np.arange(1, n_chunks) / n_chunks
+    cuts = np.searchsorted(csum, targets, side="right")
+    if allowed is not None:
+        ok = np.flatnonzero(allowed)
+        cuts = ok[np.minimum(np.searchsorted(ok, cuts), ok.size - 1)]
+    cuts = np.unique(np.concatenate(([0], cuts[(cuts > 0) & (cuts < n)], [n])))
+    return cuts.astype(np.int64)
+
+
+def _n_chunks(parallel: bool, n_items: int) -> int:
+    if not parallel:
+        return 1
+    return max(1, min(n_items, 8 * num_threads()))
+
+
+def _drive(run_round, bounds: np.ndarray, starts: np.ndarray, ends: np.ndarray, dtypes) -> list:
+    """Run chunks to completion in rounds, growing output buffers as needed.
+
+    ``run_round(ch_pos, ch_end, ch_o, ch_o_end, bufs, active)`` advances every
+    chunk in ``active`` from ``ch_pos`` and writes rows into ``bufs``.  A chunk
+    stops before an item whose worst case (``bounds``) would not fit, so the
+    buffers are sized by rows written, not by PTEs.  Returns the output arrays
+    in chunk order.
+    """
+    n_ch = starts.size
+    pos = starts.copy()
+    cum = np.concatenate(([0], np.cumsum(bounds, dtype=np.int64)))
+    pieces: list[list] = [[] for _ in range(n_ch)]
+    done_rows = np.zeros(n_ch, dtype=np.int64)
+    ratio = np.full(n_ch, 1.0 / 8.0)  # first guess: 8 PTEs per row
+    while True:
+        active = np.flatnonzero(pos < ends)
+        if active.size == 0:
+            break
+        remaining = cum[ends[active]] - cum[pos[active]]
+        biggest = np.array([bounds[p:e].max() for p, e in zip(pos[active], ends[active])])
+        caps = np.maximum((remaining * ratio[active] * 1.25).astype(np.int64) + 1024, biggest)
+        caps = np.minimum(caps, remaining)
+        offs = np.concatenate(([0], np.cumsum(caps)))
+        bufs = [np.empty(int(offs[-1]), dtype=dt) for dt in dtypes]
+        ch_pos = pos[active].copy()
+        ch_o = offs[:-1].astype(np.int64).copy()
+        ch_o_end = offs[1:].astype(np.int64)
+        run_round(ch_pos, ends[active].copy(), ch_o, ch_o_end, bufs, active)
+        for j, k in enumerate(active):
+            lo, hi = int(offs[j]), int(ch_o[j])
+            pieces[k].append([b[lo:hi] for b in bufs])
+            covered = cum[ch_pos[j]] - cum[pos[k]]
+            done_rows[k] += hi - lo
+            if covered > 0:
+                ratio[k] = max(done_rows[k] / max(cum[ch_pos[j]] - cum[starts[k]], 1), 1.0 / 512)
+            pos[k] = ch_pos[j]
+    flat_pieces = [p for chunk in pieces for p in chunk]
+    if not flat_pieces:
+        return [np.empty(0, dtype=dt) for dt in dtypes]
+    return [np.concatenate([p[i] for p in flat_pieces]) for i in range(len(dtypes))]
+
+
+def _folio_arrays(space: AddressSpace):
+    return space.folio_pfn, space.folio_nr
+
+
+def scan(space: AddressSpace, *, kernel="6.16", flags=None, clamp="pmd", oob="none",
+         parallel: bool = True) -> ScanResult:
+    """Walk every VMA as zap does and record each batch.
+
+    Parameters
+    ----------
+    space : AddressSpace
+    kernel : str
+        Release (``"6.14"``, ``"6.16"``, ``"6.18"``) or generation (``"gen2"``).
+    flags : None, int, str or sequence of str
+        ``None``: the flags zap passes in that release.
+    clamp : {"pmd", "folio"}
+        ``"pmd"``: ``max_nr = (pmd_addr_end(addr, vma_end) - addr) >> 12`` as
+        every page-table walker does.  ``"folio"``: ``max_nr`` is the folio's
+        size, as a caller that forgot to clamp (the 6.15 lazyfree bug).
+    oob : {"none", "adjacent"}
+        What a read past entry 511 returns: none (0), or the same entry of the
+        next row of ``ptes`` (0 past the last row), as if the next page-table
+        page followed in memory.  Such reads are counted either way.
+    parallel : bool
+        Walk independent chunks of tables on all Numba threads.  The result is
+        identical to the serial walk.
+
+    Returns
+    -------
+    ScanResult
+    """
+    profile, fl = check_walk_args(space, kernel, flags, clamp, oob, lambda p: p.zap_flags)
+    arch = get_arch(space.arch)
+    cfg = make_cfg(arch, profile, fl)
+    flat = space.ptes.reshape(-1)
+    g0, g1, va, vma, vma_end, seg_reason = segments(space)
+    weights = g1 - g0
+    clamp_folio = clamp == "folio"
+    allowed = None
+    if clamp_folio:
+        # a batch may run into the next segment of its VMA: chunk at VMA starts only
+        allowed = np.concatenate(([True], vma[1:] != vma[:-1]))
+    bounds_ = _chunk_bounds(weights.astype(np.float64), _n_chunks(parallel, weights.size), allowed)
+    starts, ends = bounds_[:-1], bounds_[1:]
+    carry_va = np.zeros(starts.size, dtype=np.uint64)
+    carry_vma = np.full(starts.size, -1, dtype=np.int64)
+    present = np.zeros(starts.size, dtype=np.int64)
+    kern = K.zap_chunks_parallel if parallel else K.zap_chunks_serial
+    fpfn, fnr = _folio_arrays(space)
+
+    def run_round(ch_pos, ch_end, ch_o, ch_o_end, bufs, active):
+        cva, cvm, pres = carry_va[active], carry_vma[active], np.zeros(active.size, dtype=np.int64)
+        kern(flat, g0, g1, va, vma, vma_end, seg_reason, ch_pos, ch_end, cva, cvm, ch_o, ch_o_end,
+             pres, fpfn, fnr, cfg, clamp_folio, oob == "adjacent", *bufs)
+        carry_va[active], carry_vma[active] = cva, cvm
+        present[active] += pres
+
+    out_va, out_nr, out_reason, out_over = _drive(
+        run_round, weights, starts, ends, (np.uint64, np.uint32, np.uint8, np.uint8))
+    return ScanResult(kernel=profile.name, generation=profile.generation.name,
+                      flags=profile.generation.describe_flags(fl), oob=oob, va=out_va, nr=out_nr,
+                      reason=out_reason, overrun=out_over, clamp=clamp,
+                      present_ptes=int(present.sum()))
+
+
+def unmap(space: AddressSpace, *, kernel="6.16", oob="none", parallel: bool = True) -> UnmapResult:
+    """Model reclaim's try_to_unmap_one for every mapped large folio.
+
+    Folios are taken in PFN order; each is unmapped from every VMA that maps
+    it, in address order.  Lazyfree folios (anon, not swapbacked) batch by the
+    release's rule: none before 6.15; 6.15.0-6.15.6 only from the folio's
+    first page with ``max_nr`` = folio size and no table clamp, all or
+    nothing; 6.15.7+/6.16+ clamped at ``pmd_addr_end(addr, vma_end)``, partial
+    batches allowed.  A batch covering the whole folio ends that VMA's walk.
+    Other folios are unmapped one PTE at a time.
+
+    Parameters
+    ----------
+    space : AddressSpace
+    kernel : str
+        Release, e.g. ``"6.15"`` (buggy), ``"6.15.7"`` or ``"6.16"`` (fixed).
+    oob : {"none", "adjacent"}
+        What a read past entry 511 returns, as in :func:`scan`.
+    parallel : bool
+        Process independent chunks of folios on all Numba threads.
+
+    Returns
+    -------
+    UnmapResult
+
+    Notes
+    -----
+    Every folio is evaluated against the snapshot as given: entries cleared by
+    an earlier folio's unmap are not cleared here, which changes no batch (an
+    entry of another folio never matches) but can name a stop ``pfn_gap``
+    where the kernel would then see ``not_present``.
+    """
+    profile, fl = check_walk_args(space, kernel, None, "pmd", oob, lambda p: p.unmap_flags)
+    arch = get_arch(space.arch)
+    cfg = make_cfg(arch, profile, fl)
+    flat = space.ptes.reshape(-1)
+    g0, g1, va, vma, vma_end, _ = segments(space)
+    fpfn, fnr = _folio_arrays(space)
+
+    # 1. runs of entries mapping one large folio, per segment (two passes)
+    runs = K.folio_runs_parallel if parallel else K.folio_runs_serial
+    counts = np.zeros(g0.size, dtype=np.int64)
+    dummy_i = np.zeros(0, dtype=np.int64)
+    runs(flat, g0, g1, fpfn, fnr, cfg, counts, counts, dummy_i, dummy_i, dummy_i, dummy_i, False)
+    offsets = np.concatenate(([0], np.cumsum(counts)))[:-1].astype(np.int64)
+    n_runs = int(counts.sum())
+    run_g = np.empty(n_runs, dtype=np.int64)
+    run_len = np.empty(n_runs, dtype=np.int64)
+    run_f = np.empty(n_runs, dtype=np.int64)
+    run_seg = np.empty(n_runs, dtype=np.int64)
+    runs(flat, g0, g1, fpfn, fnr, cfg, counts, offsets, run_g, run_len, run_f, run_seg, True)
+
+    # 2. group runs by folio, keeping address order inside each folio
+    order = np.argsort(run_f, kind="stable")
+    run_g, run_len, run_f, run_seg = run_g[order], run_len[order], run_f[order], run_seg[order]
+    item_f, item_r0 = np.unique(run_f, return_index=True)
+    item_r0 = item_r0.astype(np.int64)
+    item_r1 = np.concatenate((item_r0[1:], [n_runs])).astype(np.int64)
+    item_bound = np.add.reduceat(run_len, item_r0) if n_runs else np.zeros(0, dtype=np.int64)
+    item_f = item_f.astype(np.int64)
+
+    bounds_ = _chunk_bounds(item_bound.astype(np.float64), _n_chunks(parallel, item_f.size))
+    starts, ends = bounds_[:-1], bounds_[1:]
+    kern = K.unmap_chunks_parallel if parallel else K.unmap_chunks_serial
+    mode = _UNMAP_MODE[profile.unmap]
+
+    def run_round(ch_pos, ch_end, ch_o, ch_o_end, bufs, active):
+        kern(flat, g0, va, vma, vma_end, run_g, run_len, run_seg, item_f, item_r0, item_r1,
+             item_bound, ch_pos, ch_end, ch_o, ch_o_end, fpfn, fnr, space.folio_flags, cfg,
+             mode, oob == "adjacent", *bufs)
+
+    out_pfn, out_va, out_nr, out_reason, out_over = _drive(
+        run_round, item_bound, starts, ends, (np.uint64, np.uint64, np.uint32, np.uint8, np.uint8))
+    lazy = (space.folio_flags[item_f] & np.uint8(FOLIO_ANON | FOLIO_SWAPBACKED)) == FOLIO_ANON
+    return UnmapResult(kernel=profile.name, generation=profile.generation.name,
+                       flags=profile.generation.describe_flags(fl), oob=oob, va=out_va, nr=out_nr,
+                       reason=out_reason, overrun=out_over, folio_pfn=out_pfn,
+                       folios=int(item_f.size), lazyfree_folios=int(np.count_nonzero(lazy)))

@@ -1,0 +1,372 @@
+"""The naive reference: the same functions as the JIT engine, in plain Python ints.
+
+Written to read like the kernel (mm/internal.h, mm/memory.c zap_pte_range,
+mm/rmap.c try_to_unmap_one), one generation at a time, rather than from the
+tables the JIT engine compiles.  It is the oracle of the tests and the
+baseline of the benchmarks, so it favours obviousness over speed.
+"""
+
+from __future__ import annotations
+
+import bisect
+
+import numpy as np
+
+from . import reasons as R
+from .arch import PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, PTRS_PER_PTE, U64, get_arch
+from .engine import batch_outputs, check_batch_args, check_walk_args
+from .results import BatchResult, ScanResult, UnmapResult
+from .space import FOLIO_ANON, FOLIO_SWAPBACKED, AddressSpace
+from .versions import UNMAP_ALL_OR_NOTHING, UNMAP_CLAMPED, resolve_flags, resolve_kernel
+
+__all__ = ["folio_pte_batch", "scan", "unmap", "pmd_addr_end"]
+
+PMD_MASK = ~(PMD_SIZE - 1) & U64
+
+
+def pmd_addr_end(addr: int, end: int) -> int:
+    """The next 2 MiB boundary above addr, or end if lower (end 0 is the top)."""
+    boundary = (addr + PMD_SIZE) & PMD_MASK
+    return boundary if (boundary - 1) & U64 < (end - 1) & U64 else end
+
+
+class _Batcher:
+    """folio_pte_batch for one architecture, generation and flags."""
+
+    def __init__(self, arch, profile, flags: int):
+        self.arch = arch
+        self.gen = profile.generation
+        self.flags = flags
+        self.profile = profile
+
+    # -- the PTE helpers, on ints ------------------------------------------
+    def pte_present(self, pte):
+        return bool(pte & self.arch.present)
+
+    def pte_pfn(self, pte):
+        return (pte & self.arch.pfn_mask) >> PAGE_SHIFT
+
+    def pte_advance_pfn(self, pte, nr):
+        return (pte + (nr << PAGE_SHIFT)) & U64
+
+    def pte_batch_hint(self, index, pte):
+        if self.arch.cont and self.pte_present(pte) and pte & self.arch.cont:
+            return 16 - (index & 15)
+        return 1
+
+    def clear_ignored(self, pte):
+        """__pte_batch_clear_ignored, as each generation wrote it."""
+        a, f = self.arch, self.flags
+        if self.gen.name in ("1", "1b"):
+            if f & self.gen.flags["FPB_IGNORE_DIRTY"]:
+                pte = a.apply("mkclean", pte)
+            if f & self.gen.flags["FPB_IGNORE_SOFT_DIRTY"]:
+                pte = a.apply("clear_soft_dirty", pte)
+            return a.apply("wrprotect", a.apply("mkold", pte))
+        if not f & self.gen.flags["FPB_RESPECT_DIRTY"]:
+            pte = a.apply("mkclean", pte)
+        if not f & self.gen.flags["FPB_RESPECT_SOFT_DIRTY"]:
+            pte = a.apply("clear_soft_dirty", pte)
+        if not f & self.gen.flags["FPB_RESPECT_WRITE"]:
+            pte = a.apply("wrprotect", pte)
+        return a.apply("mkold", pte)
+
+    def why_different(self, pte, expected):
+        if not self.pte_present(pte):
+            return R.NOT_PRESENT
+        if self.pte_pfn(pte) != self.pte_pfn(expected):
+            return R.PFN_GAP
+        return R.BIT_MISMATCH
+
+    # -- the batch -----------------------------------------------------------
+    def batch(self, read, start, pte, max_nr, folio_pfn, folio_nr):
+        """Returns (nr, stop, last_read, any_writable, any_young, any_dirty)."""
+        if self.gen.name == "2":
+            return self._batch_v2(read, start, pte, max_nr, folio_pfn, folio_nr)
+        return self._batch_v1(read, start, pte, max_nr, folio_pfn, folio_nr,
+                              xen_pv_fix=self.gen.name == "1b")
+
+    def _batch_v1(self, read, start, pte, max_nr, folio_pfn, folio_nr, xen_pv_fix):
+        folio_end_pfn = folio_pfn + folio_nr
+        if xen_pv_fix:
+            max_nr = min(max_nr, folio_end_pfn - self.pte_pfn(pte))
+        end = start + max_nr
+        any_writable = any_young = any_dirty = False
+        stop, last = R.MAX_NR, start
+
+        nr = self.pte_batch_hint(start, pte)
+        expected = self.clear_ignored(self.pte_advance_pfn(pte, nr))
+        p = start + nr
+        while p < end:
+            pte = read(p)
+            last = p
+            writable = bool(pte & self.arch.write)
+            young = bool(pte & self.arch.young)
+            dirty = self.arch.is_dirty(pte)
+            cleared = self.clear_ignored(pte)
+            if cleared != expected:
+                stop = self.why_different(pte, expected)
+                break
+            if not xen_pv_fix and self.pte_pfn(cleared) >= folio_end_pfn:
+                stop = R.FOLIO_END
+                break
+            any_writable |= writable
+            any_young |= young
+            any_dirty |= dirty
+            nr = self.pte_batch_hint(p, pte)
+            expected = self.pte_advance_pfn(expected, nr)
+            p += nr
+        return min(p - start, max_nr), stop, last, any_writable, any_young, any_dirty
+
+    def _batch_v2(self, read, start, pte, max_nr, folio_pfn, folio_nr):
+        any_writable = any_young = any_dirty = False
+        stop, last = R.MAX_NR, start
+        max_nr = min(max_nr, folio_pfn + folio_nr - self.pte_pfn(pte))
+
+        nr = self.pte_batch_hint(start, pte)
+        expected = self.clear_ignored(self.pte_advance_pfn(pte, nr))
+        p = start + nr
+        while nr < max_nr:
+            pte = read(p)
+            last = p
+            if self.clear_ignored(pte) != expected:
+                stop = self.why_different(pte, expected)
+                break
+            any_writable |= bool(pte & self.arch.write)
+            any_young |= bool(pte & self.arch.young)
+            any_dirty |= self.arch.is_dirty(pte)
+            cur_nr = self.pte_batch_hint(p, pte)
+            expected = self.pte_advance_pfn(expected, cur_nr)
+            p += cur_nr
+            nr += cur_nr
+        return min(nr, max_nr), stop, last, any_writable, any_young, any_dirty
+
+
+def _reason(stop, first_pfn, nr, folio_pfn, folio_nr, limit_reason):
+    if first_pfn + nr == folio_pfn + folio_nr:
+        return R.FOLIO_END
+    return limit_reason if stop == R.MAX_NR else stop
+
+
+def folio_pte_batch(ptes, index, max_nr, folio_pfn, folio_nr, *, flags=0, kernel="6.16",
+                    arch="x86_64") -> BatchResult:
+    """Naive twin of :func:`ptebatch.folio_pte_batch` (same arguments and result)."""
+    arch = get_arch(arch)
+    profile = resolve_kernel(kernel)
+    fl = resolve_flags(flags, profile.generation, 0)
+    index, max_nr, folio_pfn, folio_nr, pte = check_batch_args(ptes, index, max_nr, folio_pfn,
+                                                               folio_nr, arch)
+    entries = ptes.tolist()
+
+    def read(i):
+        return entries[i] if i < len(entries) else 0
+
+    b = _Batcher(arch, profile, fl)
+    nr, stop, last, w, y, d = b.batch(read, index, pte, max_nr, folio_pfn, folio_nr)
+    reason = _reason(stop, b.pte_pfn(pte), nr, folio_pfn, folio_nr, R.MAX_NR)
+    return BatchResult(nr=nr, reason=R.NAMES[reason], last_read=last,
+                       crosses_end=index + max_nr > len(entries), read_past_end=last >= len(entries),
+                       **batch_outputs(arch, profile, fl, pte, w, y, d))
+
+
+class _Memory:
+    """The page tables as the kernel would see them, read one entry at a time."""
+
+    def __init__(self, space: AddressSpace, oob: str):
+        self.space = space
+        self.rows: dict[int, list] = {}
+        self.table_vas = space.table_va.tolist()
+        self.table_of = {v: t for t, v in enumerate(self.table_vas)}
+        self.adjacent = oob == "adjacent"
+        self.folio_pfn = space.folio_pfn.tolist()
+        self.folio_nr = space.folio_nr.tolist()
+        self.folio_flags = space.folio_flags.tolist()
+        self.starts = self.folio_pfn  # sorted
+
+    def row(self, t):
+        r = self.rows.get(t)
+        if r is None:
+            r = self.rows[t] = self.space.ptes[t].tolist()
+        return r
+
+    def slot(self, addr):
+        """Flat index (table * 512 + entry) of addr, or None without a table."""
+        t = self.table_of.get(addr & PMD_MASK)
+        if t is None:
+            return None
+        return t * PTRS_PER_PTE + ((addr >> PAGE_SHIFT) & (PTRS_PER_PTE - 1))
+
+    def reader(self, g):
+        """ptep_get for a scan that started in the table of flat index g."""
+        table_end = (g // PTRS_PER_PTE + 1) * PTRS_PER_PTE
+        n_rows = len(self.table_of)
+
+        def read(i):
+            if i >= table_end and not self.adjacent:
+                return 0
+            t, e = divmod(i, PTRS_PER_PTE)
+            return self.row(t)[e] if t < n_rows else 0
+        return read, table_end
+
+    def folio_of(self, pfn):
+        """Index of the listed folio holding pfn, or None (order-0)."""
+        lo, hi = 0, len(self.starts)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self.starts[mid] <= pfn:
+                lo = mid + 1
+            else:
+                hi = mid
+        i = lo - 1
+        if i >= 0 and pfn < self.folio_pfn[i] + self.folio_nr[i]:
+            return i
+        return None
+
+    def next_table(self, addr):
+        """Address of the first table at or above addr's 2 MiB region, or None."""
+        i = bisect.bisect_left(self.table_vas, addr & PMD_MASK)
+        return self.table_vas[i] if i < len(self.table_vas) else None
+
+    def mapped(self, start, end):
+        """(addr, flat index, pte) for every address in [start, end) that has a table."""
+        addr = start
+        while addr < end:
+            tva = self.next_table(addr)
+            if tva is None or tva >= end:
+                return
+            addr = max(addr, tva)
+            t = self.table_of[tva]
+            row = self.row(t)
+            stop = min(end, tva + PMD_SIZE)
+            while addr < stop:
+                e = (addr - tva) >> PAGE_SHIFT
+                yield addr, t * PTRS_PER_PTE + e, row[e]
+                addr += PAGE_SIZE
+
+
+def _overrun(last, table_end, addr, g, vma_end):
+    over = 0
+    if last >= table_end:
+        over |= R.OVER_TABLE
+    if addr + (last - g) * PAGE_SIZE >= vma_end:
+        over |= R.OVER_VMA
+    return over
+
+
+def scan(space: AddressSpace, *, kernel="6.16", flags=None, clamp="pmd", oob="none",
+         parallel=None) -> ScanResult:
+    """Naive twin of :func:`ptebatch.scan` (``parallel`` is accepted and ignored)."""
+    profile, fl = check_walk_args(space, kernel, flags, clamp, oob, lambda p: p.zap_flags)
+    arch = get_arch(space.arch)
+    mem = _Memory(space, oob)
+    b = _Batcher(arch, profile, fl)
+    rows = []
+    present = 0
+
+    def zap_pte_range(addr, end, vma_end):
+        """One table's part of the VMA; returns where the walk goes on."""
+        limit_reason = R.VMA_END if end == vma_end else R.PMD_END
+        while addr < end:
+            g = mem.slot(addr)
+            read, table_end = mem.reader(g)
+            pte = read(g)
+            if not b.pte_present(pte):
+                addr += PAGE_SIZE
+                continue
+            pfn = b.pte_pfn(pte)
+            f = mem.folio_of(pfn)
+            if f is None or mem.folio_nr[f] == 1:
+                rows.append((addr, 1, R.ORDER0, 0))
+                addr += PAGE_SIZE
+                continue
+            fpfn, fnr = mem.folio_pfn[f], mem.folio_nr[f]
+            max_nr = fnr if clamp == "folio" else (end - addr) >> PAGE_SHIFT
+            if max_nr == 1:
+                nr, stop, last = 1, R.MAX_NR, g
+            else:
+                nr, stop, last, *_ = b.batch(read, g, pte, max_nr, fpfn, fnr)
+            rows.append((addr, nr, _reason(stop, pfn, nr, fpfn, fnr, limit_reason),
+                         _overrun(last, table_end, addr, g, vma_end)))
+            addr += nr * PAGE_SIZE
+        return addr
+
+    for vma_start, vma_end in zip(space.vma_start.tolist(), space.vma_end.tolist()):
+        present += sum(1 for _, _, pte in mem.mapped(vma_start, vma_end) if b.pte_present(pte))
+        addr = vma_start
+        while addr < vma_end:
+            next_ = pmd_addr_end(addr, vma_end)
+            if mem.slot(addr) is None:
+                # pmd_none: nothing mapped up to the next table
+                tva = mem.next_table(addr)
+                addr = vma_end if tva is None else max(next_, min(tva, vma_end))
+                continue
+            addr = max(zap_pte_range(addr, next_, vma_end), next_)
+    return _walk_result(ScanResult, rows, 4, profile, fl, oob, clamp=clamp, present_ptes=present)
+
+
+def _walk_result(cls, rows, width, profile, fl, oob, **extra):
+    cols = list(zip(*rows)) if rows else [()] * width
+    dtypes = (np.uint64, np.uint32, np.uint8, np.uint8)
+    if cls is UnmapResult:
+        extra["folio_pfn"] = np.array(cols[0], dtype=np.uint64)
+        cols = cols[1:]
+    arrays = [np.array(c, dtype=dt) for c, dt in zip(cols, dtypes)]
+    return cls(kernel=profile.name, generation=profile.generation.name,
+               flags=profile.generation.describe_flags(fl), oob=oob, va=arrays[0], nr=arrays[1],
+               reason=arrays[2], overrun=arrays[3], **extra)
+
+
+def unmap(space: AddressSpace, *, kernel="6.16", oob="none", parallel=None) -> UnmapResult:
+    """Naive twin of :func:`ptebatch.unmap` (``parallel`` is accepted and ignored)."""
+    profile, fl = check_walk_args(space, kernel, None, "pmd", oob, lambda p: p.unmap_flags)
+    arch = get_arch(space.arch)
+    mem = _Memory(space, oob)
+    b = _Batcher(arch, profile, fl)
+
+    # The reverse map: where each large folio is mapped, VMA by VMA, in address order.
+    rmap: dict[int, list] = {}
+    for v, (vma_start, vma_end) in enumerate(zip(space.vma_start.tolist(), space.vma_end.tolist())):
+        for addr, g, pte in mem.mapped(vma_start, vma_end):
+            if not b.pte_present(pte):
+                continue
+            f = mem.folio_of(b.pte_pfn(pte))
+            if f is not None and mem.folio_nr[f] > 1:
+                rmap.setdefault(f, []).append((v, addr, g, vma_end))
+
+    rows = []
+    lazyfree_folios = 0
+    for f in sorted(rmap):
+        fpfn, fnr = mem.folio_pfn[f], mem.folio_nr[f]
+        lazyfree = mem.folio_flags[f] & (FOLIO_ANON | FOLIO_SWAPBACKED) == FOLIO_ANON
+        lazyfree_folios += lazyfree
+        by_vma: dict[int, list] = {}
+        for v, addr, g, vma_end in rmap[f]:
+            by_vma.setdefault(v, []).append((addr, g, vma_end))
+        for v in sorted(by_vma):
+            # try_to_unmap_one: page_vma_mapped_walk over this VMA
+            cursor = 0
+            for addr, g, vma_end in by_vma[v]:
+                if addr < cursor:
+                    continue  # cleared by the previous batch
+                read, table_end = mem.reader(g)
+                pte = read(g)
+                nr, reason, last = 1, R.SINGLE, g
+                if lazyfree and profile.unmap == UNMAP_ALL_OR_NOTHING:
+                    # can_batch_unmap_folio_ptes (6.15.0-6.15.6)
+                    if b.pte_pfn(pte) == fpfn:
+                        n, _, last, *_ = b.batch(read, g, pte, fnr, fpfn, fnr)
+                        if n == fnr:
+                            nr, reason = n, R.FOLIO_END
+                elif lazyfree and profile.unmap == UNMAP_CLAMPED:
+                    # folio_unmap_pte_batch: one VMA and one page table only
+                    end = pmd_addr_end(addr, vma_end)
+                    n, stop, last, *_ = b.batch(read, g, pte, (end - addr) >> PAGE_SHIFT, fpfn, fnr)
+                    nr = n
+                    reason = _reason(stop, b.pte_pfn(pte), n, fpfn, fnr,
+                                     R.VMA_END if end == vma_end else R.PMD_END)
+                rows.append((fpfn, addr, nr, reason, _overrun(last, table_end, addr, g, vma_end)))
+                if nr == fnr:
+                    break  # walk_done
+                cursor = addr + nr * PAGE_SIZE
+    return _walk_result(UnmapResult, rows, 5, profile, fl, oob, folios=len(rmap),
+                        lazyfree_folios=lazyfree_folios)
