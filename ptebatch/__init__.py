@@ -16,6 +16,7 @@ X86_64, get_arch
 from . import naive, reasons
 from .arch import ARCHES, X86_64, Arch, get_arch
 from .engine import folio_pte_batch, scan, unmap
+from .generate import generate
 from .layouts import thread_layout
 from .results import BatchResult, ScanResult, UnmapResult
 from .space import AddressSpace, load
@@ -26,5 +27,5 @@ __version__ = "0.1.0"
 __all__ = [
     "AddressSpace", "load", "folio_pte_batch", "scan", "unmap", "BatchResult", "ScanResult",
     "UnmapResult", "resolve_kernel", "KernelProfile", "Generation", "GENERATIONS", "Arch",
-    "X86_64", "ARCHES", "get_arch", "naive", "reasons", "thread_layout", "__version__",
+    "X86_64", "ARCHES", "get_arch", "naive", "reasons", "thread_layout", "generate", "__version__",
 ]

@@ -1,0 +1,75 @@
+"""JIT equals naive: the proof by difference."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import ptebatch as pb
+from strategies import KERNELS, batch_calls, spaces
+
+SCAN_FIELDS = ("va", "nr", "reason", "overrun")
+UNMAP_FIELDS = ("folio_pfn", "va", "nr", "reason", "overrun")
+
+
+def assert_same(a, b, fields):
+    for f in fields:
+        x, y = getattr(a, f), getattr(b, f)
+        assert x.dtype == y.dtype, f
+        np.testing.assert_array_equal(x, y, err_msg=f)
+    assert a.summary() == b.summary()
+
+
+@given(batch_calls())
+def test_folio_pte_batch_jit_equals_naive(call):
+    arr, index, max_nr, folio_pfn, folio_nr, flags, kernel = call
+    a = pb.folio_pte_batch(arr, index, max_nr, folio_pfn, folio_nr, flags=flags, kernel=kernel)
+    b = pb.naive.folio_pte_batch(arr, index, max_nr, folio_pfn, folio_nr, flags=flags, kernel=kernel)
+    assert a == b
+    assert 1 <= a.nr <= max_nr
+
+
+@given(spaces(), st.sampled_from(KERNELS), st.sampled_from(["pmd", "folio"]),
+       st.sampled_from(["none", "adjacent"]), st.booleans())
+def test_scan_jit_equals_naive(space, kernel, clamp, oob, parallel):
+    a = pb.scan(space, kernel=kernel, clamp=clamp, oob=oob, parallel=parallel)
+    b = pb.naive.scan(space, kernel=kernel, clamp=clamp, oob=oob)
+    assert_same(a, b, SCAN_FIELDS)
+
+
+@given(spaces(), st.sampled_from(KERNELS), st.data())
+def test_scan_with_explicit_flags_jit_equals_naive(space, kernel, data):
+    gen = pb.resolve_kernel(kernel).generation
+    flags = data.draw(st.lists(st.sampled_from(sorted(gen.flags)), unique=True))
+    a = pb.scan(space, kernel=kernel, flags=flags)
+    b = pb.naive.scan(space, kernel=kernel, flags=flags)
+    assert_same(a, b, SCAN_FIELDS)
+
+
+@given(spaces(), st.sampled_from(KERNELS), st.sampled_from(["none", "adjacent"]), st.booleans())
+def test_unmap_jit_equals_naive(space, kernel, oob, parallel):
+    a = pb.unmap(space, kernel=kernel, oob=oob, parallel=parallel)
+    b = pb.naive.unmap(space, kernel=kernel, oob=oob)
+    assert_same(a, b, UNMAP_FIELDS)
+
+
+@pytest.mark.parametrize("kernel", ["6.14", "6.15", "6.16", "6.18"])
+@pytest.mark.parametrize("clamp,oob", [("pmd", "none"), ("folio", "none"), ("folio", "adjacent")])
+def test_generated_space_all_implementations_agree(kernel, clamp, oob):
+    space = pb.generate(3000, seed=7, moved=0.2, holes=0.01)
+    ser = pb.scan(space, kernel=kernel, clamp=clamp, oob=oob, parallel=False)
+    par = pb.scan(space, kernel=kernel, clamp=clamp, oob=oob, parallel=True)
+    nai = pb.naive.scan(space, kernel=kernel, clamp=clamp, oob=oob)
+    assert_same(ser, par, SCAN_FIELDS)
+    assert_same(ser, nai, SCAN_FIELDS)
+    assert ser.batches > 1000  # the space is not trivially small
+
+
+@pytest.mark.parametrize("kernel", ["6.14", "6.15", "6.16", "7.0"])
+def test_generated_space_unmap_agrees(kernel):
+    space = pb.generate(3000, seed=8, moved=0.3, lazyfree=0.6)
+    ser = pb.unmap(space, kernel=kernel, parallel=False)
+    par = pb.unmap(space, kernel=kernel, parallel=True)
+    nai = pb.naive.unmap(space, kernel=kernel)
+    assert_same(ser, par, UNMAP_FIELDS)
+    assert_same(ser, nai, UNMAP_FIELDS)
