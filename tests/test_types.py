@@ -1,0 +1,76 @@
+"""uint64 hygiene: no kernel may compute in floating point.
+
+Numba types uint64 op int64 as int64 or float64; either corrupts a PTE with
+bit 63 (NX) set, silently.  After compiling every kernel on a real workload,
+no variable of any kernel may be a float, and PTE-carrying variables must be
+uint64.
+"""
+
+import os
+
+import numpy as np
+import pytest
+
+import ptebatch as pb
+from ptebatch import _kernels as K
+
+pytestmark = pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1",
+                                reason="NUMBA_DISABLE_JIT=1: no compiled kernels to inspect")
+
+
+@pytest.fixture(scope="module")
+def compiled():
+    space = pb.generate(400, seed=5, moved=0.3)
+    for parallel in (False, True):
+        for clamp, oob in (("pmd", "none"), ("folio", "adjacent")):
+            pb.scan(space, kernel="6.16", clamp=clamp, oob=oob, parallel=parallel)
+        pb.unmap(space, kernel="6.15", parallel=parallel)
+    arr = pb.X86_64.make_pte(0x1000 + np.arange(4, dtype=np.uint64))
+    pb.folio_pte_batch(arr, 0, 4, 0x1000, 4)
+    return K.DISPATCHERS
+
+
+def test_every_kernel_was_compiled(compiled):
+    assert len(compiled) >= 15
+    missing = [name for name, d in compiled.items() if not d.overloads]
+    assert not missing, f"kernels never compiled by the workload: {missing}"
+
+
+def _typemaps(dispatcher):
+    for cres in dispatcher.overloads.values():
+        yield cres.signature, cres.type_annotation.typemap
+
+
+def test_no_kernel_has_float_types(compiled):
+    bad = {}
+    for name, d in compiled.items():
+        for sig, typemap in _typemaps(d):
+            floats = sorted(f"{var}: {t}" for var, t in typemap.items() if "float" in str(t))
+            floats += [f"return: {t}" for t in [sig.return_type] if "float" in str(t)]
+            if floats:
+                bad[name] = floats
+    assert not bad, f"float64 in kernel types: {bad}"
+
+
+def test_no_kernel_emits_floating_point_ir(compiled):
+    # Catches floats in inlined helpers and parallel gufuncs that typemaps do not show.
+    bad = []
+    for name, d in compiled.items():
+        for sig in d.signatures:
+            ir = d.inspect_llvm(sig)
+            for op in (" fadd ", " fmul ", " fdiv ", " sitofp ", " uitofp ", " fptoui ", " fptosi "):
+                if op in ir:
+                    bad.append((name, op.strip()))
+    assert not bad, f"floating-point instructions in kernels: {bad}"
+
+
+@pytest.mark.parametrize("name,vars_", [
+    ("folio_pte_batch", ["pte", "expected", "raw", "folio_end"]),
+    ("zap_segments", ["pte", "pfn", "va", "carry_va"]),
+    ("unmap_folios", ["pte", "pfn", "va", "fpfn", "cursor"]),
+])
+def test_pte_values_stay_uint64(compiled, name, vars_):
+    for _, typemap in _typemaps(compiled[name]):
+        for v in vars_:
+            types = {str(t) for var, t in typemap.items() if var == v or var.startswith(v + ".")}
+            assert types and types <= {"uint64"}, (name, v, types)
