@@ -50,17 +50,17 @@ UNMAP_ALL_OR_NOTHING = 1
 UNMAP_CLAMPED = 2
 
 
-@jit()
+@jit(inline=True)
 def pte_pfn(pte, cfg):
     return (pte & cfg[C_PFN_MASK]) >> PAGE_SHIFT
 
 
-@jit()
+@jit(inline=True)
 def pte_advance_pfn(pte, nr):
     return pte + (np.uint64(nr) << PAGE_SHIFT)
 
 
-@jit()
+@jit(inline=True)
 def pte_batch_clear_ignored(pte, cfg):
     """__pte_batch_clear_ignored: clear the bits this call ignores."""
     cond = cfg[C_COND_SET]
@@ -69,7 +69,7 @@ def pte_batch_clear_ignored(pte, cfg):
     return (pte & cfg[C_KEEP]) | cfg[C_SET]
 
 
-@jit()
+@jit(inline=True)
 def pte_dirty(pte, cfg):
     if (pte & cfg[C_DIRTY]) != ZERO:
         return True
@@ -77,7 +77,7 @@ def pte_dirty(pte, cfg):
     return hw != ZERO and (pte & hw) == hw and (pte & cfg[C_DIRTY_HW_CLEAR]) == ZERO
 
 
-@jit()
+@jit(inline=True)
 def pte_batch_hint(g, pte, cfg):
     """Entries the scan may skip: 1, or to the end of a contiguous block."""
     cont = cfg[C_CONT]
@@ -86,14 +86,14 @@ def pte_batch_hint(g, pte, cfg):
     return 1
 
 
-@jit()
+@jit(inline=True)
 def ptep_get(flat, g, limit):
     if g < limit:
         return flat[g]
     return ZERO
 
 
-@jit()
+@jit(inline=True)
 def pmd_addr_end(addr, end):
     """Next 2 MiB boundary above addr, or end if that is lower (end 0 = top)."""
     boundary = (addr + PMD_SIZE) & PMD_MASK
@@ -102,7 +102,7 @@ def pmd_addr_end(addr, end):
     return end
 
 
-@jit()
+@jit(inline=True)
 def folio_pte_batch(flat, g0, limit, pte, max_nr, folio_pfn, folio_nr, cfg):
     """One batch from flat[g0] (whose value is ``pte``).
 
@@ -153,7 +153,7 @@ def folio_pte_batch(flat, g0, limit, pte, max_nr, folio_pfn, folio_nr, cfg):
     return nr, stop, last_read, any_writable, any_young, any_dirty
 
 
-@jit()
+@jit(inline=True)
 def batch_reason(stop, first_pfn, nr, folio_end, limit_reason):
     """What limited a batch (see ptebatch.reasons)."""
     if first_pfn + np.uint64(nr) == folio_end:
@@ -163,7 +163,7 @@ def batch_reason(stop, first_pfn, nr, folio_end, limit_reason):
     return stop
 
 
-@jit()
+@jit(inline=True)
 def folio_lookup(folio_pfn, folio_nr, pfn, hint):
     """Index of the listed folio holding ``pfn``, or -1 (an order-0 folio)."""
     n = folio_pfn.shape[0]
@@ -297,32 +297,63 @@ zap_chunks_serial = jit()(_zap_chunks)
 zap_chunks_parallel = jit(parallel=True)(_zap_chunks)
 
 
+@jit(inline=True)
+def folio_span(folio_pfn, folio_nr, pfn):
+    """``(f, lo, hi)``: the listed folio holding pfn and its PFN range [lo, hi),
+    or ``f = -1`` and the gap between listed folios that holds pfn."""
+    lo = 0
+    hi = folio_pfn.shape[0]
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if folio_pfn[mid] <= pfn:
+            lo = mid + 1
+        else:
+            hi = mid
+    i = lo - 1
+    gap_lo = ZERO
+    if i >= 0:
+        end = folio_pfn[i] + folio_nr[i]
+        if pfn < end:
+            return i, folio_pfn[i], end
+        gap_lo = end
+    gap_hi = folio_pfn[lo] if lo < folio_pfn.shape[0] else ~ZERO
+    return -1, gap_lo, gap_hi
+
+
 @jit()
 def _runs_in_segment(flat, g0, g1, folio_pfn, folio_nr, cfg, out_g, out_len, out_f, o, write):
-    """Maximal runs of entries in [g0, g1) that map the same large folio."""
+    """Maximal runs of entries in [g0, g1) that map the same large folio.
+
+    The PFN range of the last folio (or gap between folios) is remembered, so
+    entries of one folio cost no search.
+    """
     pmask = cfg[C_PRESENT]
-    hint = -1
-    cur_f = -1
     n = 0
-    for g in range(g0, g1):
-        pte = flat[g]
+    cur_f = -1      # folio of the open run, -1 when none is open
+    run_start = 0
+    span_f = -1     # folio (or -1: a gap) whose PFN range is [span_lo, span_hi)
+    span_lo = ONE
+    span_hi = ZERO
+    for g in range(g0, g1 + 1):
         f = -1
-        if (pte & pmask) != ZERO:
-            f = folio_lookup(folio_pfn, folio_nr, pte_pfn(pte, cfg), hint)
-            if f >= 0:
-                hint = f
-                if folio_nr[f] == ONE:
+        if g < g1:
+            pte = flat[g]
+            if (pte & pmask) != ZERO:
+                pfn = pte_pfn(pte, cfg)
+                if not (span_lo <= pfn and pfn < span_hi):
+                    span_f, span_lo, span_hi = folio_span(folio_pfn, folio_nr, pfn)
+                f = span_f
+                if f >= 0 and folio_nr[f] == ONE:
                     f = -1
-        if f >= 0 and f == cur_f:
-            if write:
-                out_len[o + n - 1] += 1
-        elif f >= 0:
-            if write:
-                out_g[o + n] = g
-                out_len[o + n] = 1
-                out_f[o + n] = f
-            n += 1
-        cur_f = f
+        if f != cur_f:
+            if cur_f >= 0:
+                if write:
+                    out_g[o + n] = run_start
+                    out_len[o + n] = g - run_start
+                    out_f[o + n] = cur_f
+                n += 1
+            cur_f = f
+            run_start = g
     return n
 
 

