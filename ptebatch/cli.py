@@ -1,0 +1,240 @@
+"""The ``ptebatch`` command line.
+
+Every command is registered in ``COMMANDS`` by the ``@command`` decorator
+with a function that adds its arguments and one that runs it.  A bad input
+prints one line, ``ptebatch: error: ...``, and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Callable
+
+import numpy as np
+
+COMMANDS: dict[str, tuple[str, Callable, Callable]] = {}
+
+
+def command(name: str, help: str):
+    """Register ``configure(parser)``; the decorated function is the runner."""
+    def deco(configure):
+        def register(run):
+            COMMANDS[name] = (help, configure, run)
+            return run
+        return register
+    return deco
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2 (argparse prints usage too)
+        sys.stderr.write(f"ptebatch: error: {message}\n")
+        raise SystemExit(2)
+
+
+def _print_json(obj) -> None:
+    json.dump(obj, sys.stdout, indent=2, sort_keys=False)
+    sys.stdout.write("\n")
+
+
+def _table(rows: list[dict], cols: list[str]) -> str:
+    widths = {c: max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in cols}
+    lines = ["  ".join(c.ljust(widths[c]) for c in cols),
+             "  ".join("-" * widths[c] for c in cols)]
+    for r in rows:
+        lines.append("  ".join(_fmt(r.get(c)).rjust(widths[c]) if isinstance(r.get(c), (int, float))
+                               else _fmt(r.get(c)).ljust(widths[c]) for c in cols))
+    return "\n".join(lines)
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:,.2f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return "" if v is None else str(v)
+
+
+def _walk_args(p, *, scan: bool) -> None:
+    p.add_argument("file", help="snapshot (.npz) written by AddressSpace.save or 'ptebatch generate'")
+    p.add_argument("--kernel", default="6.16",
+                   help="kernel release (6.9 .. 7.0, e.g. 6.15, 6.15.7, 6.18) or gen1/gen1b/gen2 "
+                        "(default: %(default)s)")
+    if scan:
+        p.add_argument("--flags", default=None,
+                       help="FPB_* flags joined by '|' in the release's vocabulary "
+                            "(default: the flags zap passes in that release)")
+        p.add_argument("--clamp", choices=("pmd", "folio"), default="pmd",
+                       help="max_nr cut at pmd_addr_end(addr, vma_end) (pmd), or the folio size as "
+                            "a caller that forgot to clamp (folio) (default: %(default)s)")
+    p.add_argument("--oob", choices=("none", "adjacent"), default="none",
+                   help="what a read past entry 511 sees: none (0) or the next table row "
+                        "(default: %(default)s)")
+    p.add_argument("--impl", choices=("jit", "serial", "naive"), default="jit",
+                   help="JIT on all threads, JIT on one thread, or the naive reference "
+                        "(default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+
+
+def _impl(name: str):
+    import ptebatch as pb
+    if name == "naive":
+        return pb.naive, {}
+    return pb, {"parallel": name == "jit"}
+
+
+def _print_summary(s: dict) -> None:
+    for key, value in s.items():
+        if isinstance(value, dict):
+            inner = ", ".join(f"{k}={v}" for k, v in value.items() if v) or "-"
+            print(f"{key:16} {inner}")
+        elif isinstance(value, list):
+            print(f"{key:16} {'|'.join(value) or '0'}")
+        else:
+            print(f"{key:16} {value}")
+
+
+@command("scan", "zap-style walk of every VMA of a snapshot")
+def _scan_args(p):
+    _walk_args(p, scan=True)
+
+
+@_scan_args
+def _scan(a) -> int:
+    import ptebatch as pb
+    space = pb.load(a.file)
+    mod, kw = _impl(a.impl)
+    t = time.perf_counter()
+    r = mod.scan(space, kernel=a.kernel, flags=a.flags, clamp=a.clamp, oob=a.oob, **kw)
+    s = r.summary()
+    s["seconds"] = round(time.perf_counter() - t, 6)
+    _print_json(s) if a.json else _print_summary(s)
+    return 0
+
+
+@command("unmap", "reclaim's try_to_unmap_one over every mapped large folio of a snapshot")
+def _unmap_args(p):
+    _walk_args(p, scan=False)
+
+
+@_unmap_args
+def _unmap(a) -> int:
+    import ptebatch as pb
+    space = pb.load(a.file)
+    mod, kw = _impl(a.impl)
+    t = time.perf_counter()
+    r = mod.unmap(space, kernel=a.kernel, oob=a.oob, **kw)
+    s = r.summary()
+    s["seconds"] = round(time.perf_counter() - t, 6)
+    _print_json(s) if a.json else _print_summary(s)
+    return 0
+
+
+@command("info", "describe a snapshot")
+def _info_args(p):
+    p.add_argument("file", help="snapshot (.npz)")
+    p.add_argument("--json", action="store_true", help="print as one JSON object")
+
+
+@_info_args
+def _info(a) -> int:
+    import ptebatch as pb
+    info = pb.load(a.file).info()
+    _print_json(info) if a.json else _print_summary(info)
+    return 0
+
+
+@command("generate", "write a seeded synthetic snapshot")
+def _gen_args(p):
+    from .generate import PRESETS
+    p.add_argument("--folios", type=int, required=True, help="folios to map (count)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument("-o", "--output", required=True, help="snapshot file to write (.npz)")
+    p.add_argument("--sizes", default="mixed", choices=sorted(PRESETS),
+                   help="folio size preset (default: %(default)s)")
+    p.add_argument("--moved", type=float, default=0.05,
+                   help="fraction of folios moved by mremap to a page offset (0-1, default: %(default)s)")
+    p.add_argument("--straddle", type=float, default=0.5,
+                   help="fraction of moved large folios placed across a 2 MiB boundary "
+                        "(0-1, default: %(default)s)")
+    p.add_argument("--holes", type=float, default=0.0,
+                   help="fraction of mapped entries made not present (0-1, default: %(default)s)")
+    p.add_argument("--lazyfree", type=float, default=0.3,
+                   help="fraction of folios that are lazyfree (0-1, default: %(default)s)")
+
+
+@_gen_args
+def _generate(a) -> int:
+    import ptebatch as pb
+    space = pb.generate(a.folios, seed=a.seed, sizes=a.sizes, moved=a.moved, straddle=a.straddle,
+                        holes=a.holes, lazyfree=a.lazyfree)
+    space.save(a.output)
+    print(f"wrote {a.output}: {space!r}")
+    return 0
+
+
+@command("demo", "the thread's layout and a synthetic space under 6.15 and 6.16")
+def _demo_args(p):
+    p.add_argument("--folios", type=int, default=100_000,
+                   help="folios in the synthetic space (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON")
+
+
+@_demo_args
+def _demo(a) -> int:
+    from .demo import run_demo
+    report = run_demo(a.folios, a.seed)
+    if a.json:
+        _print_json(report)
+        return 0
+    print(f"ptebatch demo: folio_pte_batch rules on the LKML thread's layout and on a seeded "
+          f"space of {a.folios:,} folios (seed {a.seed})\n")
+    print(_table(report["rows"], ["space", "walk", "kernel", "clamp", "oob", "batches", "mean_batch",
+                                  "table_overruns", "vma_overruns"]))
+    t = report["timing"]
+    print(f"\nJIT vs naive on a sample of {t['sample_tables']:,} tables ({t['sample_ptes']:,} present "
+          f"PTEs), scan, kernel 6.16:")
+    print(f"  naive {t['naive_s']:.3f} s, JIT serial {t['jit_serial_s']:.4f} s, "
+          f"JIT parallel {t['jit_parallel_s']:.4f} s ({t['threads']} threads)")
+    print(f"  speedup: serial {t['serial_speedup']:.0f}x, parallel {t['parallel_speedup']:.0f}x; "
+          f"identical results: {t['identical']}; first-call compile {t['compile_s']:.1f} s")
+    th = report["thread"]
+    print(f"\nThe thread's folio ({th['folio_nr']} pages at {th['va']}) straddles a 2 MiB boundary:")
+    print(f"  6.15 unmap read past the table: {th['unmap_6_15_overruns']} time(s); "
+          f"6.16 batches {th['unmap_6_16_batches']} with no overrun.")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="ptebatch",
+                     description="Linux folio_pte_batch rules over NumPy page tables.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, (help_, configure, _run) in COMMANDS.items():
+        configure(sub.add_parser(name, help=help_, description=help_))
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    try:
+        return int(COMMANDS[args.command][2](args) or 0)
+    except (ValueError, TypeError, OSError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in msg:
+            msg = f"{exc.filename}: {msg}"
+        sys.stderr.write(f"ptebatch: error: {msg}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("ptebatch: interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
