@@ -8,6 +8,7 @@ prints one line, ``ptebatch: error: ...``, and exits 2.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import time
@@ -146,35 +147,6 @@ def _info(a) -> int:
     return 0
 
 
-@command("generate", "write a seeded synthetic snapshot")
-def _gen_args(p):
-    from .generate import PRESETS
-    p.add_argument("--folios", type=int, required=True, help="folios to map (count)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    p.add_argument("-o", "--output", required=True, help="snapshot file to write (.npz)")
-    p.add_argument("--sizes", default="mixed", choices=sorted(PRESETS),
-                   help="folio size preset (default: %(default)s)")
-    p.add_argument("--moved", type=float, default=0.05,
-                   help="fraction of folios moved by mremap to a page offset (0-1, default: %(default)s)")
-    p.add_argument("--straddle", type=float, default=0.5,
-                   help="fraction of moved large folios placed across a 2 MiB boundary "
-                        "(0-1, default: %(default)s)")
-    p.add_argument("--holes", type=float, default=0.0,
-                   help="fraction of mapped entries made not present (0-1, default: %(default)s)")
-    p.add_argument("--lazyfree", type=float, default=0.3,
-                   help="fraction of folios that are lazyfree (0-1, default: %(default)s)")
-
-
-@_gen_args
-def _generate(a) -> int:
-    import ptebatch as pb
-    space = pb.generate(a.folios, seed=a.seed, sizes=a.sizes, moved=a.moved, straddle=a.straddle,
-                        holes=a.holes, lazyfree=a.lazyfree)
-    space.save(a.output)
-    print(f"wrote {a.output}: {space!r}")
-    return 0
-
-
 @command("demo", "the thread's layout and a synthetic space under 6.15 and 6.16")
 def _demo_args(p):
     p.add_argument("--folios", type=int, default=100_000,
@@ -208,7 +180,21 @@ def _demo(a) -> int:
     return 0
 
 
+# Modules that register more commands with @command when imported.
+COMMAND_MODULES = ("ptebatch.capture", "ptebatch.experiment", "ptebatch.bench")
+
+
+def _load_command_modules() -> None:
+    for name in COMMAND_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:  # the module exists but something it needs does not
+                raise
+
+
 def build_parser() -> argparse.ArgumentParser:
+    _load_command_modules()
     parser = _Parser(prog="ptebatch",
                      description="Linux folio_pte_batch rules over NumPy page tables.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
