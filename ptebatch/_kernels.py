@@ -164,7 +164,37 @@ def batch_reason(stop, first_pfn, nr, folio_end, limit_reason):
 
 
 @jit(inline=True)
-def folio_lookup(folio_pfn, folio_nr, pfn, hint):
+def folio_search(folio_pfn, pfn, fidx, fbase, fshift):
+    """Index of the last folio starting at or below pfn (-1 if none).
+
+    ``fidx`` buckets PFNs by ``(pfn - fbase) >> fshift``: ``fidx[b]`` is the
+    first folio starting in bucket b or later, so the search is one bucket
+    plus the folio just before it (a large folio may span buckets).
+    """
+    n = folio_pfn.shape[0]
+    if n == 0 or pfn < fbase:
+        return -1
+    b = np.int64((pfn - fbase) >> fshift)
+    nb = fidx.shape[0] - 1
+    if b >= nb:
+        lo = fidx[nb]
+        hi = n
+    else:
+        lo = fidx[b]
+        hi = fidx[b + 1]
+    if lo > 0:
+        lo -= 1
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if folio_pfn[mid] <= pfn:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo - 1
+
+
+@jit(inline=True)
+def folio_lookup(folio_pfn, folio_nr, pfn, hint, fidx, fbase, fshift):
     """Index of the listed folio holding ``pfn``, or -1 (an order-0 folio)."""
     n = folio_pfn.shape[0]
     # Walks mostly stay in one folio or move to the next one in PFN order.
@@ -174,15 +204,7 @@ def folio_lookup(folio_pfn, folio_nr, pfn, hint):
         nxt = hint + 1
         if nxt < n and folio_pfn[nxt] <= pfn and pfn - folio_pfn[nxt] < folio_nr[nxt]:
             return nxt
-    lo = 0
-    hi = n
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if folio_pfn[mid] <= pfn:
-            lo = mid + 1
-        else:
-            hi = mid
-    i = lo - 1
+    i = folio_search(folio_pfn, pfn, fidx, fbase, fshift)
     if i >= 0 and pfn - folio_pfn[i] < folio_nr[i]:
         return i
     return -1
@@ -196,7 +218,7 @@ def folio_pte_batch_one(arr, index, max_nr, pte, folio_pfn, folio_nr, cfg):
 
 @jit()
 def zap_segments(flat, seg_g0, seg_g1, seg_va, seg_vma, seg_vma_end, seg_reason,
-                 s, s_end, carry_va, carry_vma, folio_pfn, folio_nr, cfg,
+                 s, s_end, carry_va, carry_vma, folio_pfn, folio_nr, fidx, fbase, fshift, cfg,
                  clamp_folio, oob_adjacent, out_va, out_nr, out_reason, out_over, o, o_end):
     """The zap walk (zap_pte_range) over segments s..s_end-1.
 
@@ -241,7 +263,7 @@ def zap_segments(flat, seg_g0, seg_g1, seg_va, seg_vma, seg_vma_end, seg_reason,
                 continue
             va = va0 + (np.uint64(g - g0) << PAGE_SHIFT)
             pfn = pte_pfn(pte, cfg)
-            f = folio_lookup(folio_pfn, folio_nr, pfn, hint)
+            f = folio_lookup(folio_pfn, folio_nr, pfn, hint, fidx, fbase, fshift)
             nr = 1
             reason = R.ORDER0
             over = 0
@@ -278,13 +300,14 @@ def zap_segments(flat, seg_g0, seg_g1, seg_va, seg_vma, seg_vma_end, seg_reason,
 
 def _zap_chunks(flat, seg_g0, seg_g1, seg_va, seg_vma, seg_vma_end, seg_reason,
                 ch_s, ch_end, ch_carry_va, ch_carry_vma, ch_o, ch_o_end, ch_present,
-                folio_pfn, folio_nr, cfg, clamp_folio, oob_adjacent,
+                folio_pfn, folio_nr, fidx, fbase, fshift, cfg, clamp_folio, oob_adjacent,
                 out_va, out_nr, out_reason, out_over):
     # One output slot per chunk: chunks never share state or output ranges.
     for k in prange(ch_s.shape[0]):
         s, o, cva, cvma, present = zap_segments(
             flat, seg_g0, seg_g1, seg_va, seg_vma, seg_vma_end, seg_reason,
-            ch_s[k], ch_end[k], ch_carry_va[k], ch_carry_vma[k], folio_pfn, folio_nr, cfg,
+            ch_s[k], ch_end[k], ch_carry_va[k], ch_carry_vma[k], folio_pfn, folio_nr, fidx, fbase,
+            fshift, cfg,
             clamp_folio, oob_adjacent, out_va, out_nr, out_reason, out_over, ch_o[k], ch_o_end[k])
         ch_s[k] = s
         ch_o[k] = o
@@ -293,35 +316,27 @@ def _zap_chunks(flat, seg_g0, seg_g1, seg_va, seg_vma, seg_vma_end, seg_reason,
         ch_present[k] += present
 
 
-zap_chunks_serial = jit()(_zap_chunks)
-zap_chunks_parallel = jit(parallel=True)(_zap_chunks)
+zap_chunks = jit(parallel=True)(_zap_chunks)
 
 
 @jit(inline=True)
-def folio_span(folio_pfn, folio_nr, pfn):
+def folio_span(folio_pfn, folio_nr, pfn, fidx, fbase, fshift):
     """``(f, lo, hi)``: the listed folio holding pfn and its PFN range [lo, hi),
     or ``f = -1`` and the gap between listed folios that holds pfn."""
-    lo = 0
-    hi = folio_pfn.shape[0]
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if folio_pfn[mid] <= pfn:
-            lo = mid + 1
-        else:
-            hi = mid
-    i = lo - 1
+    i = folio_search(folio_pfn, pfn, fidx, fbase, fshift)
     gap_lo = ZERO
     if i >= 0:
         end = folio_pfn[i] + folio_nr[i]
         if pfn < end:
             return i, folio_pfn[i], end
         gap_lo = end
-    gap_hi = folio_pfn[lo] if lo < folio_pfn.shape[0] else ~ZERO
+    gap_hi = folio_pfn[i + 1] if i + 1 < folio_pfn.shape[0] else ~ZERO
     return -1, gap_lo, gap_hi
 
 
 @jit()
-def _runs_in_segment(flat, g0, g1, folio_pfn, folio_nr, cfg, out_g, out_len, out_f, o, write):
+def _runs_in_segment(flat, g0, g1, folio_pfn, folio_nr, fidx, fbase, fshift, cfg, out_g, out_len,
+                     out_f, o, write):
     """Maximal runs of entries in [g0, g1) that map the same large folio.
 
     The PFN range of the last folio (or gap between folios) is remembered, so
@@ -341,7 +356,7 @@ def _runs_in_segment(flat, g0, g1, folio_pfn, folio_nr, cfg, out_g, out_len, out
             if (pte & pmask) != ZERO:
                 pfn = pte_pfn(pte, cfg)
                 if not (span_lo <= pfn and pfn < span_hi):
-                    span_f, span_lo, span_hi = folio_span(folio_pfn, folio_nr, pfn)
+                    span_f, span_lo, span_hi = folio_span(folio_pfn, folio_nr, pfn, fidx, fbase, fshift)
                 f = span_f
                 if f >= 0 and folio_nr[f] == ONE:
                     f = -1
@@ -357,11 +372,11 @@ def _runs_in_segment(flat, g0, g1, folio_pfn, folio_nr, cfg, out_g, out_len, out
     return n
 
 
-def _folio_runs(flat, seg_g0, seg_g1, folio_pfn, folio_nr, cfg, counts, offsets,
-                out_g, out_len, out_f, out_seg, write):
+def _folio_runs(flat, seg_g0, seg_g1, folio_pfn, folio_nr, fidx, fbase, fshift, cfg, counts,
+                offsets, out_g, out_len, out_f, out_seg, write):
     for s in prange(seg_g0.shape[0]):
-        n = _runs_in_segment(flat, seg_g0[s], seg_g1[s], folio_pfn, folio_nr, cfg,
-                             out_g, out_len, out_f, offsets[s], write)
+        n = _runs_in_segment(flat, seg_g0[s], seg_g1[s], folio_pfn, folio_nr, fidx, fbase, fshift,
+                             cfg, out_g, out_len, out_f, offsets[s], write)
         if write:
             for k in range(offsets[s], offsets[s] + n):
                 out_seg[k] = s
@@ -369,8 +384,7 @@ def _folio_runs(flat, seg_g0, seg_g1, folio_pfn, folio_nr, cfg, counts, offsets,
             counts[s] = n
 
 
-folio_runs_serial = jit()(_folio_runs)
-folio_runs_parallel = jit(parallel=True)(_folio_runs)
+folio_runs = jit(parallel=True)(_folio_runs)
 
 
 @jit()
@@ -470,8 +484,7 @@ def _unmap_chunks(flat, seg_g0, seg_va, seg_vma, seg_vma_end, run_g, run_len, ru
         ch_o[k] = o
 
 
-unmap_chunks_serial = jit()(_unmap_chunks)
-unmap_chunks_parallel = jit(parallel=True)(_unmap_chunks)
+unmap_chunks = jit(parallel=True)(_unmap_chunks)
 
 # Every dispatcher, for the type-hygiene test and for compile-time measurements.
 DISPATCHERS = {name: obj for name, obj in list(globals().items())

@@ -10,7 +10,7 @@ import numpy as np
 
 from . import _kernels as K
 from . import reasons as R
-from ._numba import num_threads
+from ._numba import num_threads, threads
 from .arch import PAGE_SHIFT, PMD_SIZE, PTRS_PER_PTE, Arch, get_arch
 from .results import BatchResult, ScanResult, UnmapResult
 from .space import FOLIO_ANON, FOLIO_SWAPBACKED, AddressSpace
@@ -275,7 +275,21 @@ def _drive(run_round, bounds: np.ndarray, starts: np.ndarray, ends: np.ndarray, 
 
 
 def _folio_arrays(space: AddressSpace):
-    return space.folio_pfn, space.folio_nr
+    """Folio arrays plus a bucket index over PFNs for the kernels' lookups.
+
+    Buckets are at least 512 PFNs and there are at most about 2 per folio, so
+    the index costs O(F) memory and a lookup searches one bucket.
+    """
+    fpfn, fnr = space.folio_pfn, space.folio_nr
+    if fpfn.size == 0:
+        return fpfn, fnr, np.zeros(1, dtype=np.int64), np.uint64(0), np.uint64(0)
+    base = int(fpfn[0])
+    span = int(fpfn[-1]) - base + 1
+    shift = max(9, (span // max(2 * fpfn.size, 1)).bit_length())
+    nb = (span >> shift) + 1
+    edges = np.uint64(base) + (np.arange(nb + 1, dtype=np.uint64) << np.uint64(shift))
+    fidx = np.searchsorted(fpfn, edges, side="left").astype(np.int64)
+    return fpfn, fnr, fidx, np.uint64(base), np.uint64(shift)
 
 
 def scan(space: AddressSpace, *, kernel="6.16", flags=None, clamp="pmd", oob="none",
@@ -321,13 +335,13 @@ def scan(space: AddressSpace, *, kernel="6.16", flags=None, clamp="pmd", oob="no
     carry_va = np.zeros(starts.size, dtype=np.uint64)
     carry_vma = np.full(starts.size, -1, dtype=np.int64)
     present = np.zeros(starts.size, dtype=np.int64)
-    kern = K.zap_chunks_parallel if parallel else K.zap_chunks_serial
-    fpfn, fnr = _folio_arrays(space)
+    fpfn, fnr, fidx, fbase, fshift = _folio_arrays(space)
 
     def run_round(ch_pos, ch_end, ch_o, ch_o_end, bufs, active):
         cva, cvm, pres = carry_va[active], carry_vma[active], np.zeros(active.size, dtype=np.int64)
-        kern(flat, g0, g1, va, vma, vma_end, seg_reason, ch_pos, ch_end, cva, cvm, ch_o, ch_o_end,
-             pres, fpfn, fnr, cfg, clamp_folio, oob == "adjacent", *bufs)
+        with threads(parallel):
+            K.zap_chunks(flat, g0, g1, va, vma, vma_end, seg_reason, ch_pos, ch_end, cva, cvm, ch_o,
+                         ch_o_end, pres, fpfn, fnr, fidx, fbase, fshift, cfg, clamp_folio, oob == "adjacent", *bufs)
         carry_va[active], carry_vma[active] = cva, cvm
         present[active] += pres
 
@@ -376,20 +390,23 @@ def unmap(space: AddressSpace, *, kernel="6.16", oob="none", parallel: bool = Tr
     cfg = make_cfg(arch, profile, fl)
     flat = space.ptes.reshape(-1)
     g0, g1, va, vma, vma_end, _ = segments(space)
-    fpfn, fnr = _folio_arrays(space)
+    fpfn, fnr, fidx, fbase, fshift = _folio_arrays(space)
 
     # 1. runs of entries mapping one large folio, per segment (two passes)
-    runs = K.folio_runs_parallel if parallel else K.folio_runs_serial
     counts = np.zeros(g0.size, dtype=np.int64)
     dummy_i = np.zeros(0, dtype=np.int64)
-    runs(flat, g0, g1, fpfn, fnr, cfg, counts, counts, dummy_i, dummy_i, dummy_i, dummy_i, False)
+    with threads(parallel):
+        K.folio_runs(flat, g0, g1, fpfn, fnr, fidx, fbase, fshift, cfg, counts, counts,
+                     dummy_i, dummy_i, dummy_i, dummy_i, False)
     offsets = np.concatenate(([0], np.cumsum(counts)))[:-1].astype(np.int64)
     n_runs = int(counts.sum())
     run_g = np.empty(n_runs, dtype=np.int64)
     run_len = np.empty(n_runs, dtype=np.int64)
     run_f = np.empty(n_runs, dtype=np.int64)
     run_seg = np.empty(n_runs, dtype=np.int64)
-    runs(flat, g0, g1, fpfn, fnr, cfg, counts, offsets, run_g, run_len, run_f, run_seg, True)
+    with threads(parallel):
+        K.folio_runs(flat, g0, g1, fpfn, fnr, fidx, fbase, fshift, cfg, counts, offsets,
+                     run_g, run_len, run_f, run_seg, True)
 
     # 2. group runs by folio, keeping address order inside each folio
     order = np.argsort(run_f, kind="stable")
@@ -402,13 +419,13 @@ def unmap(space: AddressSpace, *, kernel="6.16", oob="none", parallel: bool = Tr
 
     bounds_ = _chunk_bounds(item_bound.astype(np.float64), _n_chunks(parallel, item_f.size))
     starts, ends = bounds_[:-1], bounds_[1:]
-    kern = K.unmap_chunks_parallel if parallel else K.unmap_chunks_serial
     mode = _UNMAP_MODE[profile.unmap]
 
     def run_round(ch_pos, ch_end, ch_o, ch_o_end, bufs, active):
-        kern(flat, g0, va, vma, vma_end, run_g, run_len, run_seg, item_f, item_r0, item_r1,
-             item_bound, ch_pos, ch_end, ch_o, ch_o_end, fpfn, fnr, space.folio_flags, cfg,
-             mode, oob == "adjacent", *bufs)
+        with threads(parallel):
+            K.unmap_chunks(flat, g0, va, vma, vma_end, run_g, run_len, run_seg, item_f, item_r0,
+                           item_r1, item_bound, ch_pos, ch_end, ch_o, ch_o_end, fpfn, fnr,
+                           space.folio_flags, cfg, mode, oob == "adjacent", *bufs)
 
     out_pfn, out_va, out_nr, out_reason, out_over = _drive(
         run_round, item_bound, starts, ends, (np.uint64, np.uint64, np.uint32, np.uint8, np.uint8))

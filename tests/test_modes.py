@@ -20,7 +20,8 @@ def test_boundscheck_is_on():
     cfg = tuple(np.uint64(x) for x in [0, 0, 0, (1 << 64) - 1, 0, 1, ((1 << 52) - 1) & ~0xFFF] + [0] * 8)
     with pytest.raises(IndexError):
         K.zap_segments(flat, g0, g1, va, vma, vma_end, reason, 0, 1, np.uint64(0), -1, empty, empty,
-                       cfg, False, False, *out, 0, 512)
+                       np.zeros(1, dtype=np.int64), np.uint64(0), np.uint64(9), cfg, False, False,
+                       *out, 0, 512)
 
 
 @pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") != "1", reason="only in the NUMBA_DISABLE_JIT=1 pass")

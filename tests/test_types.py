@@ -38,7 +38,7 @@ def _inlined(d):
 def test_every_kernel_was_compiled(compiled):
     # Helpers inlined at Numba IR level are typed inside their callers.
     entry = {name: d for name, d in compiled.items() if not _inlined(d)}
-    assert len(entry) >= 7 and len(compiled) - len(entry) >= 8
+    assert len(entry) >= 5 and len(compiled) - len(entry) >= 8
     missing = [name for name, d in entry.items() if not d.overloads]
     assert not missing, f"kernels never compiled by the workload: {missing}"
 
