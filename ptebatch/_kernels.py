@@ -35,7 +35,8 @@ C_DIRTY = 11        # pte_dirty: any of these bits ...
 C_DIRTY_HW_SET = 12  # ... or all of these set (0: unused) ...
 C_DIRTY_HW_CLEAR = 13  # ... and none of these
 C_CONT = 14         # contiguous bit for pte_batch_hint (0: hint is always 1)
-N_CFG = 15
+C_SPECIAL = 15      # pte_special: maps no folio, never batched
+N_CFG = 16
 
 ZERO = np.uint64(0)
 ONE = np.uint64(1)
@@ -263,7 +264,9 @@ def zap_segments(flat, seg_g0, seg_g1, seg_va, seg_vma, seg_vma_end, seg_reason,
                 continue
             va = va0 + (np.uint64(g - g0) << PAGE_SHIFT)
             pfn = pte_pfn(pte, cfg)
-            f = folio_lookup(folio_pfn, folio_nr, pfn, hint, fidx, fbase, fshift)
+            f = -1  # vm_normal_folio: a special PTE has no folio
+            if (pte & cfg[C_SPECIAL]) == ZERO:
+                f = folio_lookup(folio_pfn, folio_nr, pfn, hint, fidx, fbase, fshift)
             nr = 1
             reason = R.ORDER0
             over = 0
@@ -353,7 +356,7 @@ def _runs_in_segment(flat, g0, g1, folio_pfn, folio_nr, fidx, fbase, fshift, cfg
         f = -1
         if g < g1:
             pte = flat[g]
-            if (pte & pmask) != ZERO:
+            if (pte & pmask) != ZERO and (pte & cfg[C_SPECIAL]) == ZERO:
                 pfn = pte_pfn(pte, cfg)
                 if not (span_lo <= pfn and pfn < span_hi):
                     span_f, span_lo, span_hi = folio_span(folio_pfn, folio_nr, pfn, fidx, fbase, fshift)
@@ -390,7 +393,7 @@ folio_runs = jit(parallel=True)(_folio_runs)
 @jit()
 def unmap_folios(flat, seg_g0, seg_va, seg_vma, seg_vma_end, run_g, run_len, run_seg,
                  item_f, item_r0, item_r1, item_bound, i, i_end,
-                 folio_pfn, folio_nr, folio_flags, cfg, mode, oob_adjacent,
+                 folio_pfn, folio_nr, folio_flags, cfg, mode, batch_file, oob_adjacent,
                  out_pfn, out_va, out_nr, out_reason, out_over, o, o_end):
     """try_to_unmap_one over folios i..i_end-1, each over its VMAs in address order.
 
@@ -406,7 +409,9 @@ def unmap_folios(flat, seg_g0, seg_va, seg_vma, seg_vma_end, run_g, run_len, run
         fpfn = folio_pfn[f]
         fnr = folio_nr[f]
         fend = fpfn + fnr
-        lazyfree = (folio_flags[f] & np.uint8(3)) == np.uint8(1)
+        kind = folio_flags[f] & np.uint8(3)
+        # lazyfree (anon, not swapbacked); from 7.0 also file folios (not anon)
+        batchable = kind == np.uint8(1) or (batch_file and (kind & np.uint8(1)) == np.uint8(0))
         cur_vma = -1
         cursor = ZERO
         vma_done = False
@@ -436,7 +441,7 @@ def unmap_folios(flat, seg_g0, seg_va, seg_vma, seg_vma_end, run_g, run_len, run
                 nr = 1
                 reason = R.SINGLE
                 last = gk
-                if lazyfree and mode == UNMAP_ALL_OR_NOTHING:
+                if batchable and mode == UNMAP_ALL_OR_NOTHING:
                     # 6.15.0-6.15.6: from the folio's first page only, max_nr = folio size
                     if pfn == fpfn:
                         n, stop, last, _w, _y, _d = folio_pte_batch(
@@ -444,7 +449,7 @@ def unmap_folios(flat, seg_g0, seg_va, seg_vma, seg_vma_end, run_g, run_len, run
                         if n == np.int64(fnr):
                             nr = n
                             reason = R.FOLIO_END
-                elif lazyfree and mode == UNMAP_CLAMPED:
+                elif batchable and mode == UNMAP_CLAMPED:
                     end = pmd_addr_end(va, vma_end)
                     limit_reason = R.VMA_END if end == vma_end else R.PMD_END
                     n, stop, last, _w, _y, _d = folio_pte_batch(
@@ -473,12 +478,12 @@ def unmap_folios(flat, seg_g0, seg_va, seg_vma, seg_vma_end, run_g, run_len, run
 
 def _unmap_chunks(flat, seg_g0, seg_va, seg_vma, seg_vma_end, run_g, run_len, run_seg,
                   item_f, item_r0, item_r1, item_bound, ch_i, ch_end, ch_o, ch_o_end,
-                  folio_pfn, folio_nr, folio_flags, cfg, mode, oob_adjacent,
+                  folio_pfn, folio_nr, folio_flags, cfg, mode, batch_file, oob_adjacent,
                   out_pfn, out_va, out_nr, out_reason, out_over):
     for k in prange(ch_i.shape[0]):
         i, o = unmap_folios(flat, seg_g0, seg_va, seg_vma, seg_vma_end, run_g, run_len, run_seg,
                             item_f, item_r0, item_r1, item_bound, ch_i[k], ch_end[k],
-                            folio_pfn, folio_nr, folio_flags, cfg, mode, oob_adjacent,
+                            folio_pfn, folio_nr, folio_flags, cfg, mode, batch_file, oob_adjacent,
                             out_pfn, out_va, out_nr, out_reason, out_over, ch_o[k], ch_o_end[k])
         ch_i[k] = i
         ch_o[k] = o

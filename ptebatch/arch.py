@@ -59,6 +59,9 @@ class Arch:
         ``mkwrite``, ``mkyoung``, ``mkdirty`` as masked steps.
     make_bits : Mapping[str, int]
         Bits set by :meth:`make_pte` for each keyword.
+    special : int
+        ``pte_special``: such a PTE maps no folio (``vm_normal_page`` is NULL),
+        so no walk batches it.
     cont : int
         Contiguous-block bit used by ``pte_batch_hint`` (0: hint is always 1).
     """
@@ -76,6 +79,7 @@ class Arch:
     ops: Mapping[str, tuple[Step, ...]]
     make_bits: Mapping[str, int]
     base_bits: int
+    special: int = 0
     cont: int = 0
     max_pfn: int = field(init=False)
 
@@ -246,6 +250,7 @@ X86_64 = Arch(
                "dirty": _X86["DIRTY"], "soft_dirty": _X86["SOFT_DIRTY"],
                "uffd_wp": _X86["UFFD_WP"], "nx": _X86["NX"]},
     base_bits=_X86["USER"],
+    special=_X86["SPECIAL"],
 )
 
 ARCHES: dict[str, Arch] = {X86_64.name: X86_64}

@@ -50,6 +50,7 @@ def make_cfg(arch: Arch, profile: KernelProfile, flags: int) -> tuple:
     cfg[K.C_DIRTY_HW_SET] = arch.dirty_hw[0]
     cfg[K.C_DIRTY_HW_CLEAR] = arch.dirty_hw[1]
     cfg[K.C_CONT] = arch.cont
+    cfg[K.C_SPECIAL] = arch.special
     return tuple(np.uint64(v) for v in cfg)
 
 
@@ -59,7 +60,7 @@ def _as_int(name: str, value) -> int:
     return int(value)
 
 
-def check_batch_args(ptes, index, max_nr, folio_pfn, folio_nr, arch: Arch):
+def check_batch_args(ptes, index, max_nr, folio_pfn, folio_nr, arch: Arch, max_nr_limit: int):
     """Validate a single-batch call; returns (index, max_nr, folio_pfn, folio_nr, pte)."""
     if not isinstance(ptes, np.ndarray):
         raise TypeError(f"ptes: expected a numpy.ndarray of uint64, got {type(ptes).__name__}")
@@ -78,6 +79,8 @@ def check_batch_args(ptes, index, max_nr, folio_pfn, folio_nr, arch: Arch):
         raise ValueError(f"index: {index} is outside the array of {ptes.shape[0]} entries")
     if max_nr < 1:
         raise ValueError(f"max_nr: must be at least 1, got {max_nr}")
+    if max_nr > max_nr_limit:
+        raise ValueError(f"max_nr: {max_nr} does not fit the kernel's max_nr type (at most {max_nr_limit})")
     if folio_nr < 2 or folio_nr & (folio_nr - 1):
         raise ValueError(f"folio_nr: must be a power of two >= 2 (folio_pte_batch is only called "
                          f"for large folios), got {folio_nr}")
@@ -144,8 +147,8 @@ def folio_pte_batch(ptes, index, max_nr, folio_pfn, folio_nr, *, flags=0, kernel
     arch = get_arch(arch)
     profile = resolve_kernel(kernel)
     fl = resolve_flags(flags, profile.generation, 0)
-    index, max_nr, folio_pfn, folio_nr, pte = check_batch_args(ptes, index, max_nr, folio_pfn,
-                                                               folio_nr, arch)
+    index, max_nr, folio_pfn, folio_nr, pte = check_batch_args(
+        ptes, index, max_nr, folio_pfn, folio_nr, arch, profile.generation.max_nr_limit)
     cfg = make_cfg(arch, profile, fl)
     nr, stop, last, w, y, d = K.folio_pte_batch_one(ptes, np.int64(index), np.int64(max_nr),
                                                     np.uint64(pte), np.uint64(folio_pfn),
@@ -425,7 +428,8 @@ def unmap(space: AddressSpace, *, kernel="6.16", oob="none", parallel: bool = Tr
         with threads(parallel):
             K.unmap_chunks(flat, g0, va, vma, vma_end, run_g, run_len, run_seg, item_f, item_r0,
                            item_r1, item_bound, ch_pos, ch_end, ch_o, ch_o_end, fpfn, fnr,
-                           space.folio_flags, cfg, mode, oob == "adjacent", *bufs)
+                           space.folio_flags, cfg, mode, profile.unmap_file, oob == "adjacent",
+                           *bufs)
 
     out_pfn, out_va, out_nr, out_reason, out_over = _drive(
         run_round, item_bound, starts, ends, (np.uint64, np.uint64, np.uint32, np.uint8, np.uint8))

@@ -154,8 +154,8 @@ def folio_pte_batch(ptes, index, max_nr, folio_pfn, folio_nr, *, flags=0, kernel
     arch = get_arch(arch)
     profile = resolve_kernel(kernel)
     fl = resolve_flags(flags, profile.generation, 0)
-    index, max_nr, folio_pfn, folio_nr, pte = check_batch_args(ptes, index, max_nr, folio_pfn,
-                                                               folio_nr, arch)
+    index, max_nr, folio_pfn, folio_nr, pte = check_batch_args(
+        ptes, index, max_nr, folio_pfn, folio_nr, arch, profile.generation.max_nr_limit)
     entries = ptes.tolist()
 
     def read(i):
@@ -207,6 +207,12 @@ class _Memory:
             t, e = divmod(i, PTRS_PER_PTE)
             return self.row(t)[e] if t < n_rows else 0
         return read, table_end
+
+    def vm_normal_folio(self, pte, arch):
+        """The listed folio a present PTE maps; None for order-0 or a special PTE."""
+        if pte & arch.special:
+            return None
+        return self.folio_of((pte & arch.pfn_mask) >> PAGE_SHIFT)
 
     def folio_of(self, pfn):
         """Index of the listed folio holding pfn, or None (order-0)."""
@@ -266,18 +272,20 @@ def scan(space: AddressSpace, *, kernel="6.16", flags=None, clamp="pmd", oob="no
     def zap_pte_range(addr, end, vma_end):
         """One table's part of the VMA; returns where the walk goes on."""
         limit_reason = R.VMA_END if end == vma_end else R.PMD_END
+        g = mem.slot(addr)  # pte_offset_map: the table is mapped once per range
+        read, table_end = mem.reader(g)
         while addr < end:
-            g = mem.slot(addr)
-            read, table_end = mem.reader(g)
             pte = read(g)
             if not b.pte_present(pte):
                 addr += PAGE_SIZE
+                g += 1
                 continue
             pfn = b.pte_pfn(pte)
-            f = mem.folio_of(pfn)
+            f = mem.vm_normal_folio(pte, arch)
             if f is None or mem.folio_nr[f] == 1:
                 rows.append((addr, 1, R.ORDER0, 0))
                 addr += PAGE_SIZE
+                g += 1
                 continue
             fpfn, fnr = mem.folio_pfn[f], mem.folio_nr[f]
             max_nr = fnr if clamp == "folio" else (end - addr) >> PAGE_SHIFT
@@ -288,6 +296,7 @@ def scan(space: AddressSpace, *, kernel="6.16", flags=None, clamp="pmd", oob="no
             rows.append((addr, nr, _reason(stop, pfn, nr, fpfn, fnr, limit_reason),
                          _overrun(last, table_end, addr, g, vma_end)))
             addr += nr * PAGE_SIZE
+            g += nr
         return addr
 
     for vma_start, vma_end in zip(space.vma_start.tolist(), space.vma_end.tolist()):
@@ -329,7 +338,7 @@ def unmap(space: AddressSpace, *, kernel="6.16", oob="none", parallel=None) -> U
         for addr, g, pte in mem.mapped(vma_start, vma_end):
             if not b.pte_present(pte):
                 continue
-            f = mem.folio_of(b.pte_pfn(pte))
+            f = mem.vm_normal_folio(pte, arch)
             if f is not None and mem.folio_nr[f] > 1:
                 rmap.setdefault(f, []).append((v, addr, g, vma_end))
 
@@ -337,8 +346,11 @@ def unmap(space: AddressSpace, *, kernel="6.16", oob="none", parallel=None) -> U
     lazyfree_folios = 0
     for f in sorted(rmap):
         fpfn, fnr = mem.folio_pfn[f], mem.folio_nr[f]
-        lazyfree = mem.folio_flags[f] & (FOLIO_ANON | FOLIO_SWAPBACKED) == FOLIO_ANON
-        lazyfree_folios += lazyfree
+        anon = bool(mem.folio_flags[f] & FOLIO_ANON)
+        swapbacked = bool(mem.folio_flags[f] & FOLIO_SWAPBACKED)
+        lazyfree_folios += anon and not swapbacked
+        # "We only support lazyfree (or, from 7.0, file) folios batching for now"
+        batchable = anon and not swapbacked if not profile.unmap_file else not (anon and swapbacked)
         by_vma: dict[int, list] = {}
         for v, addr, g, vma_end in rmap[f]:
             by_vma.setdefault(v, []).append((addr, g, vma_end))
@@ -351,13 +363,13 @@ def unmap(space: AddressSpace, *, kernel="6.16", oob="none", parallel=None) -> U
                 read, table_end = mem.reader(g)
                 pte = read(g)
                 nr, reason, last = 1, R.SINGLE, g
-                if lazyfree and profile.unmap == UNMAP_ALL_OR_NOTHING:
+                if batchable and profile.unmap == UNMAP_ALL_OR_NOTHING:
                     # can_batch_unmap_folio_ptes (6.15.0-6.15.6)
                     if b.pte_pfn(pte) == fpfn:
                         n, _, last, *_ = b.batch(read, g, pte, fnr, fpfn, fnr)
                         if n == fnr:
                             nr, reason = n, R.FOLIO_END
-                elif lazyfree and profile.unmap == UNMAP_CLAMPED:
+                elif batchable and profile.unmap == UNMAP_CLAMPED:
                     # folio_unmap_pte_batch: one VMA and one page table only
                     end = pmd_addr_end(addr, vma_end)
                     n, stop, last, *_ = b.batch(read, g, pte, (end - addr) >> PAGE_SHIFT, fpfn, fnr)

@@ -53,6 +53,8 @@ class Generation:
         (the first PTE, with ``FPB_MERGE_*`` applied).
     representative : str
         The release used when this generation is selected by name.
+    max_nr_limit : int
+        Largest ``max_nr`` the C type holds (``int`` in 1/1b, ``unsigned int`` in 2).
     """
 
     name: str
@@ -63,6 +65,7 @@ class Generation:
     pfn_check_in_loop: bool
     outputs: str
     representative: str
+    max_nr_limit: int
 
     def describe_flags(self, flags: int) -> list[str]:
         """Names of the bits set in ``flags``, in bit order."""
@@ -81,13 +84,15 @@ class Generation:
 _GEN1_FLAGS = {"FPB_IGNORE_DIRTY": 1 << 0, "FPB_IGNORE_SOFT_DIRTY": 1 << 1}
 _GEN1_IGNORE = (("dirty", "if", "FPB_IGNORE_DIRTY"),
                 ("soft_dirty", "if", "FPB_IGNORE_SOFT_DIRTY"),
-                ("write", "always", None),
-                ("young", "always", None))
+                ("young", "always", None),   # pte_wrprotect(pte_mkold(pte))
+                ("write", "always", None))
 
 GEN1 = Generation("1", "6.9-6.14", _GEN1_FLAGS, _GEN1_IGNORE, cut_at_folio_end=False,
-                  pfn_check_in_loop=True, outputs="any", representative="6.14")
+                  pfn_check_in_loop=True, outputs="any", representative="6.14",
+                  max_nr_limit=2**31 - 1)
 GEN1B = Generation("1b", "6.15-6.16", _GEN1_FLAGS, _GEN1_IGNORE, cut_at_folio_end=True,
-                   pfn_check_in_loop=False, outputs="any", representative="6.16")
+                   pfn_check_in_loop=False, outputs="any", representative="6.16",
+                   max_nr_limit=2**31 - 1)
 GEN2 = Generation(
     "2", "6.17+",
     {"FPB_RESPECT_DIRTY": 1 << 0, "FPB_RESPECT_SOFT_DIRTY": 1 << 1, "FPB_RESPECT_WRITE": 1 << 2,
@@ -96,7 +101,8 @@ GEN2 = Generation(
      ("soft_dirty", "unless", "FPB_RESPECT_SOFT_DIRTY"),
      ("write", "unless", "FPB_RESPECT_WRITE"),
      ("young", "always", None)),
-    cut_at_folio_end=True, pfn_check_in_loop=False, outputs="merge", representative="6.18")
+    cut_at_folio_end=True, pfn_check_in_loop=False, outputs="merge", representative="6.18",
+    max_nr_limit=2**32 - 1)
 
 GENERATIONS: dict[str, Generation] = {"1": GEN1, "1b": GEN1B, "2": GEN2}
 
@@ -122,6 +128,9 @@ class KernelProfile:
         Lazyfree reclaim rule: ``"single"``, ``"all_or_nothing"`` or ``"clamped"``.
     unmap_flags : int
         Flags the lazyfree reclaim path passes.
+    unmap_file : bool
+        Reclaim also batches file-backed large folios (everything but
+        swap-backed anon), not only lazyfree ones.
     note : str
         Where the behaviour comes from.
     """
@@ -131,6 +140,7 @@ class KernelProfile:
     zap_flags: int
     unmap: str
     unmap_flags: int
+    unmap_file: bool
     note: str
 
     @property
@@ -141,20 +151,22 @@ class KernelProfile:
 
 _G1_ZAP = _GEN1_FLAGS["FPB_IGNORE_DIRTY"] | _GEN1_FLAGS["FPB_IGNORE_SOFT_DIRTY"]
 
-# (first release, generation, zap flags, lazyfree rule, lazyfree flags, note);
-# a release uses the last row whose first release is <= it.
-_RELEASES: tuple[tuple[tuple[int, int, int], Generation, int, str, int, str], ...] = (
-    ((6, 9, 0), GEN1, _G1_ZAP, UNMAP_SINGLE, 0,
+# (first release, generation, zap flags, reclaim rule, reclaim flags, reclaim batches file
+# folios, note); a release uses the last row whose first release is <= it.  Stable backports
+# (the XEN PV fix in 6.12.y/6.14.y, the restore fix in 6.19.y) are not rows: select "gen1b"
+# or build a KernelProfile for those.
+_RELEASES: tuple[tuple[tuple[int, int, int], Generation, int, str, int, bool, str], ...] = (
+    ((6, 9, 0), GEN1, _G1_ZAP, UNMAP_SINGLE, 0, False,
      "folio_pte_batch with FPB_IGNORE_* flags; no lazyfree batching in reclaim"),
-    ((6, 15, 0), GEN1B, _G1_ZAP, UNMAP_ALL_OR_NOTHING, _G1_ZAP,
+    ((6, 15, 0), GEN1B, _G1_ZAP, UNMAP_ALL_OR_NOTHING, _G1_ZAP, False,
      "XEN PV fix cuts max_nr at the folio end; lazyfree batched unmap without a table "
      "clamp (CVE-2025-38447)"),
-    ((6, 15, 7), GEN1B, _G1_ZAP, UNMAP_CLAMPED, _G1_ZAP,
+    ((6, 15, 7), GEN1B, _G1_ZAP, UNMAP_CLAMPED, _G1_ZAP, False,
      "mm/rmap: fix potential out-of-bounds page table access during batched unmap"),
-    ((6, 17, 0), GEN2, 0, UNMAP_CLAMPED, 0,
+    ((6, 17, 0), GEN2, 0, UNMAP_CLAMPED, 0, False,
      "folio_pte_batch_flags with FPB_RESPECT_*/FPB_MERGE_*"),
     ((7, 0, 0), GEN2, 0, UNMAP_CLAMPED, GEN2.flags["FPB_RESPECT_WRITE"] | GEN2.flags["FPB_RESPECT_SOFT_DIRTY"],
-     "lazyfree unmap respects write and soft-dirty (restore fix)"),
+     True, "reclaim respects write and soft-dirty (restore fix) and batches file folios too"),
 )
 
 _VERSION_RE = re.compile(r"v?(\d+)\.(\d+)(?:\.(\d+))?")
@@ -200,8 +212,8 @@ def resolve_kernel(kernel) -> KernelProfile:
         raise ValueError(f"kernel: {kernel!r} predates the modelled folio_pte_batch "
                          "(ptebatch models 6.9 and later)")
     row = [r for r in _RELEASES if r[0] <= version][-1]
-    _, gen, zap, unmap, unmap_flags, note = row
-    return KernelProfile(version, gen, zap, unmap, unmap_flags, note)
+    _, gen, zap, unmap, unmap_flags, unmap_file, note = row
+    return KernelProfile(version, gen, zap, unmap, unmap_flags, unmap_file, note)
 
 
 def resolve_flags(flags, gen: Generation, default: int) -> int:

@@ -64,9 +64,44 @@ def test_unmap_before_6_15_never_batches(impl):
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-def test_swapbacked_folio_is_not_batched_by_reclaim(impl):
-    r = impl.unmap(pb.thread_layout(lazyfree=False), kernel="6.16")
+@pytest.mark.parametrize("kernel", ["6.16", "7.0"])
+def test_swapbacked_anon_folio_is_never_batched_by_reclaim(impl, kernel):
+    r = impl.unmap(pb.thread_layout(lazyfree=False), kernel=kernel)
     assert r.nr.tolist() == [1] * 16
+
+
+def _with_folio_flags(space, flags):
+    return pb.AddressSpace(space.ptes, space.table_va, space.vma_start, space.vma_end,
+                           space.folio_pfn, space.folio_nr, np.array([flags], dtype=np.uint8))
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("flags", [0, 2], ids=["file", "shmem"])
+def test_file_folios_are_batched_by_reclaim_from_7_0(impl, flags):
+    space = _with_folio_flags(pb.thread_layout(), flags)
+    assert impl.unmap(space, kernel="6.19").nr.tolist() == [1] * 16
+    assert impl.unmap(space, kernel="7.0").nr.tolist() == [1, 15]
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_special_ptes_are_never_batched(impl):
+    # vm_normal_page() gives no folio for a special PTE: zap takes them one by one
+    base = 0x7F0000000000
+    va = base + 4096 * np.arange(4, dtype=np.uint64)
+    ptes = X86_64.make_pte(0x1000 + np.arange(4, dtype=np.uint64), extra=X86_64.bits["SPECIAL"])
+    space = pb.AddressSpace.from_entries(va, ptes, [base], [base + 4 * 4096], [0x1000], [4], [1])
+    r = impl.scan(space, kernel="6.16")
+    assert r.nr.tolist() == [1, 1, 1, 1] and set(r.reason_names()) == {"order0"}
+    assert impl.unmap(space, kernel="6.16").batches == 0
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("kernel,limit", [("6.14", 2**31 - 1), ("6.16", 2**31 - 1), ("6.18", 2**32 - 1)])
+def test_max_nr_must_fit_the_kernels_type(impl, kernel, limit):
+    arr = _run(4)
+    assert impl.folio_pte_batch(arr, 0, limit, 0x1000, 4, kernel=kernel).nr == 4
+    with pytest.raises(ValueError, match="max_nr: .* does not fit"):
+        impl.folio_pte_batch(arr, 0, limit + 1, 0x1000, 4, kernel=kernel)
 
 
 def _run(n_pages, folio_nr=4, first_pfn=0x1000, **bits):

@@ -1,0 +1,280 @@
+"""Benchmark registry, ratio measurements and the ``ptebatch bench`` command.
+
+One registry (:data:`IMPLS` x :data:`CASES`) feeds the equality tests
+(``tests/test_registry.py``), the pytest-benchmark suite (``benchmarks/``) and
+the CI gate (``ptebatch bench --gate benchmarks/floors.json``).  The gate uses
+only ratios measured in the same run, never absolute times: the machine is
+shared and noisy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import tracemalloc
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Callable
+
+import numpy as np
+
+from . import engine, naive
+from ._numba import num_threads
+from .cli import _print_json, _table, command
+from .generate import generate
+from .space import AddressSpace
+
+__all__ = ["IMPLS", "CASES", "Case", "space_for", "measure_ratios", "compile_times"]
+
+
+@dataclass(frozen=True)
+class Impl:
+    """One implementation of the walks: ``scan(space, **kw)``, ``unmap(space, **kw)``."""
+
+    name: str
+    scan: Callable
+    unmap: Callable | None
+    exact: bool = True  # gives the reference's exact per-batch result
+    limits: dict = field(default_factory=dict)  # keyword values it supports, if restricted
+
+
+def _jit(parallel: bool) -> Impl:
+    return Impl(
+        name="jit-parallel" if parallel else "jit-serial",
+        scan=lambda space, **kw: engine.scan(space, parallel=parallel, **kw),
+        unmap=lambda space, **kw: engine.unmap(space, parallel=parallel, **kw))
+
+
+def _numpy_impl() -> Impl:
+    from .vectorized import scan as np_scan
+    return Impl(name="numpy", scan=np_scan, unmap=None, limits={"clamp": ("pmd",)})
+
+
+IMPLS: dict[str, Impl] = {
+    "naive": Impl("naive", naive.scan, naive.unmap),
+    "jit-serial": _jit(False),
+    "jit-parallel": _jit(True),
+}
+try:  # the vectorised NumPy scan is optional: it covers clamp="pmd" only
+    IMPLS["numpy"] = _numpy_impl()
+except ImportError:  # pragma: no cover
+    pass
+
+
+@dataclass(frozen=True)
+class Case:
+    """A seeded space: ``generate(n_folios, seed=seed, **knobs)``."""
+
+    name: str
+    n_folios: int
+    knobs: tuple = ()
+    seed: int = 1
+    tier: str = "small"   # small: every test pass; medium: jitted passes; large/huge: benchmarks
+
+    def build(self) -> AddressSpace:
+        return generate(self.n_folios, seed=self.seed, **dict(self.knobs))
+
+
+def _case(name, n, tier, **knobs) -> Case:
+    return Case(name, n, tuple(sorted(knobs.items())), tier=tier)
+
+
+CASES: dict[str, Case] = {c.name: c for c in [
+    _case("mixed-10k", 10_000, "small", sizes="mixed", moved=0.1),
+    _case("4k-10k", 10_000, "small", sizes="4k"),
+    _case("thp-1k", 1_000, "small", sizes="thp", moved=0.2),
+    _case("straddle-10k", 10_000, "small", sizes="mthp64", moved=0.5, straddle=1.0, lazyfree=0.5),
+    _case("mixed-100k", 100_000, "medium", sizes="mixed", moved=0.1),
+    _case("mthp16-100k", 100_000, "medium", sizes="mthp16", moved=0.1, holes=0.01),
+    _case("mixed-1m", 1_000_000, "large", sizes="mixed", moved=0.1),
+    _case("4k-1m", 1_000_000, "large", sizes="4k"),
+    _case("thp-100k", 100_000, "large", sizes="thp", moved=0.1),
+    _case("straddle-1m", 1_000_000, "large", sizes="mthp64", moved=0.5, straddle=1.0, lazyfree=0.5),
+    _case("mixed-10m", 10_000_000, "huge", sizes="mixed", moved=0.1),
+]}
+
+TIERS = ("small", "medium", "large", "huge")
+
+
+@lru_cache(maxsize=4)
+def space_for(case_name: str) -> AddressSpace:
+    """The case's space, built once per process."""
+    return CASES[case_name].build()
+
+
+def cases_up_to(tier: str) -> list[str]:
+    """Case names whose tier is at most ``tier``."""
+    top = TIERS.index(tier)
+    return [n for n, c in CASES.items() if TIERS.index(c.tier) <= top]
+
+
+# -- measurements ----------------------------------------------------------------
+
+def _best(fn, repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def _stream(space: AddressSpace):
+    # A streaming read of the whole table array, the memory-bound floor.
+    np.bitwise_or.reduce(space.ptes.reshape(-1))
+
+
+def measure_ratios(quick: bool = True) -> list[dict]:
+    """Speed ratios measured in one run (best of several repeats for each).
+
+    Returns rows ``{name, measured, target, note}``; ``measured`` is a ratio.
+    """
+    small = space_for("mixed-10k")
+    big = space_for("mixed-100k" if quick else "mixed-1m")
+    reps = 5 if quick else 10
+    rows = []
+    engine.scan(small, parallel=False)
+    engine.scan(small, parallel=True)
+    engine.unmap(small, parallel=False)
+
+    t_naive = _best(lambda: naive.scan(small), 2 if quick else 3)
+    t_ser = _best(lambda: engine.scan(small, parallel=False), reps * 4)
+    rows.append({"name": "scan jit-serial / naive", "measured": t_naive / t_ser, "target": 200.0,
+                 "note": f"mixed-10k, {small.info()['present_ptes']:,} present PTEs"})
+    t_naive_u = _best(lambda: naive.unmap(small), 2 if quick else 3)
+    t_ser_u = _best(lambda: engine.unmap(small, parallel=False), reps * 4)
+    rows.append({"name": "unmap jit-serial / naive", "measured": t_naive_u / t_ser_u, "target": 100.0,
+                 "note": "mixed-10k"})
+
+    engine.scan(big, parallel=False)
+    t_s = _best(lambda: engine.scan(big, parallel=False), reps)
+    t_p = _best(lambda: engine.scan(big, parallel=True), reps)
+    rows.append({"name": "scan jit-parallel / jit-serial", "measured": t_s / t_p, "target": 1.8,
+                 "note": f"{'mixed-100k' if quick else 'mixed-1m'}, {num_threads()} threads"})
+    t_su = _best(lambda: engine.unmap(big, parallel=False), reps)
+    t_pu = _best(lambda: engine.unmap(big, parallel=True), reps)
+    rows.append({"name": "unmap jit-parallel / jit-serial", "measured": t_su / t_pu, "target": 1.5,
+                 "note": "same space"})
+    t_stream = _best(lambda: _stream(big), reps)
+    present = big.info()["present_ptes"]
+    rows.append({"name": "scan jit-serial / streaming read", "measured": t_stream / t_s, "target": None,
+                 "note": f"serial {present / t_s / 1e9:.2f} G present PTEs/s, "
+                         f"{big.ptes.size / t_s / 1e9:.2f} G entries/s; stream "
+                         f"{big.ptes.size / t_stream / 1e9:.2f} G entries/s"})
+    if "numpy" in IMPLS:
+        t_np = _best(lambda: IMPLS["numpy"].scan(big), max(2, reps // 2))
+        rows.append({"name": "scan jit-serial / numpy", "measured": t_np / t_s, "target": None,
+                     "note": "vectorised NumPy scan, clamp=pmd"})
+    return rows
+
+
+def peak_memory(case_name: str = "mixed-100k") -> dict:
+    """Peak bytes NumPy allocates during one scan and one unmap, against the input size."""
+    space = space_for(case_name)
+    engine.scan(space)
+    engine.unmap(space)
+    out = {"case": case_name, "input_bytes": int(space.ptes.nbytes)}
+    for walk, fn in (("scan", engine.scan), ("unmap", engine.unmap)):
+        tracemalloc.start()
+        r = fn(space)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        out[walk] = {"peak_bytes": int(peak), "batches": r.batches,
+                     "peak_over_input": round(peak / space.ptes.nbytes, 4),
+                     "bytes_per_batch": round(peak / max(r.batches, 1), 1)}
+    return out
+
+
+_COMPILE_SNIPPET = """
+import time, json
+t0 = time.perf_counter()
+import ptebatch as pb
+sp = pb.thread_layout()
+t1 = time.perf_counter(); pb.scan(sp)
+t2 = time.perf_counter(); pb.unmap(sp)
+t3 = time.perf_counter(); pb.folio_pte_batch(sp.ptes.reshape(-1), 511, 1, int(sp.folio_pfn[0]), 16)
+t4 = time.perf_counter()
+print(json.dumps({"import": t1 - t0, "scan": t2 - t1, "unmap": t3 - t2, "folio_pte_batch": t4 - t3}))
+"""
+
+
+def compile_times(cache_dir: str | None = None) -> dict:
+    """First-call times of each entry point in fresh processes: compile, then cache load.
+
+    Runs the snippet twice with ``PTEBATCH_NUMBA_CACHE=1`` and a fresh
+    ``NUMBA_CACHE_DIR``: the first process compiles and writes the cache, the
+    second loads it.  Also once without the cache.
+    """
+    import tempfile
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir or tmp, PTEBATCH_NUMBA_CACHE="1")
+        for label in ("compile", "cache_load"):
+            p = subprocess.run([sys.executable, "-c", _COMPILE_SNIPPET], env=env, capture_output=True,
+                               text=True, timeout=600, check=True)
+            out[label] = json.loads(p.stdout.strip().splitlines()[-1])
+    return out
+
+
+# -- the command -------------------------------------------------------------------
+
+@command("bench", "measure speed ratios (JIT vs naive, parallel vs serial) and optionally gate them")
+def _bench_args(p):
+    p.add_argument("--full", action="store_true",
+                   help="use the 1M-folio space for parallel and throughput ratios (default: 100k)")
+    p.add_argument("--gate", metavar="FLOORS.json",
+                   help="fail (exit 1) when a ratio is below its floor in this JSON file")
+    p.add_argument("--compile", action="store_true",
+                   help="also time first-call compilation and cache loading in fresh processes")
+    p.add_argument("--memory", action="store_true", help="also report peak memory of scan and unmap")
+    p.add_argument("--json", action="store_true", help="print the results as one JSON object")
+
+
+@_bench_args
+def _bench(a) -> int:
+    floors = {}
+    if a.gate:
+        with open(a.gate) as fh:
+            floors = json.load(fh)["floors"]
+    rows = measure_ratios(quick=not a.full)
+    failed = []
+    for r in rows:
+        floor = floors.get(r["name"])
+        r["floor"] = floor
+        r["status"] = "-" if floor is None else ("pass" if r["measured"] >= floor else "FAIL")
+        if r["status"] == "FAIL":
+            failed.append(r["name"])
+    missing = sorted(set(floors) - {r["name"] for r in rows})
+    report = {"ratios": rows, "threads": num_threads()}
+    if a.compile:
+        report["compile_seconds"] = compile_times()
+    if a.memory:
+        report["memory"] = peak_memory()
+    if a.json:
+        _print_json(report)
+    else:
+        shown = [{**r, "measured": round(r["measured"], 2)} for r in rows]
+        print(_table(shown, ["name", "measured", "target", "floor", "status", "note"]))
+        for r in rows:
+            if r["floor"] is not None:
+                print(f"gate: {r['name']}: measured {r['measured']:.2f}x, floor {r['floor']}x, {r['status']}")
+        if a.compile:
+            c = report["compile_seconds"]
+            print("first call, fresh cache (compile): " +
+                  ", ".join(f"{k} {v:.2f} s" for k, v in c["compile"].items()))
+            print("first call, cache written (load):  " +
+                  ", ".join(f"{k} {v:.2f} s" for k, v in c["cache_load"].items()))
+        if a.memory:
+            m = report["memory"]
+            for walk in ("scan", "unmap"):
+                w = m[walk]
+                print(f"memory {walk} ({m['case']}): peak {w['peak_bytes'] / 2**20:.1f} MiB = "
+                      f"{w['peak_over_input']:.3f} x input ({m['input_bytes'] / 2**20:.0f} MiB), "
+                      f"{w['bytes_per_batch']:.0f} B per batch")
+    if missing:
+        sys.stderr.write(f"ptebatch: error: floors name unknown ratios: {', '.join(missing)}\n")
+        return 2
+    return 1 if failed else 0

@@ -1,0 +1,84 @@
+"""A vectorised NumPy scan: a third implementation, for comparison.
+
+With ``clamp="pmd"`` a batch never leaves its segment (one VMA's part of one
+table), and whether entry i continues the batch of entry i-1 depends only on
+the pair: both present, in the same segment and the same large folio, and
+``norm(pte[i]) == norm(pte[i-1]) + (1 << 12)``.  Batches are then the maximal
+runs of that relation, which NumPy finds with whole-array operations.  It uses
+per-entry temporaries (several times the size of the tables): it shows what
+the JIT buys, it is not a replacement.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import reasons as R
+from .arch import PAGE_SHIFT, get_arch
+from .engine import check_walk_args, make_cfg, segments
+from . import _kernels as K
+from .results import ScanResult
+
+__all__ = ["scan"]
+
+
+def scan(space, *, kernel="6.16", flags=None, clamp="pmd", oob="none", parallel=None) -> ScanResult:
+    """Vectorised twin of :func:`ptebatch.scan` for ``clamp="pmd"`` (``oob`` has no effect there)."""
+    profile, fl = check_walk_args(space, kernel, flags, clamp, oob, lambda p: p.zap_flags)
+    if clamp != "pmd":
+        raise ValueError("clamp: the NumPy scan supports clamp='pmd' only")
+    arch = get_arch(space.arch)
+    if arch.cont:
+        raise ValueError("arch: the NumPy scan does not model pte_batch_hint > 1")
+    cfg = make_cfg(arch, profile, fl)
+    flat = space.ptes.reshape(-1)
+    g0, g1, seg_va, _, _, seg_reason = segments(space)
+    lengths = g1 - g0
+    total = int(lengths.sum())
+    seg = np.repeat(np.arange(g0.size, dtype=np.int64), lengths)
+    idx = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths) + g0[seg]
+    pte = flat[idx]
+    present = (pte & cfg[K.C_PRESENT]) != 0
+    idx, seg, pte = idx[present], seg[present], pte[present]
+
+    pfn = (pte & cfg[K.C_PFN_MASK]) >> np.uint64(PAGE_SHIFT)
+    fpfn, fnr = space.folio_pfn, space.folio_nr
+    f = np.searchsorted(fpfn, pfn, side="right") - 1
+    fc = np.maximum(f, 0)
+    large = (f >= 0) & (pfn - fpfn[fc] < fnr[fc]) & (fnr[fc] > 1) if fpfn.size else np.zeros(pfn.size, bool)
+    fid = np.where(large, f, -1)
+
+    norm = pte.copy()
+    if cfg[K.C_COND_SET]:
+        hit = ((norm & cfg[K.C_COND_SET]) == cfg[K.C_COND_SET]) & ((norm & cfg[K.C_COND_CLEAR]) == 0)
+        norm[hit] |= cfg[K.C_COND_OR]
+    norm = (norm & cfg[K.C_KEEP]) | cfg[K.C_SET]
+
+    cont = np.zeros(idx.size, dtype=bool)
+    if idx.size > 1:
+        cont[1:] = ((idx[1:] == idx[:-1] + 1) & (seg[1:] == seg[:-1]) & (fid[1:] == fid[:-1])
+                    & (fid[1:] >= 0) & (norm[1:] == norm[:-1] + np.uint64(1 << PAGE_SHIFT)))
+    starts = np.flatnonzero(~cont)
+    ends = np.append(starts[1:], idx.size) - 1          # last entry of each batch
+    nr = (ends - starts + 1).astype(np.uint32)
+    s_seg = seg[starts]
+    va = seg_va[s_seg] + ((idx[starts] - g0[s_seg]).astype(np.uint64) << np.uint64(PAGE_SHIFT))
+
+    # What stopped each batch.
+    e_f = fid[ends]
+    e_fc = np.maximum(e_f, 0)
+    at_folio_end = (e_f >= 0) & (pfn[ends] + np.uint64(1) == fpfn[e_fc] + fnr[e_fc]) if fpfn.size \
+        else np.zeros(ends.size, bool)
+    nxt = idx[ends] + 1
+    at_seg_end = nxt == g1[seg[ends]]
+    raw = flat[np.minimum(nxt, flat.size - 1)]
+    nxt_present = (raw & cfg[K.C_PRESENT]) != 0
+    nxt_pfn = (raw & cfg[K.C_PFN_MASK]) >> np.uint64(PAGE_SHIFT)
+    reason = np.select(
+        [e_f < 0, at_folio_end, at_seg_end, ~nxt_present, nxt_pfn != pfn[ends] + np.uint64(1)],
+        [R.ORDER0, R.FOLIO_END, seg_reason[seg[ends]], R.NOT_PRESENT, R.PFN_GAP],
+        default=R.BIT_MISMATCH).astype(np.uint8)
+    return ScanResult(kernel=profile.name, generation=profile.generation.name,
+                      flags=profile.generation.describe_flags(fl), oob=oob, va=va.astype(np.uint64),
+                      nr=nr, reason=reason, overrun=np.zeros(nr.size, dtype=np.uint8), clamp=clamp,
+                      present_ptes=int(present.sum()))
