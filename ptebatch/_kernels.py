@@ -155,6 +155,17 @@ def folio_pte_batch(flat, g0, limit, pte, max_nr, folio_pfn, folio_nr, cfg):
 
 
 @jit(inline=True)
+def overrun_bits(last_read, table_end, g, va, vma_end):
+    """Overrun bits of a batch from g (at va) whose loop read up to last_read."""
+    over = 0
+    if last_read >= table_end:
+        over |= R.OVER_TABLE
+    if va + (np.uint64(last_read - g) << PAGE_SHIFT) >= vma_end:
+        over |= R.OVER_VMA
+    return over
+
+
+@jit(inline=True)
 def batch_reason(stop, first_pfn, nr, folio_end, limit_reason):
     """What limited a batch (see ptebatch.reasons)."""
     if first_pfn + np.uint64(nr) == folio_end:
@@ -282,10 +293,7 @@ def zap_segments(flat, seg_g0, seg_g1, seg_va, seg_vma, seg_vma_end, seg_reason,
                     nr, stop, last, _w, _y, _d = folio_pte_batch(
                         flat, g, limit, pte, max_nr, folio_pfn[f], folio_nr[f], cfg)
                 reason = batch_reason(stop, pfn, nr, folio_pfn[f] + folio_nr[f], seg_reason[s])
-                if last >= tbl_end:
-                    over |= R.OVER_TABLE
-                if va + (np.uint64(last - g) << PAGE_SHIFT) >= vma_end:
-                    over |= R.OVER_VMA
+                over = overrun_bits(last, tbl_end, g, va, vma_end)
             out_va[o] = va
             out_nr[o] = nr
             out_reason[o] = reason
@@ -456,11 +464,7 @@ def unmap_folios(flat, seg_g0, seg_va, seg_vma, seg_vma_end, run_g, run_len, run
                         flat, gk, limit, pte, np.int64((end - va) >> PAGE_SHIFT), fpfn, fnr, cfg)
                     nr = n
                     reason = batch_reason(stop, pfn, n, fend, limit_reason)
-                over = 0
-                if last >= tbl_end:
-                    over |= R.OVER_TABLE
-                if va + (np.uint64(last - gk) << PAGE_SHIFT) >= vma_end:
-                    over |= R.OVER_VMA
+                over = overrun_bits(last, tbl_end, gk, va, vma_end)
                 out_pfn[o] = fpfn
                 out_va[o] = va
                 out_nr[o] = nr

@@ -97,6 +97,19 @@ def _print_summary(s: dict) -> None:
             print(f"{key:16} {value}")
 
 
+def _run_walk(a, walk: str) -> int:
+    import ptebatch as pb
+    space = pb.load(a.file)
+    mod, kw = _impl(a.impl)
+    if walk == "scan":
+        kw.update(flags=a.flags, clamp=a.clamp)
+    t = time.perf_counter()
+    s = getattr(mod, walk)(space, kernel=a.kernel, oob=a.oob, **kw).summary()
+    s["seconds"] = round(time.perf_counter() - t, 6)
+    _print_json(s) if a.json else _print_summary(s)
+    return 0
+
+
 @command("scan", "zap-style walk of every VMA of a snapshot")
 def _scan_args(p):
     _walk_args(p, scan=True)
@@ -104,15 +117,7 @@ def _scan_args(p):
 
 @_scan_args
 def _scan(a) -> int:
-    import ptebatch as pb
-    space = pb.load(a.file)
-    mod, kw = _impl(a.impl)
-    t = time.perf_counter()
-    r = mod.scan(space, kernel=a.kernel, flags=a.flags, clamp=a.clamp, oob=a.oob, **kw)
-    s = r.summary()
-    s["seconds"] = round(time.perf_counter() - t, 6)
-    _print_json(s) if a.json else _print_summary(s)
-    return 0
+    return _run_walk(a, "scan")
 
 
 @command("unmap", "reclaim's try_to_unmap_one over every mapped large folio of a snapshot")
@@ -122,15 +127,7 @@ def _unmap_args(p):
 
 @_unmap_args
 def _unmap(a) -> int:
-    import ptebatch as pb
-    space = pb.load(a.file)
-    mod, kw = _impl(a.impl)
-    t = time.perf_counter()
-    r = mod.unmap(space, kernel=a.kernel, oob=a.oob, **kw)
-    s = r.summary()
-    s["seconds"] = round(time.perf_counter() - t, 6)
-    _print_json(s) if a.json else _print_summary(s)
-    return 0
+    return _run_walk(a, "unmap")
 
 
 @command("info", "describe a snapshot")
