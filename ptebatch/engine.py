@@ -228,6 +228,14 @@ def _chunk_bounds(weights: np.ndarray, n_chunks: int, allowed: np.ndarray | None
     return cuts.astype(np.int64)
 
 
+# Below this much work (entries, or mapped pages for unmap) threads cost more than they save.
+PARALLEL_MIN_WORK = 1 << 16
+
+
+def _use_threads(parallel: bool, work: int) -> bool:
+    return parallel and work >= PARALLEL_MIN_WORK and num_threads() > 1
+
+
 def _n_chunks(parallel: bool, n_items: int) -> int:
     if not parallel:
         return 1
@@ -315,8 +323,9 @@ def scan(space: AddressSpace, *, kernel="6.16", flags=None, clamp="pmd", oob="no
         next row of ``ptes`` (0 past the last row), as if the next page-table
         page followed in memory.  Such reads are counted either way.
     parallel : bool
-        Walk independent chunks of tables on all Numba threads.  The result is
-        identical to the serial walk.
+        Walk independent chunks of tables on all Numba threads (spaces under
+        65,536 entries are walked on one).  The result is identical to the
+        serial walk.
 
     Returns
     -------
@@ -328,6 +337,7 @@ def scan(space: AddressSpace, *, kernel="6.16", flags=None, clamp="pmd", oob="no
     flat = space.ptes.reshape(-1)
     g0, g1, va, vma, vma_end, seg_reason = segments(space)
     weights = g1 - g0
+    parallel = _use_threads(parallel, int(weights.sum()))
     clamp_folio = clamp == "folio"
     allowed = None
     if clamp_folio:
@@ -420,6 +430,7 @@ def unmap(space: AddressSpace, *, kernel="6.16", oob="none", parallel: bool = Tr
     item_bound = np.add.reduceat(run_len, item_r0) if n_runs else np.zeros(0, dtype=np.int64)
     item_f = item_f.astype(np.int64)
 
+    parallel = _use_threads(parallel, int(item_bound.sum()))
     bounds_ = _chunk_bounds(item_bound.astype(np.float64), _n_chunks(parallel, item_f.size))
     starts, ends = bounds_[:-1], bounds_[1:]
     mode = _UNMAP_MODE[profile.unmap]
