@@ -15,6 +15,7 @@ X86_64, get_arch
 
 from . import naive, reasons
 from .arch import ARCHES, X86_64, Arch, get_arch
+from . import engine
 from .engine import folio_pte_batch, scan, unmap
 from .generate import generate
 from .layouts import thread_layout
