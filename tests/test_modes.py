@@ -5,7 +5,9 @@ import os
 import numpy as np
 import pytest
 
+import ptebatch as pb
 from ptebatch import _kernels as K
+from ptebatch.engine import make_cfg
 
 
 @pytest.mark.skipif(os.environ.get("NUMBA_BOUNDSCHECK") != "1", reason="only in the NUMBA_BOUNDSCHECK=1 pass")
@@ -17,7 +19,8 @@ def test_boundscheck_is_on():
     vma_end, reason = np.array([1 << 21], dtype=np.uint64), np.array([1])
     out = [np.empty(1, dtype=d) for d in (np.uint64, np.uint32, np.uint8, np.uint8)]
     empty = np.zeros(0, dtype=np.uint64)
-    cfg = tuple(np.uint64(x) for x in [0, 0, 0, (1 << 64) - 1, 0, 1, ((1 << 52) - 1) & ~0xFFF] + [0] * 8)
+    profile = pb.resolve_kernel("6.16")
+    cfg = make_cfg(pb.X86_64, profile, profile.zap_flags)
     with pytest.raises(IndexError):
         K.zap_segments(flat, g0, g1, va, vma, vma_end, reason, 0, 1, np.uint64(0), -1, empty, empty,
                        np.zeros(1, dtype=np.int64), np.uint64(0), np.uint64(9), cfg, False, False,
