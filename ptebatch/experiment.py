@@ -1,34 +1,541 @@
-"""Workload commands: ``ptebatch generate`` (and, later, experiment runs)."""
+"""Experiment runs: sweep kernels, clamps and generator knobs; ``ptebatch generate|run|plot``.
+
+:func:`experiment` returns a tidy table, one row (a dict) per setting, with the
+walk's counts; :func:`write_rows` saves it as JSON or CSV.
+"""
 
 from __future__ import annotations
 
-from .cli import command
+import csv
+import io
+import itertools
+import json
+import os
+import sys
+import tempfile
+import time
+from typing import Callable, Iterable, Mapping, Sequence
+
+from .cli import _print_json, _table, command
+
+__all__ = ["experiment", "write_rows", "read_rows", "rows_to_csv", "atomic_write", "Progress", "ROW_COLUMNS", "STOP_COLUMNS",
+           "GENERATOR_KNOBS"]
+
+# Generator knobs that run/experiment can sweep (besides n_folios, as "folios").
+GENERATOR_KNOBS = ("sizes", "moved", "straddle", "partial", "holes", "shuffle_pfn", "vma_tables",
+                   "vma_split", "lazyfree", "write", "young", "dirty", "soft_dirty", "uffd_wp",
+                   "mixed_write")
+STOP_COLUMNS = tuple(f"stop_{r}" for r in ("folio_end", "pmd_end", "vma_end", "not_present", "pfn_gap",
+                                           "bit_mismatch", "order0", "single"))
+COUNT_COLUMNS = ("batches", "ptes_batched", "multi_batches", "table_overruns", "vma_overruns") + STOP_COLUMNS
+ROW_COLUMNS = ("space", "seeds", "walk", "kernel", "clamp", "oob", "batches", "ptes_batched",
+               "mean_batch", "multi_batches", "mean_multi_batch") + STOP_COLUMNS + (
+               "table_overruns", "vma_overruns", "seconds")
+
+
+def _as_list(name: str, value) -> list:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable) or isinstance(value, Mapping):
+        return [value]
+    out = list(value)
+    if not out:
+        raise ValueError(f"{name}: give at least one value")
+    return out
+
+
+class Progress:
+    """Progress lines on stderr for work that takes more than ``delay`` seconds.
+
+    Silent when ``quiet``, or when stdout or stderr is not a terminal (so
+    pipes and files never see it).
+    """
+
+    def __init__(self, label: str, *, quiet: bool = False, delay: float = 2.0, stream=None):
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = not quiet and _isatty(sys.stdout) and _isatty(self.stream)
+        self.label, self.delay, self.t0, self.shown = label, delay, time.perf_counter(), False
+
+    def __call__(self, message: str) -> None:
+        elapsed = time.perf_counter() - self.t0
+        if self.enabled and elapsed >= self.delay:
+            self.stream.write(f"\r\x1b[Kptebatch {self.label}: {message} ({elapsed:.0f} s)")
+            self.stream.flush()
+            self.shown = True
+
+    def done(self) -> None:
+        """Clear the progress line, if one was shown."""
+        if self.shown:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+
+def _isatty(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def _walk_row(r, walk: str) -> dict:
+    s = r.summary()
+    multi = int((r.nr > 1).sum())
+    row = {"batches": s["batches"], "ptes_batched": s["ptes_batched"], "multi_batches": multi,
+           "table_overruns": s["table_overruns"], "vma_overruns": s["vma_overruns"]}
+    for col in STOP_COLUMNS:
+        row[col] = int(s["stop_reasons"].get(col[5:], 0))
+    row["hist"] = r.hist
+    return row
+
+
+def _finish(row: dict) -> dict:
+    import numpy as np
+    h = row.pop("hist")
+    b, p = row["batches"], row["ptes_batched"]
+    row["mean_batch"] = round(p / b, 6) if b else 0.0
+    multi_ptes = int(np.dot(np.arange(h.size, dtype=np.int64)[2:], h[2:])) if h.size > 2 else 0
+    row["mean_multi_batch"] = round(multi_ptes / row["multi_batches"], 6) if row["multi_batches"] else 0.0
+    row["seconds"] = round(row["seconds"], 6)
+    row["batch_size_hist"] = {str(n): int(c) for n, c in enumerate(h) if c}
+    # identity columns (space, seeds, knobs, walk, kernel, clamp, oob) first, then the counts
+    first = [c for c in row if c not in ROW_COLUMNS[6:] and c != "batch_size_hist"]
+    return {c: row[c] for c in first + list(ROW_COLUMNS[6:]) + ["batch_size_hist"]}
+
+
+def _add_hist(a, b):
+    import numpy as np
+    n = max(a.size, b.size)
+    return np.pad(a, (0, n - a.size)) + np.pad(b, (0, n - b.size))
+
+
+def experiment(spaces=None, *, kernels: Sequence[str] | str = ("6.15", "6.16"),
+               walks: Sequence[str] | str = ("scan", "unmap"), clamps: Sequence[str] | str = ("pmd",),
+               oob: Sequence[str] | str = ("none",), seeds: Sequence[int] | int = (0,),
+               folios: Sequence[int] | int = 100_000, by_seed: bool = False, parallel: bool = True,
+               progress: Callable[[str], None] | None = None, **knobs) -> list[dict]:
+    """Run walks over spaces for every combination of settings; one row per setting.
+
+    Parameters
+    ----------
+    spaces : None, AddressSpace, path, list of those, or mapping name -> those
+        Spaces to walk.  ``None`` generates them with :func:`ptebatch.generate`
+        for every seed and every combination of ``folios`` and ``knobs``.
+    kernels : str or sequence of str
+        Kernel releases (``"6.15"``, ``"6.16"``, ...).
+    walks : str or sequence of {"scan", "unmap"}
+        Zap-style scan and/or reclaim's unmap.
+    clamps : str or sequence of {"pmd", "folio"}
+        Scan only: clamp ``max_nr`` at ``pmd_addr_end`` or not (folio size).
+        Unmap rows show ``"-"``.
+    oob : str or sequence of {"none", "adjacent"}
+        What a read past entry 511 sees.
+    seeds : int or sequence of int
+        Generator seeds (generated spaces only).
+    folios : int or sequence of int
+        Folios per generated space.
+    by_seed : bool
+        One row per seed instead of counts summed over the seeds.
+    parallel : bool
+        Walk on all threads (the results are the same either way).
+    progress : callable, optional
+        Called with a short description before each step.
+    **knobs
+        Generator knobs (see :func:`ptebatch.generate`); a list sweeps them.
+
+    Returns
+    -------
+    list of dict
+        Tidy rows: ``space``, ``seeds``, the swept knobs, ``walk``, ``kernel``,
+        ``clamp``, ``oob``, ``batches``, ``ptes_batched``, ``mean_batch`` (PTEs
+        per batch), ``multi_batches`` and ``mean_multi_batch`` (batches of more
+        than one PTE), ``stop_<reason>`` counts, ``table_overruns``,
+        ``vma_overruns``, ``seconds`` (walk time) and ``batch_size_hist``
+        (``{"n": batches of n PTEs}``).
+
+    Raises
+    ------
+    ValueError
+        Unknown walk, kernel, clamp or knob, or knobs given with ``spaces``.
+    """
+    import ptebatch as pb
+    from . import engine
+    from .space import AddressSpace
+
+    say = progress or (lambda msg: None)
+    walks_l = [str(w) for w in _as_list("walks", walks)]
+    for w in walks_l:
+        if w not in ("scan", "unmap"):
+            raise ValueError(f"walks: must be scan or unmap, got {w!r}")
+    kernels_l = [str(k) for k in _as_list("kernels", kernels)]
+    for k in kernels_l:
+        pb.resolve_kernel(k)
+    clamps_l = _as_list("clamps", clamps)
+    for c in clamps_l:
+        if c not in ("pmd", "folio"):
+            raise ValueError(f"clamps: must be pmd or folio, got {c!r}")
+    oob_l = _as_list("oob", oob)
+    for o in oob_l:
+        if o not in ("none", "adjacent"):
+            raise ValueError(f"oob: must be none or adjacent, got {o!r}")
+    for name in knobs:
+        if name not in GENERATOR_KNOBS:
+            raise ValueError(f"{name}: not a generator knob (known: folios, seeds, "
+                             f"{', '.join(GENERATOR_KNOBS)})")
+
+    # (name, seed, knob settings, loader) for every space
+    jobs = []
+    if spaces is None:
+        seeds_l = [int(s) for s in _as_list("seeds", seeds)]
+        swept = {"folios": _as_list("folios", folios)}
+        swept.update({k: _as_list(k, v) for k, v in knobs.items()})
+        names = list(swept)
+        for combo in itertools.product(*swept.values()):
+            setting = dict(zip(names, combo))
+            kw = {k: v for k, v in setting.items() if k != "folios"}
+            for seed in seeds_l:
+                jobs.append(("generated", seed, setting,
+                             lambda f=setting["folios"], s=seed, kw=kw: pb.generate(f, seed=s, **kw)))
+    else:
+        if knobs:
+            raise ValueError(f"{next(iter(knobs))}: generator knobs apply only when no spaces are given")
+        if isinstance(spaces, Mapping):
+            items = list(spaces.items())
+        else:
+            items = []
+            for sp in _as_list("spaces", spaces):
+                items.append((os.path.basename(os.fspath(sp)) if not isinstance(sp, AddressSpace)
+                              else f"space{len(items)}", sp))
+        for name, sp in items:
+            loader = (lambda sp=sp: sp) if isinstance(sp, AddressSpace) else (lambda sp=sp: pb.load(sp))
+            jobs.append((str(name), None, {}, loader))
+
+    settings = [("scan", k, c, o) for k in kernels_l for c in clamps_l for o in oob_l if "scan" in walks_l]
+    settings += [("unmap", k, "-", o) for k in kernels_l for o in oob_l if "unmap" in walks_l]
+    # compile the kernels outside the timed calls
+    tiny = pb.thread_layout()
+    for walk, k, c, o in settings:
+        _walk(engine, tiny, walk, k, c, o, parallel)
+
+    rows: dict[tuple, dict] = {}
+    order: list[tuple] = []
+    for j, (name, seed, setting, loader) in enumerate(jobs):
+        say(f"space {j + 1}/{len(jobs)}: loading" if seed is None
+            else f"space {j + 1}/{len(jobs)}: generating (seed {seed})")
+        space = loader()
+        for walk, k, c, o in settings:
+            say(f"space {j + 1}/{len(jobs)}: {walk} {k} {c} {o}")
+            t = time.perf_counter()
+            r = _walk(engine, space, walk, k, c, o, parallel)
+            dt = time.perf_counter() - t
+            cells = _walk_row(r, walk)
+            # given spaces never merge (two files may share a name); generated ones merge over seeds
+            ident = j if seed is None else (tuple((kk, str(v)) for kk, v in setting.items()),
+                                            seed if by_seed else None)
+            key = (ident, walk, k, c, o)
+            if key not in rows:
+                row = {"space": name, "seeds": "" if seed is None else str(seed)}
+                row.update({kk: (str(v) if kk == "sizes" and not isinstance(v, str) else v)
+                            for kk, v in setting.items()})
+                row.update({"walk": walk, "kernel": k, "clamp": c, "oob": o, "seconds": 0.0})
+                row.update(cells)
+                row["seconds"] = dt
+                rows[key] = row
+                order.append(key)
+            else:
+                row = rows[key]
+                for col in COUNT_COLUMNS:
+                    row[col] += cells[col]
+                row["hist"] = _add_hist(row["hist"], cells["hist"])
+                row["seconds"] += dt
+                row["seeds"] += f",{seed}"
+        del space
+    return [_finish(rows[k]) for k in order]
+
+
+def _walk(engine, space, walk, kernel, clamp, oob, parallel):
+    if walk == "scan":
+        return engine.scan(space, kernel=kernel, clamp=clamp, oob=oob, parallel=parallel)
+    return engine.unmap(space, kernel=kernel, oob=oob, parallel=parallel)
+
+
+def _columns(rows: list[dict], *, hist: bool) -> list[str]:
+    cols: list[str] = []
+    for r in rows:
+        for c in r:
+            if c not in cols and (hist or c != "batch_size_hist"):
+                cols.append(c)
+    return cols
+
+
+def rows_to_csv(rows: list[dict]) -> str:
+    """The rows as CSV text (no histogram column)."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=_columns(rows, hist=False), extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def write_rows(rows: list[dict], path) -> None:
+    """Write rows atomically: CSV if ``path`` ends in ``.csv``, JSON otherwise.
+
+    Parameters
+    ----------
+    rows : list of dict
+        As returned by :func:`experiment`.
+    path : str or os.PathLike
+    """
+    path = os.fspath(path)
+    text = rows_to_csv(rows) if path.lower().endswith(".csv") else json.dumps(rows, indent=2) + "\n"
+    atomic_write(path, lambda fh: fh.write(text.encode()))
+
+
+def atomic_write(path, write: Callable) -> None:
+    """Call ``write(binary_file)`` on a temporary file, then rename it over ``path``.
+
+    A crash leaves the old file or the new one, never a partial one.  The new
+    file gets the usual permissions (0666 less the umask), not mkstemp's 0600.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def read_rows(path) -> list[dict]:
+    """Read rows written by :func:`write_rows` as JSON (or ``ptebatch run --json``).
+
+    Raises
+    ------
+    ValueError
+        The file is not a JSON list of result rows with histograms.
+    """
+    path = os.fspath(path)
+    with open(path) as fh:
+        try:
+            rows = json.load(fh)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not JSON written by 'ptebatch run' ({exc})") from None
+    if not isinstance(rows, list) or not rows or not all(
+            isinstance(r, dict) and "batch_size_hist" in r and "walk" in r for r in rows):
+        raise ValueError(f"{path}: expected the JSON list of rows that 'ptebatch run --json' prints")
+    return rows
+
+
+# -- command line -------------------------------------------------------------
+
+def _add_knobs(p, *, sweep: bool) -> None:
+    """Generator knobs; with ``sweep`` each takes a comma-separated list."""
+    from .generate import PRESET_HELP, RATE_KNOBS
+    many = " (comma-separated values sweep)" if sweep else ""
+    kind = str if sweep else float
+    presets = "; ".join(f"{k}: {v}" for k, v in PRESET_HELP.items())
+    p.add_argument("--sizes", default=None if sweep else "mixed", metavar="MIX",
+                   help=f"folio size mix: a preset or order:weight pairs such as 0:0.5,4:0.5 "
+                        f"(order 0 = 4 KiB ... 9 = 2 MiB){' (presets separated by /, e.g. 4k/mthp64, sweep)' if sweep else ''}. "
+                        f"Presets: {presets} (default: mixed)")
+    import inspect
+    from .generate import generate
+    # one source of truth for the defaults: generate's signature
+    defaults = {k: v.default for k, v in inspect.signature(generate).parameters.items()}
+    for name in RATE_KNOBS:
+        p.add_argument("--" + name.replace("_", "-"), dest=name, type=kind,
+                       default=None if sweep else defaults[name], metavar="FRACTION",
+                       help=f"{RATE_KNOBS[name]} (0-1, default: {defaults[name]}){many}")
+    p.add_argument("--vma-tables", dest="vma_tables", type=str if sweep else int,
+                   default=None if sweep else defaults["vma_tables"], metavar="TABLES",
+                   help=f"page tables (2 MiB each) per VMA where folios were faulted; VMAs there are "
+                        f"separated by a 2 MiB gap (count, default: {defaults['vma_tables']}){many}")
+    p.add_argument("--pfn-order", dest="pfn_order", choices=("shuffled", "virtual"),
+                   default=None if sweep else "shuffled",
+                   help="physical order of the folios: shuffled, or following the virtual order so "
+                        "virtual neighbours are often physical neighbours (default: shuffled)")
+
+
+def _knobs_from(a, *, sweep: bool) -> dict:
+    from .generate import RATE_KNOBS
+    out = {}
+    if a.sizes is not None:
+        out["sizes"] = a.sizes.split("/") if sweep else a.sizes
+    for name in RATE_KNOBS:
+        v = getattr(a, name)
+        if v is not None:
+            out[name] = _floats(name, v) if sweep else v
+    if a.vma_tables is not None:
+        out["vma_tables"] = _ints("vma_tables", a.vma_tables) if sweep else a.vma_tables
+    if a.pfn_order is not None:
+        out["shuffle_pfn"] = a.pfn_order == "shuffled"
+    return out
+
+
+def _floats(name: str, text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",")]
+    except ValueError:
+        raise ValueError(f"{name}: expected comma-separated numbers, got {text!r}") from None
+
+
+def _ints(name: str, text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",")]
+    except ValueError:
+        raise ValueError(f"{name}: expected comma-separated integers, got {text!r}") from None
+
+
+def _words(text: str) -> list[str]:
+    return [w.strip() for w in text.split(",") if w.strip()]
 
 
 @command("generate", "write a seeded synthetic snapshot")
 def _gen_args(p):
-    from .generate import PRESETS
-    p.add_argument("--folios", type=int, required=True, help="folios to map (count)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    p.add_argument("-o", "--output", required=True, help="snapshot file to write (.npz)")
-    p.add_argument("--sizes", default="mixed", choices=sorted(PRESETS),
-                   help="folio size preset (default: %(default)s)")
-    p.add_argument("--moved", type=float, default=0.05,
-                   help="fraction of folios moved by mremap to a page offset (0-1, default: %(default)s)")
-    p.add_argument("--straddle", type=float, default=0.5,
-                   help="fraction of moved large folios placed across a 2 MiB boundary "
-                        "(0-1, default: %(default)s)")
-    p.add_argument("--holes", type=float, default=0.0,
-                   help="fraction of mapped entries made not present (0-1, default: %(default)s)")
-    p.add_argument("--lazyfree", type=float, default=0.3,
-                   help="fraction of folios that are lazyfree (0-1, default: %(default)s)")
+    p.add_argument("--folios", type=int, required=True, help="folios to map, order-0 ones included (count)")
+    p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes (default: %(default)s)")
+    p.add_argument("-o", "--output", required=True, help="snapshot file to write (.npz), written atomically")
+    _add_knobs(p, sweep=False)
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
 
 @_gen_args
 def _generate(a) -> int:
     import ptebatch as pb
-    space = pb.generate(a.folios, seed=a.seed, sizes=a.sizes, moved=a.moved, straddle=a.straddle,
-                        holes=a.holes, lazyfree=a.lazyfree)
-    space.save(a.output)
+    prog = Progress("generate", quiet=a.quiet)
+    try:
+        space = pb.generate(a.folios, seed=a.seed, progress=prog, **_knobs_from(a, sweep=False))
+        prog("writing")
+        space.save(a.output)
+    finally:
+        prog.done()
     print(f"wrote {a.output}: {space!r}")
+    return 0
+
+
+def _run_args_common(p, *, plot: bool = False) -> None:
+    p.add_argument("spaces", nargs="*", metavar="SNAPSHOT",
+                   help="snapshots (.npz) to walk; without any, spaces are generated from the knobs"
+                        + (" (plot also takes the .json rows that 'ptebatch run -o' wrote)" if plot else ""))
+    p.add_argument("--kernels", default="6.15,6.16",
+                   help="kernel releases, comma-separated (6.9 .. 7.0, e.g. 6.14,6.15,6.15.7,6.16,6.18) "
+                        "(default: %(default)s)")
+    p.add_argument("--walks", default="scan,unmap",
+                   help="scan (zap walk of every VMA) and/or unmap (reclaim, per large folio), "
+                        "comma-separated (default: %(default)s)")
+    p.add_argument("--clamps", default="pmd",
+                   help="scan max_nr clamp: pmd (pmd_addr_end, as the kernel does) and/or folio (a "
+                        "caller that forgot to clamp), comma-separated (default: %(default)s)")
+    p.add_argument("--oob", default="none",
+                   help="what a read past entry 511 sees: none (0) and/or adjacent (the next table "
+                        "row), comma-separated (default: %(default)s)")
+    p.add_argument("--folios", default="100000",
+                   help="folios per generated space (count; comma-separated values sweep) "
+                        "(default: %(default)s)")
+    p.add_argument("--seeds", default="0",
+                   help="generator seeds, comma-separated; counts are summed over them "
+                        "(default: %(default)s)")
+    p.add_argument("--by-seed", action="store_true", help="one row per seed instead of sums")
+    _add_knobs(p, sweep=True)
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+
+def _experiment_from(a) -> list[dict]:
+    prog = Progress(a.command, quiet=a.quiet)
+    knobs = _knobs_from(a, sweep=True)
+    try:
+        if a.spaces:
+            if knobs:
+                raise ValueError(f"{next(iter(knobs))}: generator knobs apply only when no snapshot "
+                                 f"is given")
+            return experiment(a.spaces, kernels=_words(a.kernels), walks=_words(a.walks),
+                              clamps=_words(a.clamps), oob=_words(a.oob), progress=prog)
+        return experiment(kernels=_words(a.kernels), walks=_words(a.walks), clamps=_words(a.clamps),
+                          oob=_words(a.oob), seeds=_ints("seeds", a.seeds),
+                          folios=_ints("folios", a.folios), by_seed=a.by_seed, progress=prog, **knobs)
+    finally:
+        prog.done()
+
+
+_TABLE_COLS = ["space", "seeds", "walk", "kernel", "clamp", "oob", "batches", "mean_batch",
+               "multi_batches", "mean_multi_batch", "table_overruns", "vma_overruns", "seconds"]
+
+
+def _print_rows(rows: list[dict]) -> None:
+    fixed = set(ROW_COLUMNS) | {"batch_size_hist"}
+    knob_cols = [c for c in _columns(rows, hist=False) if c not in fixed]
+    cols = _TABLE_COLS[:2] + knob_cols + _TABLE_COLS[2:]
+    print(_table(rows, cols))
+    stops = [c for c in STOP_COLUMNS if any(r.get(c) for r in rows)]
+    if stops:
+        print("\nstop reasons (batches):")
+        print(_table([{**r, "#": i + 1} for i, r in enumerate(rows)],
+                     ["#", "walk", "kernel", "clamp", "oob"] + stops))
+
+
+@command("run", "sweep kernels, clamps and generator knobs; one row per setting")
+def _run_args(p):
+    _run_args_common(p)
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print the rows as JSON (with histograms)")
+    out.add_argument("--csv", action="store_true", help="print the rows as CSV (without histograms)")
+    p.add_argument("-o", "--output", default=None,
+                   help="also write the rows to this file: CSV if it ends in .csv, JSON otherwise "
+                        "(the JSON is what 'ptebatch plot' reads)")
+
+
+@_run_args
+def _run(a) -> int:
+    rows = _experiment_from(a)
+    if a.output:
+        write_rows(rows, a.output)
+    if a.json:
+        _print_json(rows)
+    elif a.csv:
+        sys.stdout.write(rows_to_csv(rows))
+    else:
+        _print_rows(rows)
+        if a.output:
+            print(f"\nwrote {a.output}")
+    return 0
+
+
+@command("plot", "batch-size histograms and stop reasons of the settings compared, to a PNG/SVG")
+def _plot_args(p):
+    _run_args_common(p, plot=True)
+    p.add_argument("--results", default=None, metavar="JSON",
+                   help="plot rows saved by 'ptebatch run -o FILE.json' (or --json) instead of "
+                        "running the walks")
+    p.add_argument("-o", "--output", required=True,
+                   help="image to write: .png, .svg or .pdf, written atomically")
+    p.add_argument("--title", default=None, help="figure title")
+
+
+@_plot_args
+def _plot(a) -> int:
+    from .plot import plot_rows, require_matplotlib
+    try:
+        require_matplotlib()
+    except ImportError as exc:  # the CLI's error handler does not catch ImportError
+        sys.stderr.write(f"ptebatch: error: {exc}\n")
+        return 2
+    results = [a.results] if a.results else []
+    if a.spaces and all(str(s).lower().endswith(".json") for s in a.spaces):
+        results, a.spaces = results + a.spaces, []
+    if results:
+        if a.spaces:
+            raise ValueError("results: give either result files (.json) or snapshots, not both")
+        rows = [r for path in results for r in read_rows(path)]
+    else:
+        rows = _experiment_from(a)
+    plot_rows(rows, a.output, title=a.title)
+    print(f"wrote {a.output} ({len(rows)} settings)")
     return 0

@@ -1,183 +1,427 @@
-"""Seeded synthetic address spaces, built with vectorised NumPy (no per-folio loop)."""
+"""Seeded synthetic address spaces at scale (vectorised NumPy plus Numba kernels).
+
+How a space is laid out
+-----------------------
+* Folio orders are drawn from a size mix (0 = 4 KiB ... 9 = 2 MiB).
+* Folios that stay where they were faulted are packed into 2 MiB tables in
+  random order (largest first inside a table, so every offset is naturally
+  aligned; folios of 512 KiB and more get tables of their own), the tables are
+  put in random order, and sibling blocks inside each table are swapped at
+  random so sizes mix inside tables.  That region is cut into VMAs of
+  ``vma_tables`` tables with a 2 MiB gap between them; ``vma_split`` adds VMA
+  boundaries through the middle of large folios (mprotect of part of a range).
+* Moved folios (mremap) each get their own VMA in a second region, at any page
+  offset; a fraction of the large ones straddles a 2 MiB boundary, as in the
+  LKML thread's reproducer.
+* Physical memory is laid out the same way from another random folio order (or follows
+  the virtual order with ``shuffle_pfn=False``).
+* The PTEs are written straight into the returned table array by a parallel
+  kernel, so peak memory stays close to the size of the result.
+
+Every random number comes from ``numpy.random.default_rng([seed, stream])``,
+one stream per purpose, or from a stateless hash of (seed, folio, page): the
+same seed gives the same bytes on any number of threads, and changing one knob
+does not redraw the others.
+"""
 
 from __future__ import annotations
 
-from typing import Mapping
+import math
+import os
+from typing import Callable, Mapping
 
 import numpy as np
 
-from .arch import PMD_SIZE, PTRS_PER_PTE, PAGE_SHIFT, get_arch
+from . import _gen_kernels as G
+from .arch import PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, PTRS_PER_PTE, get_arch
 from .space import FOLIO_ANON, FOLIO_SWAPBACKED, AddressSpace
 
-__all__ = ["generate", "PRESETS"]
+__all__ = ["generate", "PRESETS", "PRESET_HELP", "parse_sizes", "RATE_KNOBS"]
 
-# Folio size mixes: probability of each order (0 = 4 KiB ... 9 = 2 MiB).
+# Folio size mixes: weight of each order (0 = 4 KiB ... 9 = 2 MiB).
 PRESETS: dict[str, dict[int, float]] = {
     "4k": {0: 1.0},
     "mthp16": {2: 1.0},
     "mthp32": {3: 1.0},
     "mthp64": {4: 1.0},
     "thp": {9: 1.0},
+    "mthp-mixed": {0: 0.5, 2: 0.15, 3: 0.15, 4: 0.2},
     "mixed": {0: 0.55, 2: 0.1, 3: 0.1, 4: 0.2, 9: 0.05},
+    "all": {o: 1.0 for o in range(10)},
+}
+PRESET_HELP: dict[str, str] = {
+    "4k": "4 KiB pages only (no large folios)",
+    "mthp16": "16 KiB mTHP only (order 2)",
+    "mthp32": "32 KiB mTHP only (order 3)",
+    "mthp64": "64 KiB mTHP only (order 4; the thread's size)",
+    "thp": "2 MiB PMD-sized THP only (order 9), mapped by PTEs",
+    "mthp-mixed": "an mTHP system without PMD THP: 4 KiB, 16, 32 and 64 KiB",
+    "mixed": "a mixed mTHP system: 4 KiB, 16/32/64 KiB mTHP and some 2 MiB THP",
+    "all": "every order 0-9 equally likely",
+}
+
+# Rate knobs: name -> what it models (fractions from 0 to 1).
+RATE_KNOBS: dict[str, str] = {
+    "moved": "fraction of folios moved by mremap to their own VMA at a page offset",
+    "straddle": "of the moved large folios, the fraction placed across a 2 MiB boundary",
+    "partial": "fraction of large folios mapped only in part (starting or ending mid-folio)",
+    "holes": "fraction of mapped entries left not present",
+    "vma_split": "fraction of unmoved large folios cut by a VMA boundary (split VMA)",
+    "lazyfree": "fraction of folios that are lazyfree (anon, not swap-backed)",
+    "write": "fraction of folios mapped writable",
+    "young": "fraction of entries with the accessed bit",
+    "dirty": "fraction of entries with the dirty bit",
+    "soft_dirty": "fraction of folios with soft-dirty set on their entries",
+    "uffd_wp": "fraction of folios with uffd-wp set on their entries",
+    "mixed_write": "of the writable large folios, the fraction whose entries from a random "
+                   "page on are read-only (real bug #5's layout)",
 }
 
 _BASE_VA = 0x10000000000   # 1 TiB, as in the thread's reproducer
 _BASE_PFN = 0x100000
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MAX_GAP = 32                      # pages between moved VMAs: 1 .. _MAX_GAP
+_USER_TOP = 1 << 47                # x86-64 4-level user address space
+_THRESH_BITS = 21                  # per-entry rates are resolved to 1 / 2**21
+_FOLIO_BYTES = 96                  # per-folio working arrays, bytes (estimate)
 
 
-def _mix64(x: np.ndarray) -> np.ndarray:
-    """splitmix64 finaliser: a stateless hash of uint64 values."""
-    x = x.astype(np.uint64, copy=True)
-    x ^= x >> np.uint64(30)
-    x *= np.uint64(0xBF58476D1CE4E5B9)
-    x ^= x >> np.uint64(27)
-    x *= np.uint64(0x94D049BB133111EB)
-    x ^= x >> np.uint64(31)
-    return x
-
-
-def _tree_permute(offset: np.ndarray, order: np.ndarray, levels: int, key: int) -> np.ndarray:
-    """Move aligned blocks to other aligned slots: swap sibling subtrees at random.
-
-    A folio of order k keeps its pages in order and moves as a unit, since only
-    levels >= k apply to it; different folios never collide.
-    """
-    out = offset.copy()
-    for level in range(levels):
-        prefix = offset >> np.uint64(level + 1)
-        h = _mix64(prefix * _GOLDEN + np.uint64(key * 64 + level))
-        flip = ((h & np.uint64(1)) == np.uint64(1)) & (order <= level)
-        out ^= np.where(flip, np.uint64(1 << level), np.uint64(0))
-    return out
-
-
-def _check_rate(name: str, value: float) -> float:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value <= 1.0:
+def _check_rate(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not 0.0 <= float(value) <= 1.0:
         raise ValueError(f"{name}: must be a fraction from 0 to 1, got {value!r}")
     return float(value)
 
 
+def parse_sizes(sizes) -> dict[int, float]:
+    """Turn a preset name, an ``"order:weight,..."`` string or a mapping into a mix.
+
+    Parameters
+    ----------
+    sizes : str or mapping
+        A name in :data:`PRESETS`, a string such as ``"0:0.5,4:0.5"`` (orders
+        0-9, weights >= 0), or ``{order: weight}``.
+
+    Returns
+    -------
+    dict
+        ``{order: weight}`` with only positive weights.
+
+    Raises
+    ------
+    ValueError
+        Unknown preset, an order outside 0-9, a negative or non-finite weight,
+        or no positive weight.
+    """
+    if isinstance(sizes, str):
+        if sizes in PRESETS:
+            return dict(PRESETS[sizes])
+        if ":" not in sizes:
+            raise ValueError(f"sizes: unknown preset {sizes!r} (known: {', '.join(PRESETS)}; "
+                             f"or give order:weight pairs such as 0:0.5,4:0.5)")
+        mix = {}
+        for part in sizes.split(","):
+            o, _, w = part.partition(":")
+            try:
+                mix[int(o)] = mix.get(int(o), 0.0) + float(w)
+            except ValueError:
+                raise ValueError(f"sizes: {part!r} is not order:weight (e.g. 4:0.5)") from None
+    elif isinstance(sizes, Mapping):
+        mix = dict(sizes)
+    else:
+        raise ValueError(f"sizes: expected a preset name or {{order: weight}}, got {sizes!r}")
+    out = {}
+    for o, w in mix.items():
+        if isinstance(o, bool) or not isinstance(o, (int, np.integer)) or not 0 <= o <= 9:
+            raise ValueError(f"sizes: orders must be integers 0 to 9 (4 KiB to 2 MiB), got {o!r}")
+        if isinstance(w, bool) or not isinstance(w, (int, float, np.integer, np.floating)) \
+                or not math.isfinite(w) or w < 0:
+            raise ValueError(f"sizes: weights must be finite and >= 0, got {w!r} for order {o}")
+        if w > 0:
+            out[int(o)] = float(w)
+    if not out:
+        raise ValueError("sizes: at least one order needs a positive weight")
+    return out
+
+
+def _available_bytes() -> int:
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62
+
+
+def _threshold(rate: float) -> np.uint64:
+    return np.uint64(round(rate * (1 << _THRESH_BITS)))
+
+
+def _bits(rng, n: int, p: float) -> np.ndarray:
+    if p <= 0.0:
+        return np.zeros(n, dtype=bool)
+    if p >= 1.0:
+        return np.ones(n, dtype=bool)
+    return rng.random(n) < p
+
+
+def _uniform_int(rng, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """One integer in [lo, hi] for each pair (hi >= lo), as uint64."""
+    span = (hi - lo + np.uint64(1)).astype(np.int64)
+    return lo + rng.integers(0, span).astype(np.uint64)
+
+
+def _layout(rng, order: np.ndarray, shuffle_tables: bool = True) -> np.ndarray:
+    """Page offset of each folio: packed into tables, tables in random order, sizes mixed."""
+    tab, off, n_tab = G.pack_tables(order)
+    if shuffle_tables:
+        tab = rng.permutation(n_tab)[tab]
+    off += tab.astype(np.uint64) << np.uint64(9)
+    del tab
+    return G.shuffle_within_tables(off, order, np.uint64(int(rng.integers(0, 1 << 63))))
+
+
 def generate(n_folios: int, *, seed: int = 0, sizes: str | Mapping[int, float] = "mixed",
-             moved: float = 0.05, straddle: float = 0.5, holes: float = 0.0,
-             shuffle_pfn: bool = True, lazyfree: float = 0.3, write: float = 0.9,
-             young: float = 0.5, dirty: float = 0.3, soft_dirty: float = 0.2, uffd_wp: float = 0.0,
-             vma_tables: int = 32, arch: str = "x86_64") -> AddressSpace:
+             moved: float = 0.05, straddle: float = 0.5, partial: float = 0.0,
+             holes: float = 0.0, shuffle_pfn: bool = True, vma_tables: int = 32,
+             vma_split: float = 0.0, lazyfree: float = 0.3, write: float = 0.9,
+             young: float = 0.5, dirty: float = 0.3, soft_dirty: float = 0.2,
+             uffd_wp: float = 0.0, mixed_write: float = 0.0, arch: str = "x86_64",
+             progress: Callable[[str], None] | None = None) -> AddressSpace:
     """Make a seeded synthetic address space.
 
     Parameters
     ----------
     n_folios : int
-        Folios to map (order-0 ones included; only large folios are listed).
+        Folios to map, order-0 ones included (only large folios are listed in
+        the snapshot's folio arrays).
     seed : int
-        Same seed, same bytes.
+        Same seed and knobs, same bytes (on any number of threads).
     sizes : str or mapping
-        Preset name (``"4k"``, ``"mthp16"``, ``"mthp32"``, ``"mthp64"``, ``"thp"``,
-        ``"mixed"``) or ``{order: weight}`` for orders 0-9.
+        Folio size mix: a preset (``"4k"``, ``"mthp16"``, ``"mthp32"``,
+        ``"mthp64"``, ``"thp"``, ``"mthp-mixed"``, ``"mixed"``, ``"all"``; see
+        :data:`PRESET_HELP`), ``"order:weight,..."`` or ``{order: weight}``
+        for orders 0 (4 KiB) to 9 (2 MiB).
     moved : float
         Fraction of folios moved by mremap to their own VMA at a page offset.
     straddle : float
-        Of the moved large folios, the fraction placed across a 2 MiB boundary.
+        Of the moved large folios, the fraction placed across a 2 MiB
+        boundary (the others stay inside one table).
+    partial : float
+        Fraction of large folios mapped only in part: a random number of pages
+        (at least one) is missing at the start or, equally likely, at the end.
+        A moved one's VMA covers just its mapped pages; an unmoved one keeps
+        its VMA and has empty entries there.
     holes : float
-        Fraction of mapped entries cleared (not present).
+        Fraction of mapped entries left not present (0).
     shuffle_pfn : bool
-        Physical order unrelated to virtual order; otherwise VA neighbours are
-        PFN neighbours.
-    lazyfree : float
-        Fraction of folios that are lazyfree (anon, not swapbacked).
-    write, young, dirty, soft_dirty, uffd_wp : float
-        Rates: write and soft-dirty and uffd-wp per folio, young and dirty per
-        entry (hardware sets those page by page).
+        Physical order unrelated to virtual order (True); otherwise the
+        unmoved folios' PFNs follow their addresses, so a folio's virtual
+        neighbour is often the physically next folio.
     vma_tables : int
-        Tables per VMA in the unmoved region (VMAs are separated by a 2 MiB gap).
+        Page tables (2 MiB each) per VMA in the unmoved region; VMAs there are
+        separated by a 2 MiB gap.
+    vma_split : float
+        Fraction of unmoved large folios cut by a VMA boundary at a random page
+        inside them (two adjacent VMAs, as after mprotect of part of a range).
+    lazyfree : float
+        Fraction of folios that are lazyfree (anon, not swap-backed).
+    write, soft_dirty, uffd_wp : float
+        Fraction of folios whose entries are writable / soft-dirty / uffd-wp.
+    young, dirty : float
+        Fraction of entries with the accessed / dirty bit (hardware sets those
+        page by page).
+    mixed_write : float
+        Of the writable large folios, the fraction whose entries from a random
+        page on are read-only (real bug #5: 8 writable then 8 read-only).
+    arch : str
+        PTE encoding (``"x86_64"``).
+    progress : callable, optional
+        Called with a short stage name as the work proceeds.
 
     Returns
     -------
     AddressSpace
+
+    Raises
+    ------
+    ValueError
+        A knob is out of range (the message names it and the rule), or the
+        space would not fit in this machine's available memory or in the
+        x86-64 user address space.
     """
     if isinstance(n_folios, bool) or not isinstance(n_folios, (int, np.integer)) or n_folios < 1:
         raise ValueError(f"n_folios: must be a positive integer, got {n_folios!r}")
-    for name, v in (("moved", moved), ("straddle", straddle), ("holes", holes),
-                    ("lazyfree", lazyfree), ("write", write), ("young", young), ("dirty", dirty),
-                    ("soft_dirty", soft_dirty), ("uffd_wp", uffd_wp)):
-        _check_rate(name, v)
-    if isinstance(sizes, str):
-        if sizes not in PRESETS:
-            raise ValueError(f"sizes: unknown preset {sizes!r} (known: {', '.join(PRESETS)})")
-        mix = PRESETS[sizes]
-    else:
-        mix = dict(sizes)
-    if not mix or any(not 0 <= int(o) <= 9 for o in mix) or any(w < 0 for w in mix.values()) \
-            or sum(mix.values()) <= 0:
-        raise ValueError("sizes: weights must be >= 0 for orders 0 to 9, with a positive sum")
-    if vma_tables < 1:
-        raise ValueError("vma_tables: must be at least 1")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed: must be an integer >= 0, got {seed!r}")
+    rates = dict(moved=moved, straddle=straddle, partial=partial, holes=holes, vma_split=vma_split,
+                 lazyfree=lazyfree, write=write, young=young, dirty=dirty, soft_dirty=soft_dirty,
+                 uffd_wp=uffd_wp, mixed_write=mixed_write)
+    for name, v in rates.items():
+        rates[name] = _check_rate(name, v)
+    if isinstance(vma_tables, bool) or not isinstance(vma_tables, (int, np.integer)) or vma_tables < 1:
+        raise ValueError(f"vma_tables: must be an integer >= 1, got {vma_tables!r}")
+    mix = parse_sizes(sizes)
     a = get_arch(arch)
     n = int(n_folios)
-    rng = np.random.default_rng(seed)
+    say = progress or (lambda stage: None)
+
     orders_k = np.array(sorted(mix), dtype=np.int64)
     p = np.array([mix[o] for o in orders_k], dtype=np.float64)
-    order = np.sort(rng.choice(orders_k, size=n, p=p / p.sum()))[::-1].astype(np.uint64)
-    nr = np.uint64(1) << order
-    # Largest first: every prefix sum is aligned to the next folio's size.
-    offset = np.cumsum(nr) - nr
-    total = int(offset[-1] + nr[-1])
-    levels = max(int(total - 1).bit_length(), 1)
-    va_off = _tree_permute(offset, order, levels, seed * 2 + 1)
-    pfn_off = _tree_permute(offset, order, levels, seed * 2 + 2) if shuffle_pfn else va_off
-    pfn = np.uint64(_BASE_PFN) + pfn_off
+    p /= p.sum()
+    mean_nr = float(np.sum(p * (2.0 ** orders_k)))
+    need = n * (mean_nr * 8 * (1 + 1 / vma_tables) + _FOLIO_BYTES)
+    avail = _available_bytes()
+    if need > avail:
+        raise ValueError(f"n_folios: {n:,} folios of this size mix need about {need / 2**30:,.1f} GiB, "
+                         f"more than the {avail / 2**30:,.1f} GiB available")
+    if n * mean_nr * PAGE_SIZE * 2.2 > _USER_TOP - _BASE_VA:
+        raise ValueError(f"n_folios: {n:,} folios of this size mix do not fit the 128 TiB "
+                         f"user address space")
 
-    # Unmoved folios: VMAs of vma_tables tables, each followed by a 2 MiB gap.
-    span = np.uint64(vma_tables * PTRS_PER_PTE)
-    va_page = (va_off // span) * (span + np.uint64(PTRS_PER_PTE)) + va_off % span
-    va_page += np.uint64(_BASE_VA >> PAGE_SHIFT)
-    vma_idx = va_off // span
-    n_main_vmas = int(vma_idx.max()) + 1
-    main_start = np.uint64(_BASE_VA) + np.arange(n_main_vmas, dtype=np.uint64) * (span + np.uint64(PTRS_PER_PTE)) * np.uint64(4096)
-    main_end = main_start + span * np.uint64(4096)
-    # trim each VMA to the pages it really holds (keeps VMA ends meaningful)
-    used_end = np.zeros(n_main_vmas, dtype=np.uint64)
-    np.maximum.at(used_end, vma_idx.astype(np.intp), (va_page + nr) << np.uint64(PAGE_SHIFT))
-    main_end = np.minimum(main_end, used_end)
+    with np.errstate(over="ignore"):  # the hash wraps on purpose (plain Python without the JIT)
+        return _build(n, seed, orders_k, p, rates, bool(shuffle_pfn), int(vma_tables), a, say)
 
-    # Moved folios: each in its own VMA, in its own 4 MiB window, at a page offset.
-    is_moved = rng.random(n) < moved
-    m = np.flatnonzero(is_moved)
-    m_nr = nr[m]
-    strad = (rng.random(m.size) < straddle) & (m_nr > 1)
-    lo = np.where(strad, np.uint64(PTRS_PER_PTE) - m_nr + np.uint64(1), np.uint64(0))
-    hi = np.where(strad, np.uint64(PTRS_PER_PTE - 1), np.uint64(PTRS_PER_PTE) - m_nr)
-    hi = np.maximum(hi, lo)
-    off = lo + (rng.random(m.size) * (hi - lo + np.uint64(1)).astype(np.float64)).astype(np.uint64)
-    off = np.minimum(off, hi)
-    moved_base = (int(main_end.max()) + 2 * PMD_SIZE + PMD_SIZE - 1) // PMD_SIZE * PMD_SIZE
-    win = np.uint64(moved_base >> PAGE_SHIFT) + np.arange(m.size, dtype=np.uint64) * np.uint64(2 * PTRS_PER_PTE)
-    va_page[m] = win + off
-    m_start = va_page[m] << np.uint64(PAGE_SHIFT)
-    m_end = (va_page[m] + m_nr) << np.uint64(PAGE_SHIFT)
-    # VMAs of unmoved folios only cover what is left there
-    vma_start = np.concatenate((main_start, m_start))
-    vma_end = np.concatenate((main_end, m_end))
 
-    # Per-page arrays.
-    starts = np.cumsum(nr) - nr
-    fid = np.repeat(np.arange(n, dtype=np.int64), nr.astype(np.int64))
-    k = np.arange(fid.size, dtype=np.uint64) - starts[fid]
-    page_va = (va_page[fid] + k) << np.uint64(PAGE_SHIFT)
-    page_pfn = pfn[fid] + k
-    f_write = rng.random(n) < write
-    f_sd = rng.random(n) < soft_dirty
-    f_uffd = rng.random(n) < uffd_wp
-    ptes = a.make_pte(page_pfn, write=f_write[fid], young=rng.random(fid.size) < young,
-                      dirty=rng.random(fid.size) < dirty, soft_dirty=f_sd[fid], uffd_wp=f_uffd[fid])
-    if holes:
-        ptes[rng.random(fid.size) < holes] = 0
+def _build(n, seed, orders_k, p, r, shuffle_pfn, vma_tables, a, say) -> AddressSpace:
+    # One random stream per purpose: changing one knob leaves the other draws alone, so a
+    # sweep compares like with like (moved=0.1 moves a subset of the folios moved=0.2 moves).
+    def stream(i: int):
+        return np.random.default_rng([seed, i])
 
-    keep_vma = vma_start < vma_end
-    vma_start, vma_end = vma_start[keep_vma], vma_end[keep_vma]
-    o = np.argsort(vma_start, kind="stable")
-    large = nr > 1
-    f_order = np.argsort(pfn[large], kind="stable")
-    flags = np.where(rng.random(n) < lazyfree, FOLIO_ANON, FOLIO_ANON | FOLIO_SWAPBACKED).astype(np.uint8)
-    return AddressSpace.from_entries(page_va, ptes, vma_start[o], vma_end[o], pfn[large][f_order],
-                                     nr[large][f_order], flags[large][f_order], arch=arch)
+    say("orders")
+    order = orders_k.astype(np.uint8)[stream(0).choice(orders_k.size, size=n, p=p)]
+    nr = np.uint64(1) << order.astype(np.uint64)
+    large = order > 0
+
+    # Which folios move, which are mapped in part, and how.
+    is_moved = _bits(stream(1), n, r["moved"])
+    lo = np.zeros(n, dtype=np.uint16)
+    hi = nr.astype(np.uint16)
+    rng = stream(2)
+    part = np.flatnonzero(_bits(rng, n, r["partial"]) & large)
+    if part.size:
+        cut = _uniform_int(rng, np.ones(part.size, np.uint64), nr[part] - np.uint64(1)).astype(np.uint16)
+        head = rng.random(part.size) < 0.5
+        lo[part] = np.where(head, cut, 0)
+        hi[part] = np.where(head, hi[part], cut)
+
+    # Unmoved folios: naturally aligned, packed into tables, sizes mixed inside tables.
+    say("virtual layout")
+    stay = np.flatnonzero(~is_moved)
+    vbase = np.empty(n, dtype=np.uint64)
+    span = vma_tables * PTRS_PER_PTE
+    base_page = _BASE_VA >> PAGE_SHIFT
+    main_pages = 0
+    if stay.size:
+        off = _layout(stream(3), order[stay])
+        main_pages = int(np.max(off + nr[stay]))
+        # VMAs of `span` pages with a one-table gap after each
+        vbase[stay] = np.uint64(base_page) + (off // np.uint64(span)) * np.uint64(span + PTRS_PER_PTE) \
+            + off % np.uint64(span)
+        del off
+    n_main_vmas = -(-main_pages // span)
+    main_start = np.uint64(base_page) + np.arange(n_main_vmas, dtype=np.uint64) * np.uint64(span + PTRS_PER_PTE)
+    main_end = main_start + np.uint64(span)
+    if n_main_vmas:
+        main_end[-1] = main_start[-1] + np.uint64(main_pages - (n_main_vmas - 1) * span)
+    main_top = int(main_end[-1]) if n_main_vmas else base_page
+
+    # VMA splits through unmoved large folios.
+    rng = stream(4)
+    split = stay[_bits(rng, stay.size, r["vma_split"]) & large[stay]]
+    split_at = vbase[split] + _uniform_int(rng, np.ones(split.size, np.uint64), nr[split] - np.uint64(1))
+
+    # Moved folios: own VMA each, packed after the unmoved region and a 2 MiB gap.
+    mv = np.flatnonzero(is_moved)
+    m = (hi[mv] - lo[mv]).astype(np.uint64)
+    rng = stream(5)
+    strad = _bits(rng, mv.size, r["straddle"]) & (m > np.uint64(1))
+    gap = rng.integers(1, _MAX_GAP + 1, mv.size).astype(np.uint64)
+    before = _uniform_int(rng, np.ones(mv.size, np.uint64), np.maximum(m, np.uint64(2)) - np.uint64(1))
+    spread = _uniform_int(rng, np.zeros(mv.size, np.uint64),
+                          np.minimum(np.uint64(PTRS_PER_PTE) - m, np.uint64(_MAX_GAP)))
+    moved_from = (main_top + 2 * PTRS_PER_PTE - 1) // PTRS_PER_PTE * PTRS_PER_PTE
+    m_start, top = G.place_moved(m, strad, gap, before, spread, np.uint64(moved_from))
+    del gap, before, spread
+    vbase[mv] = m_start - lo[mv].astype(np.uint64)
+    if int(top) << PAGE_SHIFT > _USER_TOP:
+        raise ValueError("n_folios: the space does not fit the 128 TiB user address space")
+
+    # Physical layout: packed the same way from another folio order, or the virtual order.
+    say("physical layout")
+    if shuffle_pfn:
+        # a random folio order, so physical tables do not hold the virtual tables' folios
+        rng = stream(6)
+        perm = rng.permutation(n)
+        poff = np.empty(n, dtype=np.uint64)
+        poff[perm] = _layout(rng, order[perm])
+        del perm
+        pfn = np.uint64(_BASE_PFN) + poff
+        del poff
+    else:
+        pfn = np.empty(n, dtype=np.uint64)
+        pfn[stay] = np.uint64(_BASE_PFN) + (vbase[stay] - np.uint64(base_page))
+        moff = _layout(stream(6), order[mv], shuffle_tables=False)
+        past = -(-(main_top - base_page) // PTRS_PER_PTE) * PTRS_PER_PTE + PTRS_PER_PTE
+        pfn[mv] = np.uint64(_BASE_PFN + past) + moff
+    if int(pfn.max()) + PTRS_PER_PTE > a.max_pfn:
+        raise ValueError(f"n_folios: the folios do not fit the {a.name} PFN field")
+
+    # Tables: every 2 MiB region that holds a mapped page.
+    say("tables")
+    first_t = base_page // PTRS_PER_PTE
+    used = np.zeros(int(top) // PTRS_PER_PTE + 1 - first_t, dtype=bool)
+    t0 = (vbase[stay] >> np.uint64(9)).astype(np.int64) - first_t
+    used[t0] = True
+    del t0
+    used[(m_start >> np.uint64(9)).astype(np.int64) - first_t] = True
+    used[((m_start + m - np.uint64(1)) >> np.uint64(9)).astype(np.int64) - first_t] = True
+    rank = np.cumsum(used, dtype=np.int64) - 1
+    table_va = ((np.flatnonzero(used).astype(np.uint64) + np.uint64(first_t)) << np.uint64(21))
+    del used
+
+    # Per-folio bits, then one pass that writes every PTE.
+    say("bits")
+    f_write = _bits(stream(7), n, r["write"])
+    fbits = np.full(n, np.uint64(a.base_bits | a.make_bits["present"]), dtype=np.uint64)
+    for name, on in (("write", f_write), ("soft_dirty", _bits(stream(8), n, r["soft_dirty"])),
+                     ("uffd_wp", _bits(stream(9), n, r["uffd_wp"]))):
+        if on.any():
+            mask = a.make_bits.get(name, 0)
+            if not mask:
+                raise ValueError(f"{name}: {a.name} has no such PTE bit")
+            fbits[on] |= np.uint64(mask)
+    wp_from = nr.astype(np.uint16)
+    rng = stream(10)
+    mixw = np.flatnonzero(_bits(rng, n, r["mixed_write"]) & f_write & large)
+    wp_from[mixw] = _uniform_int(rng, np.ones(mixw.size, np.uint64), nr[mixw] - np.uint64(1))
+    del f_write, mixw
+    flags = np.where(_bits(stream(11), n, r["lazyfree"]), FOLIO_ANON, FOLIO_ANON | FOLIO_SWAPBACKED).astype(np.uint8)
+    key = np.uint64(int(stream(12).integers(0, 1 << 63)))
+
+    say("ptes")
+    ptes = np.zeros((table_va.size, PTRS_PER_PTE), dtype=np.uint64)
+    G.fill_ptes(ptes.reshape(-1), rank, np.uint64(first_t), vbase, pfn, lo, hi, wp_from, fbits, key,
+                _threshold(r["holes"]), _threshold(r["young"]), _threshold(r["dirty"]),
+                np.uint64(a.make_bits["young"]), np.uint64(a.make_bits["dirty"]),
+                np.uint64(a.make_bits["write"]))
+    del rank, fbits, wp_from
+
+    say("vmas")
+    starts = np.concatenate((main_start, split_at))
+    ends = np.concatenate((main_end, split_at))
+    starts.sort()
+    ends.sort()
+    vma_start = np.concatenate((starts, m_start)) << np.uint64(PAGE_SHIFT)
+    vma_end = np.concatenate((ends, m_start + m)) << np.uint64(PAGE_SHIFT)
+
+    say("folios")
+    big = np.flatnonzero(large)
+    o = np.argsort(pfn[big])
+    big = big[o]
+    return AddressSpace(ptes, table_va, vma_start, vma_end, pfn[big], nr[big], flags[big], arch=a.name)

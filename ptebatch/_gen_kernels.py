@@ -1,0 +1,164 @@
+"""Numba kernels of the synthetic generator (:mod:`ptebatch.generate`).
+
+All random numbers are drawn in NumPy before these run, or come from a
+stateless hash of (key, folio, page), so the bytes never depend on thread
+scheduling.  Integer arithmetic only; PTE/PFN/VA values are uint64 and every
+constant mixed with them is a ``np.uint64``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._numba import jit, prange
+
+_U0 = np.uint64(0)
+_U1 = np.uint64(1)
+_U9 = np.uint64(9)
+_U511 = np.uint64(511)
+_U512 = np.uint64(512)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+_S30 = np.uint64(30)
+_S27 = np.uint64(27)
+_S31 = np.uint64(31)
+_S10 = np.uint64(10)
+_S12 = np.uint64(12)
+_S21 = np.uint64(21)
+_S42 = np.uint64(42)
+_M21 = np.uint64((1 << 21) - 1)
+
+
+@jit(inline=True)
+def mix64(x):
+    """splitmix64 finaliser: a stateless hash of one uint64."""
+    x ^= x >> _S30
+    x *= _MIX1
+    x ^= x >> _S27
+    x *= _MIX2
+    x ^= x >> _S31
+    return x
+
+
+@jit()
+def pack_tables(order):
+    """Pack folios, in the order given, into 2 MiB tables; returns (table, offset, tables).
+
+    Folios fill the current table until the next one does not fit; then a new
+    table starts.  Folios of 512 KiB and more (order >= 7) fill tables of
+    their own, so a small folio never strands most of a table.  Inside a
+    table, folios go largest first, so every offset is aligned to its folio's
+    size.  ``table`` numbers tables in the order they were opened.
+    """
+    n = order.shape[0]
+    acc = np.empty(n, dtype=np.int64)
+    cur = np.zeros(2, dtype=np.int64)
+    fill = np.full(2, 512, dtype=np.int64)
+    n_acc = 0
+    for i in range(n):
+        c = 1 if order[i] >= 7 else 0
+        size = np.int64(1) << np.int64(order[i])
+        if fill[c] + size > 512:
+            cur[c] = n_acc
+            n_acc += 1
+            fill[c] = 0
+        acc[i] = cur[c]
+        fill[c] += size
+    start = np.zeros((n_acc, 10), dtype=np.int64)
+    for i in range(n):
+        start[acc[i], order[i]] += 1
+    for t in range(n_acc):
+        s = np.int64(0)
+        for o in range(9, -1, -1):
+            c = start[t, o]
+            start[t, o] = s
+            s += c << np.int64(o)
+    off = np.empty(n, dtype=np.uint64)
+    for i in range(n):
+        t = acc[i]
+        o = order[i]
+        off[i] = np.uint64(start[t, o])
+        start[t, o] += np.int64(1) << np.int64(o)
+    return acc, off, n_acc
+
+
+@jit(parallel=True)
+def shuffle_within_tables(off, order, key):
+    """Swap sibling blocks below 2 MiB at random (a hash of the block's prefix).
+
+    A folio of order k moves as a unit (only levels >= k apply to it), so
+    folios stay aligned and never collide; nothing leaves its 512-page block.
+    """
+    out = np.empty_like(off)
+    for i in prange(off.shape[0]):
+        x = off[i]
+        for level in range(np.int64(order[i]), 9):
+            lv = np.uint64(level)
+            h = mix64((off[i] >> (lv + _U1)) * _GOLDEN + key + lv)
+            if (h & _U1) == _U1:
+                x ^= _U1 << lv
+        out[i] = x
+    return out
+
+
+@jit()
+def place_moved(m, straddle, gap, before, spread, start):
+    """Start page of each moved folio's mapped part, packed after ``start``.
+
+    ``m`` pages are mapped.  A straddling one gets ``before`` pages below the
+    next 2 MiB boundary after ``gap`` free pages; any other one starts ``gap``
+    pages after the previous VMA, or ``spread`` pages into the next table when
+    that would cross a boundary.  Returns (starts, first free page).
+    """
+    n = m.shape[0]
+    out = np.empty(n, dtype=np.uint64)
+    cur = start
+    for i in range(n):
+        s = cur + gap[i]
+        mi = m[i]
+        if straddle[i]:
+            b = (s + before[i] + _U511) & ~_U511
+            s = b - before[i]
+        elif (s & _U511) + mi > _U512:
+            s = ((s + _U511) & ~_U511) + spread[i]
+        out[i] = s
+        cur = s + mi
+    return out, cur
+
+
+@jit(parallel=True)
+def fill_ptes(flat, rank, first_table, vbase, pfn, lo, hi, wp_from, fbits, key,
+              t_hole, t_young, t_dirty, young_bit, dirty_bit, write_bit):
+    """Write every mapped PTE of every folio into the flat table array.
+
+    Folio i maps its pages lo[i]..hi[i]-1; page k is at virtual page
+    ``vbase[i] + k`` and PFN ``pfn[i] + k``.  One hash per page decides a hole
+    (entry left 0), accessed and dirty; pages from ``wp_from[i]`` on lose the
+    write bit.  Folios own disjoint entries, so the parallel loop is race free.
+    """
+    for i in prange(vbase.shape[0]):
+        vb = vbase[i]
+        pf = pfn[i]
+        fb = fbits[i]
+        wf = np.uint64(wp_from[i])
+        fi = np.uint64(i) << _S10
+        for kk in range(np.int64(lo[i]), np.int64(hi[i])):
+            k = np.uint64(kk)
+            h = mix64((fi | k) * _GOLDEN + key)
+            if (h & _M21) < t_hole:
+                continue
+            pte = ((pf + k) << _S12) | fb
+            if ((h >> _S21) & _M21) < t_young:
+                pte |= young_bit
+            if ((h >> _S42) & _M21) < t_dirty:
+                pte |= dirty_bit
+            if k >= wf:
+                pte &= ~write_bit
+            v = vb + k
+            row = rank[np.int64((v >> _U9) - first_table)]
+            flat[row * 512 + np.int64(v & _U511)] = pte
+
+
+DISPATCHERS = {"pack_tables": pack_tables, "shuffle_within_tables": shuffle_within_tables,
+               "place_moved": place_moved, "fill_ptes": fill_ptes, "mix64": mix64}
