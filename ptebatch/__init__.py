@@ -22,11 +22,19 @@ from .layouts import thread_layout
 from .results import BatchResult, ScanResult, UnmapResult
 from .space import AddressSpace, load
 from .versions import GENERATIONS, Generation, KernelProfile, resolve_kernel
+# Functions named like their modules: import the modules first, then bind the
+# functions (ptebatch.capture / ptebatch.experiment are the functions).
+from .capture import (Capture, CaptureError, PartialCaptureError, ProcessExitedError, capture,
+                      capture_detailed)
+from .experiment import experiment
+from .reproduce import reproduce_thread
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AddressSpace", "load", "folio_pte_batch", "scan", "unmap", "BatchResult", "ScanResult",
     "UnmapResult", "resolve_kernel", "KernelProfile", "Generation", "GENERATIONS", "Arch",
-    "X86_64", "ARCHES", "get_arch", "naive", "reasons", "thread_layout", "generate", "__version__",
+    "X86_64", "ARCHES", "get_arch", "naive", "reasons", "thread_layout", "generate",
+    "capture", "capture_detailed", "Capture", "CaptureError", "PartialCaptureError",
+    "ProcessExitedError", "experiment", "reproduce_thread", "__version__",
 ]

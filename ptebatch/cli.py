@@ -208,6 +208,13 @@ def main(argv=None) -> int:
         return 2
     try:
         return int(COMMANDS[args.command][2](args) or 0)
+    except BrokenPipeError:
+        # stdout closed early (| head): not an error of ours
+        sys.stderr.close()
+        return 0
+    except ImportError as exc:
+        sys.stderr.write(f"ptebatch: error: {exc}\n")
+        return 2
     except (ValueError, TypeError, OSError) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in msg:

@@ -292,6 +292,10 @@ class AddressSpace:
                          **{name: getattr(self, name) for name, _, _ in _ARRAYS})
                 fh.flush()
                 os.fsync(fh.fileno())
+            # mkstemp creates 0600; give the snapshot the mode a plain open() would
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
             os.replace(tmp, path)
         except BaseException:
             try:

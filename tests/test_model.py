@@ -286,3 +286,13 @@ def test_load_rejects_truncated_and_corrupt_files(tmp_path):
         pb.load(tmp_path / "text.npz")
     with pytest.raises(FileNotFoundError):
         pb.load(tmp_path / "missing.npz")
+
+
+def test_saved_snapshot_has_the_umask_mode(tmp_path):
+    path = tmp_path / "s.npz"
+    old = os.umask(0o022)
+    try:
+        pb.thread_layout().save(path)
+    finally:
+        os.umask(old)
+    assert (path.stat().st_mode & 0o777) == 0o644
