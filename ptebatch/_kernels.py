@@ -41,6 +41,10 @@ N_CFG = 16
 ZERO = np.uint64(0)
 ONE = np.uint64(1)
 PAGE_SHIFT = np.uint64(12)
+PFN_1 = np.uint64(1 << 12)   # pte_advance_pfn steps of the 4-entry fast path
+PFN_2 = np.uint64(2 << 12)
+PFN_3 = np.uint64(3 << 12)
+PFN_4 = np.uint64(4 << 12)
 PMD_SIZE = np.uint64(1 << 21)
 PMD_MASK = np.uint64(((1 << 64) - 1) ^ ((1 << 21) - 1))
 PTRS_PER_PTE = 512
@@ -127,6 +131,33 @@ def folio_pte_batch(flat, g0, limit, pte, max_nr, folio_pfn, folio_nr, cfg):
     any_writable = False
     any_young = False
     any_dirty = False
+    if cfg[C_CONT] == ZERO and cfg[C_COND_SET] == ZERO and cfg[C_DIRTY_HW_SET] == ZERO:
+        # Fast path for plain-mask encodings (x86-64): four entries per step
+        # while all four match.  It commits only entries the loop below would
+        # also have read and accepted; at a mismatch, the read limit or gen 1's
+        # folio end, the loop takes over.
+        keep = cfg[C_KEEP]
+        set_ = cfg[C_SET]
+        last4 = min(end, limit) - 4
+        while g <= last4:
+            r0 = flat[g]
+            r1 = flat[g + 1]
+            r2 = flat[g + 2]
+            r3 = flat[g + 3]
+            diff = ((((r0 & keep) | set_) ^ expected)
+                    | (((r1 & keep) | set_) ^ (expected + PFN_1))
+                    | (((r2 & keep) | set_) ^ (expected + PFN_2))
+                    | (((r3 & keep) | set_) ^ (expected + PFN_3)))
+            if diff != ZERO or (cfg[C_PFN_CHECK] != ZERO
+                                and pte_pfn(expected, cfg) + np.uint64(3) >= folio_end):
+                break
+            bits = r0 | r1 | r2 | r3
+            any_writable |= (bits & cfg[C_WRITE]) != ZERO
+            any_young |= (bits & cfg[C_YOUNG]) != ZERO
+            any_dirty |= (bits & cfg[C_DIRTY]) != ZERO
+            expected = expected + PFN_4
+            g += 4
+            last_read = g - 1
     while g < end:
         raw = ptep_get(flat, g, limit)
         last_read = g
@@ -222,6 +253,31 @@ def folio_lookup(folio_pfn, folio_nr, pfn, hint, fidx, fbase, fshift):
     return -1
 
 
+@jit(inline=True)
+def folio_of_pte(pte, pfn, cfg, folio_pfn, folio_nr, hint, fidx, fbase, fshift, forder, obase,
+                 oshift):
+    """vm_normal_folio for zap: ``(first pfn, pages, hint)`` of the large folio the
+    PTE maps, or pages 0 (order-0 or special).
+
+    With an order table (``forder[(pfn - obase) >> oshift]`` = folio order, -1
+    for none) this is one small load: folios are naturally aligned, so the
+    order gives the start.  Otherwise it searches the folio arrays.
+    """
+    if (pte & cfg[C_SPECIAL]) != ZERO:
+        return ZERO, ZERO, hint
+    if forder.shape[0] > 0:
+        if pfn >= obase:
+            b = np.int64((pfn - obase) >> oshift)
+            if b < forder.shape[0] and forder[b] >= 0:
+                n = ONE << np.uint64(forder[b])
+                return pfn & ~(n - ONE), n, hint
+        return ZERO, ZERO, hint
+    f = folio_lookup(folio_pfn, folio_nr, pfn, hint, fidx, fbase, fshift)
+    if f >= 0 and folio_nr[f] > ONE:
+        return folio_pfn[f], folio_nr[f], f
+    return ZERO, ZERO, hint
+
+
 @jit()
 def folio_pte_batch_one(arr, index, max_nr, pte, folio_pfn, folio_nr, cfg):
     """Entry point of the public single-batch call: reads only inside ``arr``."""
@@ -230,7 +286,8 @@ def folio_pte_batch_one(arr, index, max_nr, pte, folio_pfn, folio_nr, cfg):
 
 @jit()
 def zap_segments(flat, seg_g0, seg_g1, seg_va, seg_vma, seg_vma_end, seg_reason,
-                 s, s_end, carry_va, carry_vma, folio_pfn, folio_nr, fidx, fbase, fshift, cfg,
+                 s, s_end, carry_va, carry_vma, folio_pfn, folio_nr, fidx, fbase, fshift,
+                 forder, obase, oshift, cfg,
                  clamp_folio, oob_adjacent, out_va, out_nr, out_reason, out_over, o, o_end):
     """The zap walk (zap_pte_range) over segments s..s_end-1.
 
@@ -275,24 +332,22 @@ def zap_segments(flat, seg_g0, seg_g1, seg_va, seg_vma, seg_vma_end, seg_reason,
                 continue
             va = va0 + (np.uint64(g - g0) << PAGE_SHIFT)
             pfn = pte_pfn(pte, cfg)
-            f = -1  # vm_normal_folio: a special PTE has no folio
-            if (pte & cfg[C_SPECIAL]) == ZERO:
-                f = folio_lookup(folio_pfn, folio_nr, pfn, hint, fidx, fbase, fshift)
+            fp, fn, hint = folio_of_pte(pte, pfn, cfg, folio_pfn, folio_nr, hint, fidx, fbase,
+                                        fshift, forder, obase, oshift)
             nr = 1
             reason = R.ORDER0
             over = 0
-            if f >= 0 and folio_nr[f] > ONE:
-                hint = f
+            if fn > ONE:
                 if clamp_folio:
-                    max_nr = np.int64(folio_nr[f])
+                    max_nr = np.int64(fn)
                 else:
                     max_nr = g1 - g
                 stop = R.MAX_NR
                 last = g
                 if max_nr != 1:  # zap batches only a large folio with max_nr > 1
                     nr, stop, last, _w, _y, _d = folio_pte_batch(
-                        flat, g, limit, pte, max_nr, folio_pfn[f], folio_nr[f], cfg)
-                reason = batch_reason(stop, pfn, nr, folio_pfn[f] + folio_nr[f], seg_reason[s])
+                        flat, g, limit, pte, max_nr, fp, fn, cfg)
+                reason = batch_reason(stop, pfn, nr, fp + fn, seg_reason[s])
                 over = overrun_bits(last, tbl_end, g, va, vma_end)
             out_va[o] = va
             out_nr[o] = nr
@@ -311,14 +366,14 @@ def zap_segments(flat, seg_g0, seg_g1, seg_va, seg_vma, seg_vma_end, seg_reason,
 
 def _zap_chunks(flat, seg_g0, seg_g1, seg_va, seg_vma, seg_vma_end, seg_reason,
                 ch_s, ch_end, ch_carry_va, ch_carry_vma, ch_o, ch_o_end, ch_present,
-                folio_pfn, folio_nr, fidx, fbase, fshift, cfg, clamp_folio, oob_adjacent,
-                out_va, out_nr, out_reason, out_over):
+                folio_pfn, folio_nr, fidx, fbase, fshift, forder, obase, oshift, cfg, clamp_folio,
+                oob_adjacent, out_va, out_nr, out_reason, out_over):
     # One output slot per chunk: chunks never share state or output ranges.
     for k in prange(ch_s.shape[0]):
         s, o, cva, cvma, present = zap_segments(
             flat, seg_g0, seg_g1, seg_va, seg_vma, seg_vma_end, seg_reason,
             ch_s[k], ch_end[k], ch_carry_va[k], ch_carry_vma[k], folio_pfn, folio_nr, fidx, fbase,
-            fshift, cfg,
+            fshift, forder, obase, oshift, cfg,
             clamp_folio, oob_adjacent, out_va, out_nr, out_reason, out_over, ch_o[k], ch_o_end[k])
         ch_s[k] = s
         ch_o[k] = o

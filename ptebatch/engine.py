@@ -177,6 +177,14 @@ def check_walk_args(space, kernel, flags, clamp, oob, default_flags):
     return profile, fl
 
 
+def _derived(space: AddressSpace, name: str, build):
+    """Cache an index derived from a space's arrays on the space (it is a value)."""
+    cache = space.__dict__.setdefault("_derived", {})
+    if name not in cache:
+        cache[name] = build(space)
+    return cache[name]
+
+
 def segments(space: AddressSpace):
     """Split every VMA at table boundaries: the ranges a page-table walk visits.
 
@@ -303,6 +311,37 @@ def _folio_arrays(space: AddressSpace):
     return fpfn, fnr, fidx, np.uint64(base), np.uint64(shift)
 
 
+# An order table costs one byte per bucket; past this many bytes per listed folio
+# (very sparse PFNs) the kernels search the folio arrays instead.
+ORDER_TABLE_BYTES_PER_FOLIO = 64
+
+
+def _order_table(space: AddressSpace):
+    """Direct PFN -> large-folio-order table for zap's lookups, or an empty one.
+
+    Buckets are as small as the smallest large folio, so each bucket lies in
+    at most one folio; -1 marks buckets with no large folio.
+    """
+    fpfn, fnr = space.folio_pfn, space.folio_nr
+    large = fnr > 1
+    empty = (np.zeros(0, dtype=np.int8), np.uint64(0), np.uint64(0))
+    if not large.any():
+        return empty
+    lp, ln = fpfn[large], fnr[large]
+    shift = int(ln.min()).bit_length() - 1
+    base = int(lp[0]) >> shift
+    nb = ((int(lp[-1]) + int(ln[-1])) >> shift) - base
+    if nb > max(ORDER_TABLE_BYTES_PER_FOLIO * int(lp.size), 1 << 20):
+        return empty
+    table = np.full(nb, -1, dtype=np.int8)
+    per = (ln >> np.uint64(shift)).astype(np.int64)          # buckets per folio
+    first = ((lp >> np.uint64(shift)) - np.uint64(base)).astype(np.int64)
+    rep = np.repeat(first - (np.cumsum(per) - per), per) + np.arange(int(per.sum()))
+    order = np.array([int(n).bit_length() - 1 for n in np.unique(ln)], dtype=np.int8)
+    table[rep] = np.repeat(order[np.searchsorted(np.unique(ln), ln)], per)
+    return table, np.uint64(base << shift), np.uint64(shift)
+
+
 def scan(space: AddressSpace, *, kernel="6.16", flags=None, clamp="pmd", oob="none",
          parallel: bool = True) -> ScanResult:
     """Walk every VMA as zap does and record each batch.
@@ -335,7 +374,7 @@ def scan(space: AddressSpace, *, kernel="6.16", flags=None, clamp="pmd", oob="no
     arch = get_arch(space.arch)
     cfg = make_cfg(arch, profile, fl)
     flat = space.ptes.reshape(-1)
-    g0, g1, va, vma, vma_end, seg_reason = segments(space)
+    g0, g1, va, vma, vma_end, seg_reason = _derived(space, "segments", segments)
     weights = g1 - g0
     parallel = _use_threads(parallel, int(weights.sum()))
     clamp_folio = clamp == "folio"
@@ -348,13 +387,15 @@ def scan(space: AddressSpace, *, kernel="6.16", flags=None, clamp="pmd", oob="no
     carry_va = np.zeros(starts.size, dtype=np.uint64)
     carry_vma = np.full(starts.size, -1, dtype=np.int64)
     present = np.zeros(starts.size, dtype=np.int64)
-    fpfn, fnr, fidx, fbase, fshift = _folio_arrays(space)
+    fpfn, fnr, fidx, fbase, fshift = _derived(space, "folio_index", _folio_arrays)
+    forder, obase, oshift = _derived(space, "order_table", _order_table)
 
     def run_round(ch_pos, ch_end, ch_o, ch_o_end, bufs, active):
         cva, cvm, pres = carry_va[active], carry_vma[active], np.zeros(active.size, dtype=np.int64)
         with threads(parallel):
             K.zap_chunks(flat, g0, g1, va, vma, vma_end, seg_reason, ch_pos, ch_end, cva, cvm, ch_o,
-                         ch_o_end, pres, fpfn, fnr, fidx, fbase, fshift, cfg, clamp_folio, oob == "adjacent", *bufs)
+                         ch_o_end, pres, fpfn, fnr, fidx, fbase, fshift, forder, obase, oshift,
+                         cfg, clamp_folio, oob == "adjacent", *bufs)
         carry_va[active], carry_vma[active] = cva, cvm
         present[active] += pres
 
@@ -402,8 +443,8 @@ def unmap(space: AddressSpace, *, kernel="6.16", oob="none", parallel: bool = Tr
     arch = get_arch(space.arch)
     cfg = make_cfg(arch, profile, fl)
     flat = space.ptes.reshape(-1)
-    g0, g1, va, vma, vma_end, _ = segments(space)
-    fpfn, fnr, fidx, fbase, fshift = _folio_arrays(space)
+    g0, g1, va, vma, vma_end, _ = _derived(space, "segments", segments)
+    fpfn, fnr, fidx, fbase, fshift = _derived(space, "folio_index", _folio_arrays)
 
     # 1. runs of entries mapping one large folio, per segment (two passes)
     counts = np.zeros(g0.size, dtype=np.int64)

@@ -95,8 +95,9 @@ class AddressSpace:
 
     Notes
     -----
-    The arrays are kept, not copied, and validated once: editing them in place
-    afterwards bypasses validation.  Copy, edit, and build a new space.
+    The arrays are kept, not copied, and validated once; the walks also cache
+    indexes derived from them on the space.  Editing them in place afterwards
+    bypasses both: copy, edit, and build a new space.
     """
 
     def __init__(self, ptes, table_va, vma_start, vma_end, folio_pfn, folio_nr, folio_flags,

@@ -23,7 +23,8 @@ def test_boundscheck_is_on():
     cfg = make_cfg(pb.X86_64, profile, profile.zap_flags)
     with pytest.raises(IndexError):
         K.zap_segments(flat, g0, g1, va, vma, vma_end, reason, 0, 1, np.uint64(0), -1, empty, empty,
-                       np.zeros(1, dtype=np.int64), np.uint64(0), np.uint64(9), cfg, False, False,
+                       np.zeros(1, dtype=np.int64), np.uint64(0), np.uint64(9),
+                       np.zeros(0, dtype=np.int8), np.uint64(0), np.uint64(0), cfg, False, False,
                        *out, 0, 512)
 
 
