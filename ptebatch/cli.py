@@ -14,7 +14,6 @@ import sys
 import time
 from typing import Callable
 
-import numpy as np
 
 COMMANDS: dict[str, tuple[str, Callable, Callable]] = {}
 

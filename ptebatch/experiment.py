@@ -12,10 +12,10 @@ import itertools
 import json
 import os
 import sys
-import tempfile
 import time
 from typing import Callable, Iterable, Mapping, Sequence
 
+from ._io import atomic_write
 from .cli import _print_json, _table, command
 
 __all__ = ["experiment", "write_rows", "read_rows", "rows_to_csv", "atomic_write", "Progress", "ROW_COLUMNS", "STOP_COLUMNS",
@@ -286,32 +286,6 @@ def write_rows(rows: list[dict], path) -> None:
     path = os.fspath(path)
     text = rows_to_csv(rows) if path.lower().endswith(".csv") else json.dumps(rows, indent=2) + "\n"
     atomic_write(path, lambda fh: fh.write(text.encode()))
-
-
-def atomic_write(path, write: Callable) -> None:
-    """Call ``write(binary_file)`` on a temporary file, then rename it over ``path``.
-
-    A crash leaves the old file or the new one, never a partial one.  The new
-    file gets the usual permissions (0666 less the umask), not mkstemp's 0600.
-    """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def read_rows(path) -> list[dict]:

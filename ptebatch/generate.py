@@ -33,7 +33,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from . import _gen_kernels as G
-from .arch import PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, PTRS_PER_PTE, get_arch
+from .arch import PAGE_SHIFT, PAGE_SIZE, PTRS_PER_PTE, get_arch
 from .space import FOLIO_ANON, FOLIO_SWAPBACKED, AddressSpace
 
 __all__ = ["generate", "PRESETS", "PRESET_HELP", "parse_sizes", "RATE_KNOBS"]

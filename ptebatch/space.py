@@ -21,12 +21,12 @@ A present PTE whose PFN lies in no listed folio maps an order-0 folio.
 from __future__ import annotations
 
 import os
-import tempfile
 import zipfile
 from typing import Any
 
 import numpy as np
 
+from ._io import atomic_write
 from .arch import PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, PTRS_PER_PTE, get_arch
 
 __all__ = ["AddressSpace", "load", "FOLIO_ANON", "FOLIO_SWAPBACKED", "FORMAT", "VERSION"]
@@ -283,27 +283,10 @@ class AddressSpace:
         path : str or os.PathLike
             Destination; written exactly as named (no suffix is added).
         """
-        path = os.fspath(path)
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, format=np.array(FORMAT), version=np.array(VERSION, dtype=np.int64),
-                         arch=np.array(self.arch),
-                         **{name: getattr(self, name) for name, _, _ in _ARRAYS})
-                fh.flush()
-                os.fsync(fh.fileno())
-            # mkstemp creates 0600; give the snapshot the mode a plain open() would
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+        def write(fh):
+            np.savez(fh, format=np.array(FORMAT), version=np.array(VERSION, dtype=np.int64),
+                     arch=np.array(self.arch), **{name: getattr(self, name) for name, _, _ in _ARRAYS})
+        atomic_write(path, write)
 
 
 def load(path) -> AddressSpace:

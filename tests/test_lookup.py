@@ -1,7 +1,6 @@
 """The kernels' folio lookup (bucket index + search) against np.searchsorted."""
 
 import numpy as np
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 

@@ -1,7 +1,6 @@
 """Encoding, kernel selection, schema validation and snapshots."""
 
 import os
-import zipfile
 
 import numpy as np
 import pytest
