@@ -37,7 +37,6 @@ class Impl:
     name: str
     scan: Callable
     unmap: Callable | None
-    exact: bool = True  # gives the reference's exact per-batch result
     limits: dict = field(default_factory=dict)  # keyword values it supports, if restricted
 
 

@@ -314,6 +314,7 @@ def _folio_arrays(space: AddressSpace):
 # An order table costs one byte per bucket; past this many bytes per listed folio
 # (very sparse PFNs) the kernels search the folio arrays instead.
 ORDER_TABLE_BYTES_PER_FOLIO = 64
+ORDER_TABLE_MIN_BYTES = 1 << 20   # always allowed, however few the folios
 
 
 def _order_table(space: AddressSpace):
@@ -331,7 +332,7 @@ def _order_table(space: AddressSpace):
     shift = int(ln.min()).bit_length() - 1
     base = int(lp[0]) >> shift
     nb = ((int(lp[-1]) + int(ln[-1])) >> shift) - base
-    if nb > max(ORDER_TABLE_BYTES_PER_FOLIO * int(lp.size), 1 << 20):
+    if nb > max(ORDER_TABLE_BYTES_PER_FOLIO * int(lp.size), ORDER_TABLE_MIN_BYTES):
         return empty
     table = np.full(nb, -1, dtype=np.int8)
     per = (ln >> np.uint64(shift)).astype(np.int64)          # buckets per folio

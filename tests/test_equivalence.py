@@ -14,14 +14,20 @@ SCAN_FIELDS = ("va", "nr", "reason", "overrun")
 
 
 @contextlib.contextmanager
-def threads_even_for_small_spaces():
-    # The engine walks small spaces on one thread; these tests need the chunked path.
-    old = pb.engine.PARALLEL_MIN_WORK
-    pb.engine.PARALLEL_MIN_WORK = 0
+def engine_settings(**values):
+    old = {k: getattr(pb.engine, k) for k in values}
+    for k, v in values.items():
+        setattr(pb.engine, k, v)
     try:
         yield
     finally:
-        pb.engine.PARALLEL_MIN_WORK = old
+        for k, v in old.items():
+            setattr(pb.engine, k, v)
+
+
+def threads_even_for_small_spaces():
+    # The engine walks small spaces on one thread; these tests need the chunked path.
+    return engine_settings(PARALLEL_MIN_WORK=0)
 UNMAP_FIELDS = ("folio_pfn", "va", "nr", "reason", "overrun")
 
 
@@ -43,9 +49,11 @@ def test_folio_pte_batch_jit_equals_naive(call):
 
 
 @given(spaces(), st.sampled_from(KERNELS), st.sampled_from(["pmd", "folio"]),
-       st.sampled_from(["none", "adjacent"]), st.booleans())
-def test_scan_jit_equals_naive(space, kernel, clamp, oob, parallel):
-    with threads_even_for_small_spaces():
+       st.sampled_from(["none", "adjacent"]), st.booleans(), st.booleans())
+def test_scan_jit_equals_naive(space, kernel, clamp, oob, parallel, order_table):
+    # order_table=False forces zap's fallback folio search (used for very sparse PFNs)
+    limits = {} if order_table else dict(ORDER_TABLE_MIN_BYTES=0, ORDER_TABLE_BYTES_PER_FOLIO=0)
+    with threads_even_for_small_spaces(), engine_settings(**limits):
         a = pb.scan(space, kernel=kernel, clamp=clamp, oob=oob, parallel=parallel)
     b = pb.naive.scan(space, kernel=kernel, clamp=clamp, oob=oob)
     assert_same(a, b, SCAN_FIELDS)
