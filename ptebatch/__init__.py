@@ -9,13 +9,16 @@ folio_pte_batch, scan, unmap
     compiled (Numba); :mod:`ptebatch.naive` has plain-Python twins.
 resolve_kernel, KernelProfile, GENERATIONS
     Kernel releases and ``folio_pte_batch`` generations.
-X86_64, get_arch
+X86_64, ARM64, get_arch
     PTE encodings.
+CALLERS, resolve_caller
+    Every kernel caller of folio_pte_batch as a preset per release.
 """
 
 from . import naive, reasons
-from .arch import ARCHES, X86_64, Arch, get_arch
+from .arch import ARCHES, ARM64, X86_64, Arch, get_arch
 from . import engine
+from .callers import CALLERS, resolve_caller
 from .engine import folio_pte_batch, scan, unmap
 from .generate import generate
 from .layouts import thread_layout
@@ -32,9 +35,9 @@ from .reproduce import reproduce_thread
 __version__ = "0.1.0"
 
 __all__ = [
-    "AddressSpace", "load", "folio_pte_batch", "scan", "unmap", "BatchResult", "ScanResult",
+    "AddressSpace", "load", "folio_pte_batch", "scan", "unmap", "CALLERS", "resolve_caller", "BatchResult", "ScanResult",
     "UnmapResult", "resolve_kernel", "KernelProfile", "Generation", "GENERATIONS", "Arch",
-    "X86_64", "ARCHES", "get_arch", "naive", "reasons", "thread_layout", "generate",
+    "X86_64", "ARM64", "ARCHES", "get_arch", "naive", "reasons", "thread_layout", "generate",
     "capture", "capture_detailed", "Capture", "CaptureError", "PartialCaptureError",
     "ProcessExitedError", "experiment", "reproduce_thread", "__version__",
 ]

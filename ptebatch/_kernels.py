@@ -36,7 +36,13 @@ C_DIRTY_HW_SET = 12  # ... or all of these set (0: unused) ...
 C_DIRTY_HW_CLEAR = 13  # ... and none of these
 C_CONT = 14         # contiguous bit for pte_batch_hint (0: hint is always 1)
 C_SPECIAL = 15      # pte_special: maps no folio, never batched
-N_CFG = 16
+C_MKDIRTY_SET = 16  # pte_mkdirty, used by the contpte gather: OR these bits, then ...
+C_MKDIRTY_IF = 17   # ... if all of these are set (0: never) ...
+C_MKDIRTY_CLEAR = 18  # ... clear these (arm64: read-only, when writable)
+C_SPREAD = 19       # detector: bits a write-back caller stamps from the first PTE
+C_SPREAD_DIRTY = 20  # detector: 1 if it stamps the dirty state too
+C_UFFD_WP = 21      # detector: the uffd-wp bit (0: not checked)
+N_CFG = 22
 
 ZERO = np.uint64(0)
 ONE = np.uint64(1)
@@ -53,6 +59,10 @@ CONT_PTES = 16
 UNMAP_SINGLE = 0
 UNMAP_ALL_OR_NOTHING = 1
 UNMAP_CLAMPED = 2
+
+WALK_NONE = 0    # the walker does not batch
+WALK_BATCH = 1
+WALK_HINT = 2    # batches only when pte_batch_hint > 1
 
 
 @jit(inline=True)
@@ -92,10 +102,54 @@ def pte_batch_hint(g, pte, cfg):
 
 
 @jit(inline=True)
-def ptep_get(flat, g, limit):
+def pte_read(flat, g, limit):
+    """The raw entry (what __ptep_get reads); 0 at or past ``limit``."""
     if g < limit:
         return flat[g]
     return ZERO
+
+
+@jit(inline=True)
+def pte_valid_cont(pte, cfg):
+    cont = cfg[C_CONT]
+    return cont != ZERO and (pte & cfg[C_PRESENT]) != ZERO and (pte & cont) != ZERO
+
+
+@jit(inline=True)
+def pte_mkdirty(pte, cfg):
+    pte = pte | cfg[C_MKDIRTY_SET]
+    cond = cfg[C_MKDIRTY_IF]
+    if cond != ZERO and (pte & cond) == cond:
+        pte = pte & ~cfg[C_MKDIRTY_CLEAR]
+    return pte
+
+
+@jit(inline=True)
+def contpte_ptep_get(flat, g, limit, orig, cfg):
+    """Young and dirty of a contpte entry are those of its whole 16-entry block:
+    the MMU updates only the entry it used."""
+    young = False
+    dirty = False
+    b = g - (g & (CONT_PTES - 1))
+    for k in range(b, b + CONT_PTES):
+        raw = pte_read(flat, k, limit)
+        young |= (raw & cfg[C_YOUNG]) != ZERO
+        dirty |= pte_dirty(raw, cfg)
+    if dirty:
+        orig = pte_mkdirty(orig, cfg)
+    if young:
+        orig = orig | cfg[C_YOUNG]
+    return orig
+
+
+@jit(inline=True)
+def ptep_get(flat, g, limit, cfg):
+    """ptep_get: the entry, with arm64's contpte gather; 0 at or past ``limit``
+    (a block never crosses ``limit``: tables and arrays are whole blocks)."""
+    pte = pte_read(flat, g, limit)
+    if pte_valid_cont(pte, cfg):
+        return contpte_ptep_get(flat, g, limit, pte, cfg)
+    return pte
 
 
 @jit(inline=True)
@@ -159,7 +213,7 @@ def folio_pte_batch(flat, g0, limit, pte, max_nr, folio_pfn, folio_nr, cfg):
             g += 4
             last_read = g - 1
     while g < end:
-        raw = ptep_get(flat, g, limit)
+        raw = ptep_get(flat, g, limit, cfg)
         last_read = g
         if pte_batch_clear_ignored(raw, cfg) != expected:
             if (raw & cfg[C_PRESENT]) == ZERO:
@@ -278,18 +332,53 @@ def folio_of_pte(pte, pfn, cfg, folio_pfn, folio_nr, hint, fidx, fbase, fshift, 
     return ZERO, ZERO, hint
 
 
+@jit(inline=True)
+def batch_findings(flat, g, nr, limit, first_pfn, folio_end, cfg):
+    """Detector bits of a batch of ``nr`` entries from ``g`` beyond the overruns.
+
+    PAST_FOLIO: it covers a page past its folio.  SPREAD: its entries differ in
+    a bit a write-back caller stamps from the first PTE.  UFFD_WP: its entries
+    differ in uffd-wp (possible only for entries a contpte hint skipped).  The
+    entries are checked raw, every one of them, whether the loop read it or not.
+    """
+    found = 0
+    if first_pfn + np.uint64(nr) > folio_end:
+        found |= R.PAST_FOLIO
+    spread = cfg[C_SPREAD]
+    uffd = cfg[C_UFFD_WP]
+    dirty = cfg[C_SPREAD_DIRTY] != ZERO
+    if nr > 1 and (spread != ZERO or dirty or (uffd != ZERO and cfg[C_CONT] != ZERO)):
+        first = pte_read(flat, g, limit)
+        d0 = pte_dirty(first, cfg)
+        for k in range(g + 1, g + nr):
+            raw = pte_read(flat, k, limit)
+            if ((raw ^ first) & spread) != ZERO or (dirty and pte_dirty(raw, cfg) != d0):
+                found |= R.SPREAD
+            if ((raw ^ first) & uffd) != ZERO:
+                found |= R.UFFD_WP
+    return found
+
+
 @jit()
-def folio_pte_batch_one(arr, index, max_nr, pte, folio_pfn, folio_nr, cfg):
-    """Entry point of the public single-batch call: reads only inside ``arr``."""
-    return folio_pte_batch(arr, index, arr.shape[0], pte, max_nr, folio_pfn, folio_nr, cfg)
+def folio_pte_batch_one(arr, index, max_nr, folio_pfn, folio_nr, cfg):
+    """Entry point of the public single-batch call: reads only inside ``arr``.
+    The first PTE is read with ptep_get, as every caller does."""
+    limit = arr.shape[0]
+    pte = ptep_get(arr, index, limit, cfg)
+    nr, stop, last, w, y, d = folio_pte_batch(arr, index, limit, pte, max_nr, folio_pfn, folio_nr,
+                                              cfg)
+    return nr, stop, last, w, y, d, pte
 
 
 @jit()
 def zap_segments(flat, seg_g0, seg_g1, seg_va, seg_vma, seg_vma_end, seg_reason,
                  s, s_end, carry_va, carry_vma, folio_pfn, folio_nr, fidx, fbase, fshift,
-                 forder, obase, oshift, cfg,
+                 forder, obase, oshift, cfg, walk,
                  clamp_folio, oob_adjacent, out_va, out_nr, out_reason, out_over, o, o_end):
-    """The zap walk (zap_pte_range) over segments s..s_end-1.
+    """A page-table walk (zap_pte_range and the other walkers) over segments s..s_end-1.
+
+    ``walk`` is WALK_NONE (the caller does not batch in this release),
+    WALK_BATCH, or WALK_HINT (batch only when pte_batch_hint > 1: mremap).
 
     A segment is one VMA's part of one table; ``seg_g1`` is where
     pmd_addr_end(addr, vma_end) falls.  Batches go to out[o:o_end]; the walk
@@ -338,23 +427,35 @@ def zap_segments(flat, seg_g0, seg_g1, seg_va, seg_vma, seg_vma_end, seg_reason,
             reason = R.ORDER0
             over = 0
             if fn > ONE:
-                if clamp_folio:
-                    max_nr = np.int64(fn)
+                pte = ptep_get(flat, g, limit, cfg)
+                if walk == WALK_NONE or (walk == WALK_HINT and pte_batch_hint(g, pte, cfg) == 1):
+                    reason = R.SINGLE
                 else:
-                    max_nr = g1 - g
-                stop = R.MAX_NR
-                last = g
-                if max_nr != 1:  # zap batches only a large folio with max_nr > 1
-                    nr, stop, last, _w, _y, _d = folio_pte_batch(
-                        flat, g, limit, pte, max_nr, fp, fn, cfg)
-                reason = batch_reason(stop, pfn, nr, fp + fn, seg_reason[s])
-                over = overrun_bits(last, tbl_end, g, va, vma_end)
+                    if clamp_folio:
+                        max_nr = np.int64(fn)
+                    else:
+                        max_nr = g1 - g
+                    stop = R.MAX_NR
+                    last = g
+                    if max_nr != 1:  # callers batch only a large folio with max_nr > 1
+                        nr, stop, last, _w, _y, _d = folio_pte_batch(
+                            flat, g, limit, pte, max_nr, fp, fn, cfg)
+                    reason = batch_reason(stop, pfn, nr, fp + fn, seg_reason[s])
+                    over = (overrun_bits(last, tbl_end, g, va, vma_end)
+                            | batch_findings(flat, g, nr, limit, pfn, fp + fn, cfg))
             out_va[o] = va
             out_nr[o] = nr
             out_reason[o] = reason
             out_over[o] = over
             o += 1
-            present += min(nr, g1 - g)
+            n_in = min(nr, g1 - g)
+            if cfg[C_CONT] == ZERO:
+                present += n_in   # every batched entry was read and is present
+            else:
+                # a contpte jump may batch entries it never read (a malformed block)
+                for k in range(g, g + n_in):
+                    if (flat[k] & pmask) != ZERO:
+                        present += 1
             g += nr
         if g > g1:
             next_carry = va0 + (np.uint64(g - g0) << PAGE_SHIFT)
@@ -366,14 +467,14 @@ def zap_segments(flat, seg_g0, seg_g1, seg_va, seg_vma, seg_vma_end, seg_reason,
 
 def _zap_chunks(flat, seg_g0, seg_g1, seg_va, seg_vma, seg_vma_end, seg_reason,
                 ch_s, ch_end, ch_carry_va, ch_carry_vma, ch_o, ch_o_end, ch_present,
-                folio_pfn, folio_nr, fidx, fbase, fshift, forder, obase, oshift, cfg, clamp_folio,
-                oob_adjacent, out_va, out_nr, out_reason, out_over):
+                folio_pfn, folio_nr, fidx, fbase, fshift, forder, obase, oshift, cfg, walk,
+                clamp_folio, oob_adjacent, out_va, out_nr, out_reason, out_over):
     # One output slot per chunk: chunks never share state or output ranges.
     for k in prange(ch_s.shape[0]):
         s, o, cva, cvma, present = zap_segments(
             flat, seg_g0, seg_g1, seg_va, seg_vma, seg_vma_end, seg_reason,
             ch_s[k], ch_end[k], ch_carry_va[k], ch_carry_vma[k], folio_pfn, folio_nr, fidx, fbase,
-            fshift, forder, obase, oshift, cfg,
+            fshift, forder, obase, oshift, cfg, walk,
             clamp_folio, oob_adjacent, out_va, out_nr, out_reason, out_over, ch_o[k], ch_o_end[k])
         ch_s[k] = s
         ch_o[k] = o
@@ -499,7 +600,7 @@ def unmap_folios(flat, seg_g0, seg_va, seg_vma, seg_vma_end, run_g, run_len, run
             while k < length:
                 gk = g + k
                 va = va0 + (np.uint64(k) << PAGE_SHIFT)
-                pte = flat[gk]
+                pte = ptep_get(flat, gk, limit, cfg)
                 pfn = pte_pfn(pte, cfg)
                 nr = 1
                 reason = R.SINGLE
@@ -520,6 +621,8 @@ def unmap_folios(flat, seg_g0, seg_va, seg_vma, seg_vma_end, run_g, run_len, run
                     nr = n
                     reason = batch_reason(stop, pfn, n, fend, limit_reason)
                 over = overrun_bits(last, tbl_end, gk, va, vma_end)
+                if nr > 1:
+                    over |= batch_findings(flat, gk, nr, limit, pfn, fend, cfg)
                 out_pfn[o] = fpfn
                 out_va[o] = va
                 out_nr[o] = nr

@@ -18,7 +18,7 @@ from typing import Mapping
 
 import numpy as np
 
-__all__ = ["Arch", "X86_64", "ARCHES", "get_arch"]
+__all__ = ["Arch", "X86_64", "ARM64", "ARCHES", "get_arch"]
 
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
@@ -81,10 +81,13 @@ class Arch:
     base_bits: int
     special: int = 0
     cont: int = 0
+    make_dirty: tuple[Step, ...] | None = None
     max_pfn: int = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "max_pfn", self.pfn_mask >> PAGE_SHIFT)
+        if self.make_dirty is None:
+            object.__setattr__(self, "make_dirty", _set(self.make_bits["dirty"]))
 
     # -- plain-int operations (used by the naive reference) -----------------
     def apply(self, op: str, pte: int) -> int:
@@ -126,14 +129,15 @@ class Arch:
             raise ValueError(f"pfn: exceeds the {self.name} PFN field (max {self.max_pfn:#x})")
         pte = (pfn << np.uint64(PAGE_SHIFT)) | np.uint64(self.base_bits)
         for name, on in (("present", present), ("write", write), ("young", young),
-                         ("dirty", dirty), ("soft_dirty", soft_dirty),
-                         ("uffd_wp", uffd_wp), ("nx", nx)):
+                         ("soft_dirty", soft_dirty), ("uffd_wp", uffd_wp), ("nx", nx)):
             mask = self.make_bits.get(name, 0)
             if not mask:
                 if np.any(on):
                     raise ValueError(f"{name}: {self.name} has no such PTE bit")
                 continue
             pte = pte | np.where(np.asarray(on, dtype=bool), np.uint64(mask), np.uint64(0))
+        if np.any(dirty):
+            pte = np.where(np.asarray(dirty, dtype=bool), self._steps(self.make_dirty, pte), pte)
         return pte | np.asarray(extra, dtype=np.uint64)
 
     def _test(self, ptes, mask: int):
@@ -173,11 +177,20 @@ class Arch:
         return out
 
     def _vop(self, op: str, ptes):
+        return self._steps(self.ops[op], ptes)
+
+    @staticmethod
+    def _steps(steps, ptes):
         p = np.array(ptes, dtype=np.uint64, copy=True)
-        for cond_set, cond_clear, set_, clear in self.ops[op]:
+        for cond_set, cond_clear, set_, clear in steps:
             hit = ((p & np.uint64(cond_set)) == np.uint64(cond_set)) & ((p & np.uint64(cond_clear)) == 0)
             p = np.where(hit, (p | np.uint64(set_)) & np.uint64(~clear & U64), p)
         return p
+
+    def mark_dirty(self, ptes):
+        """Mark PTEs dirty as :meth:`make_pte` does for ``dirty=True`` (the MMU's
+        way where it can: arm64 clears read-only on a writable PTE)."""
+        return self._steps(self.make_dirty, ptes)
 
     def pte_mkclean(self, ptes):
         """``pte_mkclean`` of each PTE."""
@@ -253,7 +266,51 @@ X86_64 = Arch(
     special=_X86["SPECIAL"],
 )
 
-ARCHES: dict[str, Arch] = {X86_64.name: X86_64}
+# arm64, 4 KiB granule (arch/arm64/include/asm/pgtable-hwdef.h, pgtable-prot.h,
+# pgtable.h).  The write bit is DBM: a writable PTE is clean while read-only
+# (bit 7) is set and the MMU clears read-only on the first write, so "dirty" is
+# the software bit or (write and not read-only).  No soft-dirty bit.
+_A64 = {name: _bit(n) for name, n in (
+    ("VALID", 0), ("PAGE", 1), ("USER", 6), ("RDONLY", 7), ("AF", 10), ("NG", 11),
+    ("WRITE", 51), ("CONT", 52), ("PXN", 53), ("UXN", 54), ("DIRTY", 55), ("SPECIAL", 56),
+    ("UFFD_WP", 58))}
+_A64["ATTRINDX"] = 0x7 << 2
+_A64["SH"] = 0x3 << 8
+_A64["PFN"] = ((1 << 48) - 1) & ~((1 << 12) - 1)
+
+ARM64 = Arch(
+    name="arm64",
+    bits=_A64,
+    pfn_mask=_A64["PFN"],
+    present=_A64["VALID"],
+    write=_A64["WRITE"],
+    young=_A64["AF"],
+    soft_dirty=0,
+    uffd_wp=_A64["UFFD_WP"],
+    dirty_any=_A64["DIRTY"],
+    dirty_hw=(_A64["WRITE"], _A64["RDONLY"]),
+    ops={
+        "mkclean": ((0, 0, _A64["RDONLY"], _A64["DIRTY"]),),
+        "clear_soft_dirty": (),
+        # save the hardware dirty state in the software bit before losing it
+        "wrprotect": ((_A64["WRITE"], _A64["RDONLY"], _A64["DIRTY"], 0),
+                      (0, 0, _A64["RDONLY"], _A64["WRITE"])),
+        "mkold": _clear(_A64["AF"]),
+        "mkwrite": ((0, 0, _A64["WRITE"], 0), (_A64["DIRTY"], 0, 0, _A64["RDONLY"])),
+        "mkyoung": _set(_A64["AF"]),
+        "mkdirty": ((0, 0, _A64["DIRTY"], 0), (_A64["WRITE"], 0, 0, _A64["RDONLY"])),
+    },
+    make_bits={"present": _A64["VALID"], "write": _A64["WRITE"], "young": _A64["AF"],
+               "dirty": _A64["DIRTY"], "uffd_wp": _A64["UFFD_WP"], "nx": _A64["UXN"]},
+    # a user data page: page descriptor, normal memory (AttrIndx 0), inner
+    # shareable, not global, never executable at EL1, clean (read-only set)
+    base_bits=_A64["PAGE"] | _A64["USER"] | _A64["SH"] | _A64["NG"] | _A64["PXN"] | _A64["RDONLY"],
+    special=_A64["SPECIAL"],
+    cont=_A64["CONT"],
+    make_dirty=((_A64["WRITE"], 0, 0, _A64["RDONLY"]), (0, _A64["WRITE"], _A64["DIRTY"], 0)),
+)
+
+ARCHES: dict[str, Arch] = {X86_64.name: X86_64, ARM64.name: ARM64}
 
 
 def get_arch(arch) -> Arch:

@@ -35,7 +35,7 @@ def _row(space_name, walk, kernel, clamp, oob, r) -> dict:
 
 
 def _same(a, b) -> bool:
-    return all(np.array_equal(getattr(a, f), getattr(b, f)) for f in ("va", "nr", "reason", "overrun")) \
+    return all(np.array_equal(getattr(a, f), getattr(b, f)) for f in ("va", "nr", "reason", "findings")) \
         and a.summary() == b.summary()
 
 

@@ -11,11 +11,12 @@ import numpy as np
 from . import _kernels as K
 from . import reasons as R
 from ._numba import num_threads, threads
-from .arch import PAGE_SHIFT, PMD_SIZE, PTRS_PER_PTE, Arch, get_arch
+from .arch import PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, PTRS_PER_PTE, U64, Arch, get_arch
 from .results import BatchResult, ScanResult, UnmapResult
 from .space import FOLIO_ANON, FOLIO_SWAPBACKED, AddressSpace
-from .versions import (UNMAP_ALL_OR_NOTHING, UNMAP_CLAMPED, UNMAP_SINGLE, KernelProfile,
-                       normaliser, resolve_flags, resolve_kernel)
+from .callers import (RMAP, UNMAP_ALL_OR_NOTHING, UNMAP_CLAMPED, UNMAP_SINGLE, WALK, Preset,
+                      resolve_caller)
+from .versions import KernelProfile, normaliser, resolve_flags, resolve_kernel
 
 __all__ = ["folio_pte_batch", "scan", "unmap", "make_cfg", "check_walk_args"]
 
@@ -25,12 +26,26 @@ _UNMAP_MODE = {UNMAP_SINGLE: K.UNMAP_SINGLE, UNMAP_ALL_OR_NOTHING: K.UNMAP_ALL_O
                UNMAP_CLAMPED: K.UNMAP_CLAMPED}
 
 
-def make_cfg(arch: Arch, profile: KernelProfile, flags: int) -> tuple:
+def _mkdirty_masks(arch: Arch) -> tuple[int, int, int]:
+    """``pte_mkdirty`` as (bits set, condition, bits cleared if the condition holds)."""
+    set_, cond, clear = 0, 0, 0
+    for cs, cc, s, c in arch.ops["mkdirty"]:
+        if not (cs or cc) and not c:
+            set_ |= s
+        elif cs and not cc and not s and not cond:
+            cond, clear = cs, c
+        else:
+            raise NotImplementedError(f"{arch.name}: pte_mkdirty has a step the kernels cannot express")
+    return set_, cond, clear
+
+
+def make_cfg(arch: Arch, profile: KernelProfile, flags: int, spread=()) -> tuple:
     """The kernels' configuration for one (architecture, generation, flags).
 
-    A tuple of ``np.uint64``, not an array: Numba passes it by value, so LLVM
-    knows no output store can change it and keeps it in registers (an array
-    here made the serial scan about 7x slower).
+    ``spread`` names the properties a write-back caller stamps from the first
+    PTE (the ``spread`` detector).  A tuple of ``np.uint64``, not an array:
+    Numba passes it by value, so LLVM knows no output store can change it and
+    keeps it in registers (an array here made the serial scan about 7x slower).
     """
     gen = profile.generation
     norm = normaliser(arch, gen, flags)
@@ -51,6 +66,11 @@ def make_cfg(arch: Arch, profile: KernelProfile, flags: int) -> tuple:
     cfg[K.C_DIRTY_HW_CLEAR] = arch.dirty_hw[1]
     cfg[K.C_CONT] = arch.cont
     cfg[K.C_SPECIAL] = arch.special
+    cfg[K.C_MKDIRTY_SET], cfg[K.C_MKDIRTY_IF], cfg[K.C_MKDIRTY_CLEAR] = _mkdirty_masks(arch)
+    prop_bits = {"write": arch.write, "soft_dirty": arch.soft_dirty}
+    cfg[K.C_SPREAD] = sum(prop_bits.get(p, 0) for p in set(spread))
+    cfg[K.C_SPREAD_DIRTY] = int("dirty" in spread)
+    cfg[K.C_UFFD_WP] = arch.uffd_wp
     return tuple(np.uint64(v) for v in cfg)
 
 
@@ -132,6 +152,8 @@ def folio_pte_batch(ptes, index, max_nr, folio_pfn, folio_nr, *, flags=0, kernel
         is reported (``crosses_end``), and entries past the end read as none.
     folio_pfn, folio_nr : int
         The large folio: first PFN and size (a power of two, at least 2).
+        On arm64 the first PTE is read as ``ptep_get`` does: a contpte entry
+        with the young and dirty bits of its 16-entry block.
     flags : int, str or sequence of str
         ``FPB_*`` flags in the vocabulary of the kernel's generation
         (``FPB_IGNORE_*`` up to 6.16, ``FPB_RESPECT_*``/``FPB_MERGE_*`` from 6.17).
@@ -150,10 +172,10 @@ def folio_pte_batch(ptes, index, max_nr, folio_pfn, folio_nr, *, flags=0, kernel
     index, max_nr, folio_pfn, folio_nr, pte = check_batch_args(
         ptes, index, max_nr, folio_pfn, folio_nr, arch, profile.generation.max_nr_limit)
     cfg = make_cfg(arch, profile, fl)
-    nr, stop, last, w, y, d = K.folio_pte_batch_one(ptes, np.int64(index), np.int64(max_nr),
-                                                    np.uint64(pte), np.uint64(folio_pfn),
-                                                    np.uint64(folio_nr), cfg)
-    nr, stop, last = int(nr), int(stop), int(last)
+    nr, stop, last, w, y, d, pte = K.folio_pte_batch_one(ptes, np.int64(index), np.int64(max_nr),
+                                                         np.uint64(folio_pfn), np.uint64(folio_nr),
+                                                         cfg)
+    nr, stop, last, pte = int(nr), int(stop), int(last), int(pte)
     pfn = (pte & arch.pfn_mask) >> PAGE_SHIFT
     reason = R.FOLIO_END if pfn + nr == folio_pfn + folio_nr else stop
     return BatchResult(nr=nr, reason=R.NAMES[reason], last_read=last,
@@ -164,17 +186,28 @@ def folio_pte_batch(ptes, index, max_nr, folio_pfn, folio_nr, *, flags=0, kernel
 
 # -- walks -------------------------------------------------------------------
 
-def check_walk_args(space, kernel, flags, clamp, oob, default_flags):
-    """Shared argument checks of scan/unmap (JIT and naive)."""
+def check_walk_args(space, walk, caller, kernel, flags, clamp, oob, move_by=0):
+    """Shared argument checks of scan/unmap (JIT and naive).
+
+    Returns ``(preset, flags, clamp, move_by)``: explicit ``flags`` replace the
+    preset's; ``clamp=None`` is ``"pmd"``, as every page-table walker cuts.
+    """
     if not isinstance(space, AddressSpace):
         raise TypeError(f"space: expected an AddressSpace, got {type(space).__name__}")
-    profile = resolve_kernel(kernel)
-    fl = resolve_flags(flags, profile.generation, default_flags(profile))
+    preset = resolve_caller(caller, kernel, walk=walk)
+    fl = resolve_flags(flags, preset.profile.generation, preset.flags)
+    clamp = "pmd" if clamp is None else clamp
     if clamp not in CLAMPS:
         raise ValueError(f"clamp: must be one of {', '.join(CLAMPS)}, got {clamp!r}")
     if oob not in OOBS:
         raise ValueError(f"oob: must be one of {', '.join(OOBS)}, got {oob!r}")
-    return profile, fl
+    move_by = _as_int("move_by", move_by)
+    if move_by % PAGE_SIZE:
+        raise ValueError(f"move_by: must be a multiple of 4096 (a page), got {move_by}")
+    if move_by and not preset.rule.dst_clamp:
+        raise ValueError(f"move_by: only a caller that moves entries to a destination (mremap, "
+                         f"from 6.17) takes it; {preset.name} on {preset.profile.name} does not")
+    return preset, fl, clamp, move_by
 
 
 def _derived(space: AddressSpace, name: str, build):
@@ -185,14 +218,40 @@ def _derived(space: AddressSpace, name: str, build):
     return cache[name]
 
 
-def segments(space: AddressSpace):
+def segments(space: AddressSpace, move_by: int = 0):
     """Split every VMA at table boundaries: the ranges a page-table walk visits.
 
     Returns int64/uint64 arrays ``g0, g1`` (flat entry range), ``va`` (address
     of g0), ``vma``, ``vma_end`` and ``reason`` (what ``pmd_addr_end`` cut at
     ``g1``: ``vma_end`` when the VMA ends inside or at the end of the table).
-    VMA parts with no table have nothing mapped and give no segment.
+    VMA parts with no table have nothing mapped and give no segment.  With
+    ``move_by`` (mremap), a segment is also cut where its destination
+    ``va + move_by`` crosses a 2 MiB boundary (reason ``dst_pmd_end``).
     """
+    g0, g1, lo, vma, vma_end, reason = _segments(space)
+    shift = move_by % PMD_SIZE
+    if not shift:
+        return g0, g1, lo, vma, vma_end, reason
+    # the one destination boundary inside each segment, if any
+    cut_va = lo + ((np.uint64(PMD_SIZE) - ((lo + np.uint64(shift)) & np.uint64(PMD_SIZE - 1)))
+                   & np.uint64(PMD_SIZE - 1))
+    cut_g = g0 + ((cut_va - lo) >> np.uint64(PAGE_SHIFT)).astype(np.int64)
+    cut = (cut_g > g0) & (cut_g < g1)
+    n = g0.size + int(np.count_nonzero(cut))
+    first = np.arange(g0.size) + np.cumsum(cut) - cut      # row of each segment's first piece
+    out = [np.empty(n, dtype=a.dtype) for a in (g0, g1, lo, vma, vma_end, reason)]
+    for o, a in zip(out, (g0, g1, lo, vma, vma_end, reason)):
+        o[first] = a
+    c = np.flatnonzero(cut)
+    second = first[c] + 1
+    out[1][first[c]] = cut_g[c]
+    out[5][first[c]] = R.DST_PMD_END
+    out[0][second], out[1][second], out[2][second] = cut_g[c], g1[c], cut_va[c]
+    out[3][second], out[4][second], out[5][second] = vma[c], vma_end[c], reason[c]
+    return tuple(out)
+
+
+def _segments(space: AddressSpace):
     tva = space.table_va
     vs, ve = space.vma_start, space.vma_end
     pmd = np.uint64(PMD_SIZE)
@@ -343,21 +402,36 @@ def _order_table(space: AddressSpace):
     return table, np.uint64(base << shift), np.uint64(shift)
 
 
-def scan(space: AddressSpace, *, kernel="6.16", flags=None, clamp="pmd", oob="none",
-         parallel: bool = True) -> ScanResult:
-    """Walk every VMA as zap does and record each batch.
+def _walk_mode(preset: Preset) -> int:
+    if not preset.rule.batches:
+        return K.WALK_NONE
+    return K.WALK_HINT if preset.rule.need_hint else K.WALK_BATCH
+
+
+def scan(space: AddressSpace, *, caller="zap", kernel="6.16", flags=None, clamp=None, oob="none",
+         move_by: int = 0, parallel: bool = True) -> ScanResult:
+    """Walk every VMA as a page-table walker does and record each batch.
 
     Parameters
     ----------
     space : AddressSpace
+    caller : str
+        The walker (see :data:`ptebatch.callers.CALLERS` or ``ptebatch
+        callers``): ``"zap"`` (munmap), ``"fork-private"``, ``"mprotect"``,
+        ``"mremap"``, ``"madvise-free"``, ``"mlock"``...  It sets the flags,
+        whether and when it batches, and the detectors that apply.
     kernel : str
         Release (``"6.14"``, ``"6.16"``, ``"6.18"``) or generation (``"gen2"``).
     flags : None, int, str or sequence of str
-        ``None``: the flags zap passes in that release.
-    clamp : {"pmd", "folio"}
-        ``"pmd"``: ``max_nr = (pmd_addr_end(addr, vma_end) - addr) >> 12`` as
-        every page-table walker does.  ``"folio"``: ``max_nr`` is the folio's
+        ``None``: the flags the caller passes in that release.
+    clamp : {None, "pmd", "folio"}
+        ``None``/``"pmd"``: ``max_nr = (pmd_addr_end(addr, vma_end) - addr) >> 12``
+        as every page-table walker does.  ``"folio"``: ``max_nr`` is the folio's
         size, as a caller that forgot to clamp (the 6.15 lazyfree bug).
+    move_by : int
+        mremap only: destination minus source address (bytes, page-aligned,
+        may be negative); ``max_nr`` is also cut at the destination's next
+        2 MiB boundary.
     oob : {"none", "adjacent"}
         What a read past entry 511 returns: none (0), or the same entry of the
         next row of ``ptes`` (0 past the last row), as if the next page-table
@@ -370,12 +444,18 @@ def scan(space: AddressSpace, *, kernel="6.16", flags=None, clamp="pmd", oob="no
     Returns
     -------
     ScanResult
+        One row per batch, with its detector bits (``findings``).
     """
-    profile, fl = check_walk_args(space, kernel, flags, clamp, oob, lambda p: p.zap_flags)
+    preset, fl, clamp, move_by = check_walk_args(space, WALK, caller, kernel, flags, clamp, oob,
+                                                 move_by)
+    profile = preset.profile
     arch = get_arch(space.arch)
-    cfg = make_cfg(arch, profile, fl)
+    cfg = make_cfg(arch, profile, fl, preset.rule.spread)
+    walk = _walk_mode(preset)
     flat = space.ptes.reshape(-1)
-    g0, g1, va, vma, vma_end, seg_reason = _derived(space, "segments", segments)
+    shift = move_by % PMD_SIZE if preset.rule.dst_clamp else 0
+    g0, g1, va, vma, vma_end, seg_reason = _derived(space, ("segments", shift),
+                                                    lambda sp: segments(sp, shift))
     weights = g1 - g0
     parallel = _use_threads(parallel, int(weights.sum()))
     clamp_folio = clamp == "folio"
@@ -396,19 +476,20 @@ def scan(space: AddressSpace, *, kernel="6.16", flags=None, clamp="pmd", oob="no
         with threads(parallel):
             K.zap_chunks(flat, g0, g1, va, vma, vma_end, seg_reason, ch_pos, ch_end, cva, cvm, ch_o,
                          ch_o_end, pres, fpfn, fnr, fidx, fbase, fshift, forder, obase, oshift,
-                         cfg, clamp_folio, oob == "adjacent", *bufs)
+                         cfg, walk, clamp_folio, oob == "adjacent", *bufs)
         carry_va[active], carry_vma[active] = cva, cvm
         present[active] += pres
 
     out_va, out_nr, out_reason, out_over = _drive(
         run_round, weights, starts, ends, (np.uint64, np.uint32, np.uint8, np.uint8))
-    return ScanResult(kernel=profile.name, generation=profile.generation.name,
+    return ScanResult(caller=preset.name, kernel=profile.name, generation=profile.generation.name,
                       flags=profile.generation.describe_flags(fl), oob=oob, va=out_va, nr=out_nr,
-                      reason=out_reason, overrun=out_over, clamp=clamp,
+                      reason=out_reason, findings=out_over, clamp=clamp,
                       present_ptes=int(present.sum()))
 
 
-def unmap(space: AddressSpace, *, kernel="6.16", oob="none", parallel: bool = True) -> UnmapResult:
+def unmap(space: AddressSpace, *, caller="lazyfree", kernel="6.16", flags=None, oob="none",
+          parallel: bool = True) -> UnmapResult:
     """Model reclaim's try_to_unmap_one for every mapped large folio.
 
     Folios are taken in PFN order; each is unmapped from every VMA that maps
@@ -416,14 +497,18 @@ def unmap(space: AddressSpace, *, kernel="6.16", oob="none", parallel: bool = Tr
     release's rule: none before 6.15; 6.15.0-6.15.6 only from the folio's
     first page with ``max_nr`` = folio size and no table clamp, all or
     nothing; 6.15.7+/6.16+ clamped at ``pmd_addr_end(addr, vma_end)``, partial
-    batches allowed.  A batch covering the whole folio ends that VMA's walk.
-    Other folios are unmapped one PTE at a time.
+    batches allowed; from 7.0 file folios too.  A batch covering the whole
+    folio ends that VMA's walk.  Other folios are unmapped one PTE at a time.
 
     Parameters
     ----------
     space : AddressSpace
+    caller : str
+        The reverse-map caller: ``"lazyfree"`` (the only one that batches).
     kernel : str
         Release, e.g. ``"6.15"`` (buggy), ``"6.15.7"`` or ``"6.16"`` (fixed).
+    flags : None, int, str or sequence of str
+        ``None``: the flags the caller passes in that release.
     oob : {"none", "adjacent"}
         What a read past entry 511 returns, as in :func:`scan`.
     parallel : bool
@@ -440,11 +525,12 @@ def unmap(space: AddressSpace, *, kernel="6.16", oob="none", parallel: bool = Tr
     entry of another folio never matches) but can name a stop ``pfn_gap``
     where the kernel would then see ``not_present``.
     """
-    profile, fl = check_walk_args(space, kernel, None, "pmd", oob, lambda p: p.unmap_flags)
+    preset, fl, _, _ = check_walk_args(space, RMAP, caller, kernel, flags, None, oob)
+    profile = preset.profile
     arch = get_arch(space.arch)
-    cfg = make_cfg(arch, profile, fl)
+    cfg = make_cfg(arch, profile, fl, preset.rule.spread)
     flat = space.ptes.reshape(-1)
-    g0, g1, va, vma, vma_end, _ = _derived(space, "segments", segments)
+    g0, g1, va, vma, vma_end, _ = _derived(space, ("segments", 0), segments)
     fpfn, fnr, fidx, fbase, fshift = _derived(space, "folio_index", _folio_arrays)
 
     # 1. runs of entries mapping one large folio, per segment (two passes)
@@ -475,19 +561,19 @@ def unmap(space: AddressSpace, *, kernel="6.16", oob="none", parallel: bool = Tr
     parallel = _use_threads(parallel, int(item_bound.sum()))
     bounds_ = _chunk_bounds(item_bound.astype(np.float64), _n_chunks(parallel, item_f.size))
     starts, ends = bounds_[:-1], bounds_[1:]
-    mode = _UNMAP_MODE[profile.unmap]
+    mode = _UNMAP_MODE[preset.rule.unmap if preset.rule.batches else UNMAP_SINGLE]
 
     def run_round(ch_pos, ch_end, ch_o, ch_o_end, bufs, active):
         with threads(parallel):
             K.unmap_chunks(flat, g0, va, vma, vma_end, run_g, run_len, run_seg, item_f, item_r0,
                            item_r1, item_bound, ch_pos, ch_end, ch_o, ch_o_end, fpfn, fnr,
-                           space.folio_flags, cfg, mode, profile.unmap_file, oob == "adjacent",
+                           space.folio_flags, cfg, mode, preset.rule.file_folios, oob == "adjacent",
                            *bufs)
 
     out_pfn, out_va, out_nr, out_reason, out_over = _drive(
         run_round, item_bound, starts, ends, (np.uint64, np.uint64, np.uint32, np.uint8, np.uint8))
     lazy = (space.folio_flags[item_f] & np.uint8(FOLIO_ANON | FOLIO_SWAPBACKED)) == FOLIO_ANON
-    return UnmapResult(kernel=profile.name, generation=profile.generation.name,
+    return UnmapResult(caller=preset.name, kernel=profile.name, generation=profile.generation.name,
                        flags=profile.generation.describe_flags(fl), oob=oob, va=out_va, nr=out_nr,
-                       reason=out_reason, overrun=out_over, folio_pfn=out_pfn,
+                       reason=out_reason, findings=out_over, folio_pfn=out_pfn,
                        folios=int(item_f.size), lazyfree_folios=int(np.count_nonzero(lazy)))

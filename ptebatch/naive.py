@@ -17,7 +17,8 @@ from .arch import PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, PTRS_PER_PTE, U64, get_arch
 from .engine import batch_outputs, check_batch_args, check_walk_args
 from .results import BatchResult, ScanResult, UnmapResult
 from .space import FOLIO_ANON, FOLIO_SWAPBACKED, AddressSpace
-from .versions import UNMAP_ALL_OR_NOTHING, UNMAP_CLAMPED, resolve_flags, resolve_kernel
+from .callers import UNMAP_ALL_OR_NOTHING, UNMAP_CLAMPED
+from .versions import resolve_flags, resolve_kernel
 
 __all__ = ["folio_pte_batch", "scan", "unmap", "pmd_addr_end"]
 
@@ -49,10 +50,28 @@ class _Batcher:
     def pte_advance_pfn(self, pte, nr):
         return (pte + (nr << PAGE_SHIFT)) & U64
 
+    def pte_valid_cont(self, pte):
+        return bool(self.arch.cont) and self.pte_present(pte) and bool(pte & self.arch.cont)
+
     def pte_batch_hint(self, index, pte):
-        if self.arch.cont and self.pte_present(pte) and pte & self.arch.cont:
+        """arm64: a contpte entry lets the scan jump to the end of its 16-entry block."""
+        if self.pte_valid_cont(pte):
             return 16 - (index & 15)
         return 1
+
+    def ptep_get(self, read, index):
+        """ptep_get: arm64 returns a contpte entry with young/dirty of its whole block."""
+        pte = read(index)
+        if not self.pte_valid_cont(pte):
+            return pte
+        start = index - index % 16
+        for i in range(start, start + 16):
+            other = read(i)
+            if self.arch.is_dirty(other):
+                pte = self.arch.apply("mkdirty", pte)
+            if other & self.arch.young:
+                pte = self.arch.apply("mkyoung", pte)
+        return pte
 
     def clear_ignored(self, pte):
         """__pte_batch_clear_ignored, as each generation wrote it."""
@@ -98,7 +117,7 @@ class _Batcher:
         expected = self.clear_ignored(self.pte_advance_pfn(pte, nr))
         p = start + nr
         while p < end:
-            pte = read(p)
+            pte = self.ptep_get(read, p)
             last = p
             writable = bool(pte & self.arch.write)
             young = bool(pte & self.arch.young)
@@ -127,7 +146,7 @@ class _Batcher:
         expected = self.clear_ignored(self.pte_advance_pfn(pte, nr))
         p = start + nr
         while nr < max_nr:
-            pte = read(p)
+            pte = self.ptep_get(read, p)
             last = p
             if self.clear_ignored(pte) != expected:
                 stop = self.why_different(pte, expected)
@@ -162,6 +181,7 @@ def folio_pte_batch(ptes, index, max_nr, folio_pfn, folio_nr, *, flags=0, kernel
         return entries[i] if i < len(entries) else 0
 
     b = _Batcher(arch, profile, fl)
+    pte = b.ptep_get(read, index)
     nr, stop, last, w, y, d = b.batch(read, index, pte, max_nr, folio_pfn, folio_nr)
     reason = _reason(stop, b.pte_pfn(pte), nr, folio_pfn, folio_nr, R.MAX_NR)
     return BatchResult(nr=nr, reason=R.NAMES[reason], last_read=last,
@@ -250,32 +270,48 @@ class _Memory:
                 addr += PAGE_SIZE
 
 
-def _overrun(last, table_end, addr, g, vma_end):
-    over = 0
+def _findings(b, rule, read, g, nr, last, table_end, addr, vma_end, first_pfn, folio_end):
+    """The detector bits of one batch (see ptebatch.reasons)."""
+    found = 0
     if last >= table_end:
-        over |= R.OVER_TABLE
+        found |= R.OVER_TABLE           # KASAN would flag this load
     if addr + (last - g) * PAGE_SIZE >= vma_end:
-        over |= R.OVER_VMA
-    return over
+        found |= R.OVER_VMA
+    if first_pfn + nr > folio_end:
+        found |= R.PAST_FOLIO
+    if nr > 1:
+        arch = b.arch
+        prop = {"write": lambda e: bool(e & arch.write),
+                "soft_dirty": lambda e: bool(e & arch.soft_dirty),
+                "dirty": arch.is_dirty}
+        entries = [read(i) for i in range(g, g + nr)]   # raw, skipped or not
+        for name in rule.spread:
+            if len({prop[name](e) for e in entries}) > 1:
+                found |= R.SPREAD
+        if len({bool(e & arch.uffd_wp) for e in entries}) > 1:
+            found |= R.UFFD_WP
+    return found
 
 
-def scan(space: AddressSpace, *, kernel="6.16", flags=None, clamp="pmd", oob="none",
-         parallel=None) -> ScanResult:
+def scan(space: AddressSpace, *, caller="zap", kernel="6.16", flags=None, clamp=None, oob="none",
+         move_by=0, parallel=None) -> ScanResult:
     """Naive twin of :func:`ptebatch.scan` (``parallel`` is accepted and ignored)."""
-    profile, fl = check_walk_args(space, kernel, flags, clamp, oob, lambda p: p.zap_flags)
+    preset, fl, clamp, move_by = check_walk_args(space, "scan", caller, kernel, flags, clamp, oob,
+                                                 move_by)
+    profile, rule = preset.profile, preset.rule
     arch = get_arch(space.arch)
     mem = _Memory(space, oob)
     b = _Batcher(arch, profile, fl)
     rows = []
     present = 0
 
-    def zap_pte_range(addr, end, vma_end):
-        """One table's part of the VMA; returns where the walk goes on."""
-        limit_reason = R.VMA_END if end == vma_end else R.PMD_END
+    def pte_range(addr, end, vma_end, limit_reason):
+        """One walker call (zap_pte_range, copy_pte_range, move_ptes...) over
+        [addr, end); returns where the walk goes on."""
         g = mem.slot(addr)  # pte_offset_map: the table is mapped once per range
         read, table_end = mem.reader(g)
         while addr < end:
-            pte = read(g)
+            pte = b.ptep_get(read, g)
             if not b.pte_present(pte):
                 addr += PAGE_SIZE
                 g += 1
@@ -287,6 +323,12 @@ def scan(space: AddressSpace, *, kernel="6.16", flags=None, clamp="pmd", oob="no
                 addr += PAGE_SIZE
                 g += 1
                 continue
+            if not rule.batches or (rule.need_hint and b.pte_batch_hint(g, pte) == 1):
+                # this release's caller takes it one PTE at a time
+                rows.append((addr, 1, R.SINGLE, 0))
+                addr += PAGE_SIZE
+                g += 1
+                continue
             fpfn, fnr = mem.folio_pfn[f], mem.folio_nr[f]
             max_nr = fnr if clamp == "folio" else (end - addr) >> PAGE_SHIFT
             if max_nr == 1:
@@ -294,7 +336,8 @@ def scan(space: AddressSpace, *, kernel="6.16", flags=None, clamp="pmd", oob="no
             else:
                 nr, stop, last, *_ = b.batch(read, g, pte, max_nr, fpfn, fnr)
             rows.append((addr, nr, _reason(stop, pfn, nr, fpfn, fnr, limit_reason),
-                         _overrun(last, table_end, addr, g, vma_end)))
+                         _findings(b, rule, read, g, nr, last, table_end, addr, vma_end, pfn,
+                                   fpfn + fnr)))
             addr += nr * PAGE_SIZE
             g += nr
         return addr
@@ -304,30 +347,40 @@ def scan(space: AddressSpace, *, kernel="6.16", flags=None, clamp="pmd", oob="no
         addr = vma_start
         while addr < vma_end:
             next_ = pmd_addr_end(addr, vma_end)
+            limit_reason = R.VMA_END if next_ == vma_end else R.PMD_END
+            if rule.dst_clamp:
+                # move_page_tables: the extent also stops at the destination's next PMD
+                new_addr = (addr + move_by) & U64
+                dst_left = (((new_addr + PMD_SIZE) & PMD_MASK) - new_addr) & U64
+                if dst_left < next_ - addr:
+                    next_, limit_reason = addr + dst_left, R.DST_PMD_END
             if mem.slot(addr) is None:
                 # pmd_none: nothing mapped up to the next table
                 tva = mem.next_table(addr)
                 addr = vma_end if tva is None else max(next_, min(tva, vma_end))
                 continue
-            addr = max(zap_pte_range(addr, next_, vma_end), next_)
-    return _walk_result(ScanResult, rows, 4, profile, fl, oob, clamp=clamp, present_ptes=present)
+            addr = max(pte_range(addr, next_, vma_end, limit_reason), next_)
+    return _walk_result(ScanResult, rows, 4, preset, fl, oob, clamp=clamp, present_ptes=present)
 
 
-def _walk_result(cls, rows, width, profile, fl, oob, **extra):
+def _walk_result(cls, rows, width, preset, fl, oob, **extra):
     cols = list(zip(*rows)) if rows else [()] * width
     dtypes = (np.uint64, np.uint32, np.uint8, np.uint8)
     if cls is UnmapResult:
         extra["folio_pfn"] = np.array(cols[0], dtype=np.uint64)
         cols = cols[1:]
     arrays = [np.array(c, dtype=dt) for c, dt in zip(cols, dtypes)]
-    return cls(kernel=profile.name, generation=profile.generation.name,
+    profile = preset.profile
+    return cls(caller=preset.name, kernel=profile.name, generation=profile.generation.name,
                flags=profile.generation.describe_flags(fl), oob=oob, va=arrays[0], nr=arrays[1],
-               reason=arrays[2], overrun=arrays[3], **extra)
+               reason=arrays[2], findings=arrays[3], **extra)
 
 
-def unmap(space: AddressSpace, *, kernel="6.16", oob="none", parallel=None) -> UnmapResult:
+def unmap(space: AddressSpace, *, caller="lazyfree", kernel="6.16", flags=None, oob="none",
+          parallel=None) -> UnmapResult:
     """Naive twin of :func:`ptebatch.unmap` (``parallel`` is accepted and ignored)."""
-    profile, fl = check_walk_args(space, kernel, None, "pmd", oob, lambda p: p.unmap_flags)
+    preset, fl, _, _ = check_walk_args(space, "unmap", caller, kernel, flags, None, oob)
+    profile, rule = preset.profile, preset.rule
     arch = get_arch(space.arch)
     mem = _Memory(space, oob)
     b = _Batcher(arch, profile, fl)
@@ -350,7 +403,8 @@ def unmap(space: AddressSpace, *, kernel="6.16", oob="none", parallel=None) -> U
         swapbacked = bool(mem.folio_flags[f] & FOLIO_SWAPBACKED)
         lazyfree_folios += anon and not swapbacked
         # "We only support lazyfree (or, from 7.0, file) folios batching for now"
-        batchable = anon and not swapbacked if not profile.unmap_file else not (anon and swapbacked)
+        batchable = rule.batches and (anon and not swapbacked if not rule.file_folios
+                                      else not (anon and swapbacked))
         by_vma: dict[int, list] = {}
         for v, addr, g, vma_end in rmap[f]:
             by_vma.setdefault(v, []).append((addr, g, vma_end))
@@ -361,24 +415,26 @@ def unmap(space: AddressSpace, *, kernel="6.16", oob="none", parallel=None) -> U
                 if addr < cursor:
                     continue  # cleared by the previous batch
                 read, table_end = mem.reader(g)
-                pte = read(g)
+                pte = b.ptep_get(read, g)
                 nr, reason, last = 1, R.SINGLE, g
-                if batchable and profile.unmap == UNMAP_ALL_OR_NOTHING:
+                if batchable and rule.unmap == UNMAP_ALL_OR_NOTHING:
                     # can_batch_unmap_folio_ptes (6.15.0-6.15.6)
                     if b.pte_pfn(pte) == fpfn:
                         n, _, last, *_ = b.batch(read, g, pte, fnr, fpfn, fnr)
                         if n == fnr:
                             nr, reason = n, R.FOLIO_END
-                elif batchable and profile.unmap == UNMAP_CLAMPED:
+                elif batchable and rule.unmap == UNMAP_CLAMPED:
                     # folio_unmap_pte_batch: one VMA and one page table only
                     end = pmd_addr_end(addr, vma_end)
                     n, stop, last, *_ = b.batch(read, g, pte, (end - addr) >> PAGE_SHIFT, fpfn, fnr)
                     nr = n
                     reason = _reason(stop, b.pte_pfn(pte), n, fpfn, fnr,
                                      R.VMA_END if end == vma_end else R.PMD_END)
-                rows.append((fpfn, addr, nr, reason, _overrun(last, table_end, addr, g, vma_end)))
+                rows.append((fpfn, addr, nr, reason,
+                             _findings(b, rule, read, g, nr, last, table_end, addr, vma_end,
+                                       b.pte_pfn(pte), fpfn + fnr)))
                 if nr == fnr:
                     break  # walk_done
                 cursor = addr + nr * PAGE_SIZE
-    return _walk_result(UnmapResult, rows, 5, profile, fl, oob, folios=len(rmap),
+    return _walk_result(UnmapResult, rows, 5, preset, fl, oob, folios=len(rmap),
                         lazyfree_folios=lazyfree_folios)

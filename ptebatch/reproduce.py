@@ -331,7 +331,7 @@ def _analyse(pb, space, head, target, boundary, size, below) -> dict:
     def rows(r):
         m = r.folio_pfn == np.uint64(f_pfn)
         return ([int(x) for x in r.nr[m]], [str(x) for x in r.reason_names()[m]],
-                int(np.count_nonzero(r.overrun[m] & 1)))
+                int(np.count_nonzero(r.findings[m] & 1)))
 
     out = {"folio": folio}
     # 6.15: the batch from the folio's first page with max_nr = folio size, no table clamp

@@ -56,12 +56,14 @@ def _reason_counts(reason: np.ndarray, names) -> dict:
     return {name: int(counts[R.NAMES.index(name)]) for name in names}
 
 
-SCAN_REASONS = ("folio_end", "pmd_end", "vma_end", "not_present", "pfn_gap", "bit_mismatch", "order0")
+SCAN_REASONS = ("folio_end", "pmd_end", "vma_end", "dst_pmd_end", "not_present", "pfn_gap",
+                "bit_mismatch", "order0", "single")
 UNMAP_REASONS = ("folio_end", "pmd_end", "vma_end", "not_present", "pfn_gap", "bit_mismatch", "single")
 
 
 @dataclass
 class _WalkResult:
+    caller: str
     kernel: str
     generation: str
     flags: list
@@ -69,13 +71,26 @@ class _WalkResult:
     va: np.ndarray
     nr: np.ndarray
     reason: np.ndarray
-    overrun: np.ndarray
+    findings: np.ndarray
     table_overruns: int = field(init=False)
     vma_overruns: int = field(init=False)
 
     def __post_init__(self) -> None:
-        self.table_overruns = int(np.count_nonzero(self.overrun & R.OVER_TABLE))
-        self.vma_overruns = int(np.count_nonzero(self.overrun & R.OVER_VMA))
+        self.table_overruns = int(np.count_nonzero(self.findings & R.OVER_TABLE))
+        self.vma_overruns = int(np.count_nonzero(self.findings & R.OVER_VMA))
+
+    @property
+    def finding_counts(self) -> dict:
+        """Batches that tripped each detector (``table_overrun``, ``vma_overrun``,
+        ``past_folio``, ``spread``, ``uffd_wp``)."""
+        return {name: int(np.count_nonzero(self.findings & bit)) for name, bit in R.FINDINGS}
+
+    def flagged(self, detector: str) -> np.ndarray:
+        """Row indices of the batches that tripped ``detector``."""
+        bits = dict(R.FINDINGS)
+        if detector not in bits:
+            raise ValueError(f"detector: unknown detector {detector!r} (known: {', '.join(bits)})")
+        return np.flatnonzero(self.findings & bits[detector])
 
     @property
     def batches(self) -> int:
@@ -95,11 +110,12 @@ class _WalkResult:
     def _common(self, reasons) -> dict:
         h = self.hist
         return {
-            "kernel": self.kernel, "generation": self.generation, "flags": list(self.flags),
-            "oob": self.oob, "batches": self.batches,
+            "caller": self.caller, "kernel": self.kernel, "generation": self.generation,
+            "flags": list(self.flags), "oob": self.oob, "batches": self.batches,
             "ptes_batched": int(self.nr.sum(dtype=np.uint64)),
             "mean_batch": round(self.mean_batch, 6),
             "table_overruns": self.table_overruns, "vma_overruns": self.vma_overruns,
+            "findings": self.finding_counts,
             "stop_reasons": _reason_counts(self.reason, reasons),
             "batch_size_hist": {str(n): int(c) for n, c in enumerate(h) if c},
         }
@@ -115,12 +131,19 @@ class ScanResult(_WalkResult):
 
     Attributes
     ----------
-    va, nr, reason, overrun : numpy.ndarray
+    caller : str
+        The walker preset (``zap``, ``fork-private``, ``mremap``...).
+    va, nr, reason, findings : numpy.ndarray
         One row per batch in walk order: start address (uint64), size
         (uint32), reason code (uint8, names in :mod:`ptebatch.reasons`) and
-        overrun bits (uint8: 1 read past entry 511, 2 read past the VMA end).
+        detector bits (uint8, :data:`ptebatch.reasons.FINDINGS`): 1 read past
+        entry 511, 2 read past the VMA end, 4 covers a page past its folio,
+        8 entries differ in a bit the caller stamps from the first PTE,
+        16 entries differ in uffd-wp.
     table_overruns, vma_overruns : int
         Batches whose scan read past entry 511 of its table / past its VMA.
+    finding_counts : dict
+        Batches per detector.
     present_ptes : int
         Present PTEs inside VMAs.
     clamp : str
@@ -147,11 +170,13 @@ class UnmapResult(_WalkResult):
 
     Attributes
     ----------
-    folio_pfn, va, nr, reason, overrun : numpy.ndarray
+    caller : str
+        The reverse-map preset (``lazyfree``).
+    folio_pfn, va, nr, reason, findings : numpy.ndarray
         One row per unmap step in walk order (folio by folio in PFN order, then
         each VMA in address order): the folio, the first address, PTEs taken,
         why the step ended (``single`` when the caller did not batch) and
-        overrun bits as in :class:`ScanResult`.
+        detector bits as in :class:`ScanResult`.
     table_overruns, vma_overruns : int
         Steps whose batch scan read past entry 511 / past the VMA end
         (including all-or-nothing attempts that were then abandoned).

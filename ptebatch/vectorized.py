@@ -22,11 +22,18 @@ from .results import ScanResult
 __all__ = ["scan"]
 
 
-def scan(space, *, kernel="6.16", flags=None, clamp="pmd", oob="none", parallel=None) -> ScanResult:
-    """Vectorised twin of :func:`ptebatch.scan` for ``clamp="pmd"`` (``oob`` has no effect there)."""
-    profile, fl = check_walk_args(space, kernel, flags, clamp, oob, lambda p: p.zap_flags)
+def scan(space, *, caller="zap", kernel="6.16", flags=None, clamp=None, oob="none",
+         parallel=None) -> ScanResult:
+    """Vectorised twin of :func:`ptebatch.scan` for ``clamp="pmd"`` (``oob`` has no effect
+    there) and callers that batch every large folio and stamp nothing (zap, fork, madvise...)."""
+    preset, fl, clamp, _ = check_walk_args(space, "scan", caller, kernel, flags, clamp, oob)
+    profile = preset.profile
     if clamp != "pmd":
         raise ValueError("clamp: the NumPy scan supports clamp='pmd' only")
+    r = preset.rule
+    if not r.batches or r.need_hint or r.dst_clamp or r.spread:
+        raise ValueError(f"caller: the NumPy scan models callers that always batch and stamp "
+                         f"nothing; {preset.name} on {profile.name} does not")
     arch = get_arch(space.arch)
     if arch.cont:
         raise ValueError("arch: the NumPy scan does not model pte_batch_hint > 1")
@@ -78,7 +85,8 @@ def scan(space, *, kernel="6.16", flags=None, clamp="pmd", oob="none", parallel=
         [e_f < 0, at_folio_end, at_seg_end, ~nxt_present, nxt_pfn != pfn[ends] + np.uint64(1)],
         [R.ORDER0, R.FOLIO_END, seg_reason[seg[ends]], R.NOT_PRESENT, R.PFN_GAP],
         default=R.BIT_MISMATCH).astype(np.uint8)
-    return ScanResult(kernel=profile.name, generation=profile.generation.name,
+    # with the table clamp and no contpte hint no detector can trip
+    return ScanResult(caller=preset.name, kernel=profile.name, generation=profile.generation.name,
                       flags=profile.generation.describe_flags(fl), oob=oob, va=va.astype(np.uint64),
-                      nr=nr, reason=reason, overrun=np.zeros(nr.size, dtype=np.uint8), clamp=clamp,
+                      nr=nr, reason=reason, findings=np.zeros(nr.size, dtype=np.uint8), clamp=clamp,
                       present_ptes=int(present.sum()))

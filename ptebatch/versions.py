@@ -10,8 +10,8 @@
 * generation 2 (6.17+): ``FPB_RESPECT_*`` / ``FPB_MERGE_*`` flags, everything
   but uffd-wp-like bits ignored unless respected; the merged PTE is returned.
 
-A :class:`KernelProfile` adds what each release's callers do (zap flags, the
-lazyfree reclaim rule).  Everything below is tables; code elsewhere reads them.
+What each caller passes in each release is in :mod:`ptebatch.callers`.
+Everything below is tables; code elsewhere reads them.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Iterable, Mapping
 from .arch import U64, Arch
 
 __all__ = ["Generation", "KernelProfile", "GENERATIONS", "resolve_kernel", "resolve_flags",
-           "Normaliser", "normaliser"]
+           "parse_version", "Normaliser", "normaliser"]
 
 
 @dataclass(frozen=True)
@@ -108,40 +108,20 @@ GENERATIONS: dict[str, Generation] = {"1": GEN1, "1b": GEN1B, "2": GEN2}
 
 _PROP_OP = {"dirty": "mkclean", "soft_dirty": "clear_soft_dirty", "write": "wrprotect", "young": "mkold"}
 
-# Lazyfree reclaim (try_to_unmap_one) batching rules.
-UNMAP_SINGLE = "single"            # no lazyfree batching: one PTE at a time
-UNMAP_ALL_OR_NOTHING = "all_or_nothing"  # 6.15.0-6.15.6: max_nr = folio size, no clamp
-UNMAP_CLAMPED = "clamped"          # 6.15.7+/6.16+: max_nr cut at pmd_addr_end(addr, vma_end)
-
-
 @dataclass(frozen=True)
 class KernelProfile:
-    """What one kernel release does.
+    """One kernel release: its version and its ``folio_pte_batch`` generation.
+
+    What each caller passes in that release is in :mod:`ptebatch.callers`.
 
     Attributes
     ----------
     version : tuple[int, int, int]
     generation : Generation
-    zap_flags : int
-        Flags zap (munmap, exit) passes, in the generation's vocabulary.
-    unmap : str
-        Lazyfree reclaim rule: ``"single"``, ``"all_or_nothing"`` or ``"clamped"``.
-    unmap_flags : int
-        Flags the lazyfree reclaim path passes.
-    unmap_file : bool
-        Reclaim also batches file-backed large folios (everything but
-        swap-backed anon), not only lazyfree ones.
-    note : str
-        Where the behaviour comes from.
     """
 
     version: tuple[int, int, int]
     generation: Generation
-    zap_flags: int
-    unmap: str
-    unmap_flags: int
-    unmap_file: bool
-    note: str
 
     @property
     def name(self) -> str:
@@ -149,25 +129,24 @@ class KernelProfile:
         return f"{major}.{minor}" + (f".{patch}" if patch else "")
 
 
-_G1_ZAP = _GEN1_FLAGS["FPB_IGNORE_DIRTY"] | _GEN1_FLAGS["FPB_IGNORE_SOFT_DIRTY"]
-
-# (first release, generation, zap flags, reclaim rule, reclaim flags, reclaim batches file
-# folios, note); a release uses the last row whose first release is <= it.  Stable backports
-# (the XEN PV fix in 6.12.y/6.14.y, the restore fix in 6.19.y) are not rows: select "gen1b"
-# or build a KernelProfile for those.
-_RELEASES: tuple[tuple[tuple[int, int, int], Generation, int, str, int, bool, str], ...] = (
-    ((6, 9, 0), GEN1, _G1_ZAP, UNMAP_SINGLE, 0, False,
-     "folio_pte_batch with FPB_IGNORE_* flags; no lazyfree batching in reclaim"),
-    ((6, 15, 0), GEN1B, _G1_ZAP, UNMAP_ALL_OR_NOTHING, _G1_ZAP, False,
-     "XEN PV fix cuts max_nr at the folio end; lazyfree batched unmap without a table "
-     "clamp (CVE-2025-38447)"),
-    ((6, 15, 7), GEN1B, _G1_ZAP, UNMAP_CLAMPED, _G1_ZAP, False,
-     "mm/rmap: fix potential out-of-bounds page table access during batched unmap"),
-    ((6, 17, 0), GEN2, 0, UNMAP_CLAMPED, 0, False,
-     "folio_pte_batch_flags with FPB_RESPECT_*/FPB_MERGE_*"),
-    ((7, 0, 0), GEN2, 0, UNMAP_CLAMPED, GEN2.flags["FPB_RESPECT_WRITE"] | GEN2.flags["FPB_RESPECT_SOFT_DIRTY"],
-     True, "reclaim respects write and soft-dirty (restore fix) and batches file folios too"),
+# (first release, generation); a release uses the last row whose first release is <= it.
+# Stable backports (the XEN PV fix in 6.12.y/6.14.y) are not rows: select "gen1b" for those.
+_RELEASES: tuple[tuple[tuple[int, int, int], Generation], ...] = (
+    ((6, 9, 0), GEN1),
+    ((6, 15, 0), GEN1B),
+    ((6, 17, 0), GEN2),
 )
+FIRST_RELEASE = _RELEASES[0][0]
+
+
+def parse_version(text: str) -> tuple[int, int, int]:
+    """``"6.15.7"`` / ``"v6.16"`` to a tuple; raises ValueError naming the rule."""
+    m = _VERSION_RE.fullmatch(text.strip())
+    if m is None:
+        raise ValueError(f"kernel: {text!r} is not a release version like '6.16' or '6.15.7' "
+                         "(release candidates are not modelled)")
+    return int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
+
 
 _VERSION_RE = re.compile(r"v?(\d+)\.(\d+)(?:\.(\d+))?")
 
@@ -203,17 +182,12 @@ def resolve_kernel(kernel) -> KernelProfile:
         if gen is None:
             raise ValueError(f"kernel: unknown generation {kernel!r} (known: gen1, gen1b, gen2)")
         text = gen.representative
-    m = _VERSION_RE.fullmatch(text)
-    if m is None:
-        raise ValueError(f"kernel: {kernel!r} is not a release version like '6.16' or '6.15.7' "
-                         "(release candidates are not modelled)")
-    version = (int(m.group(1)), int(m.group(2)), int(m.group(3) or 0))
-    if version < _RELEASES[0][0]:
+    version = parse_version(text)
+    if version < FIRST_RELEASE:
         raise ValueError(f"kernel: {kernel!r} predates the modelled folio_pte_batch "
                          "(ptebatch models 6.9 and later)")
-    row = [r for r in _RELEASES if r[0] <= version][-1]
-    _, gen, zap, unmap, unmap_flags, unmap_file, note = row
-    return KernelProfile(version, gen, zap, unmap, unmap_flags, unmap_file, note)
+    gen = [g for first, g in _RELEASES if first <= version][-1]
+    return KernelProfile(version, gen)
 
 
 def resolve_flags(flags, gen: Generation, default: int) -> int:
@@ -295,7 +269,11 @@ def normaliser(arch: Arch, gen: Generation, flags: int) -> Normaliser:
             cs &= ~forced_set
             cc &= ~forced_clear
             if cs or cc:
-                if cond != (0, 0, 0) or (keep != U64 or set_ != 0):
+                # The one conditional step runs first.  A later one may be moved
+                # there when no earlier step touches the bits it tests or sets
+                # (arm64 gen 1: mkold, then wrprotect saving hardware dirty).
+                touched = (~keep | set_) & U64
+                if cond != (0, 0, 0) or touched & (cs | cc | s):
                     raise NotImplementedError(f"{arch.name}: normalisation needs more than one "
                                               "leading conditional step")
                 if not cs or c:

@@ -10,7 +10,9 @@ from hypothesis import strategies as st
 import ptebatch as pb
 from strategies import KERNELS, batch_calls, spaces
 
-SCAN_FIELDS = ("va", "nr", "reason", "overrun")
+SCAN_FIELDS = ("va", "nr", "reason", "findings")
+WALKERS = [c.name for c in pb.CALLERS.values() if c.walk == "scan"]
+RMAPS = [c.name for c in pb.CALLERS.values() if c.walk == "unmap"]
 
 
 @contextlib.contextmanager
@@ -28,7 +30,7 @@ def engine_settings(**values):
 def threads_even_for_small_spaces():
     # The engine walks small spaces on one thread; these tests need the chunked path.
     return engine_settings(PARALLEL_MIN_WORK=0)
-UNMAP_FIELDS = ("folio_pfn", "va", "nr", "reason", "overrun")
+UNMAP_FIELDS = ("folio_pfn", "va", "nr", "reason", "findings")
 
 
 def assert_same(a, b, fields):
@@ -41,9 +43,11 @@ def assert_same(a, b, fields):
 
 @given(batch_calls())
 def test_folio_pte_batch_jit_equals_naive(call):
-    arr, index, max_nr, folio_pfn, folio_nr, flags, kernel = call
-    a = pb.folio_pte_batch(arr, index, max_nr, folio_pfn, folio_nr, flags=flags, kernel=kernel)
-    b = pb.naive.folio_pte_batch(arr, index, max_nr, folio_pfn, folio_nr, flags=flags, kernel=kernel)
+    arr, index, max_nr, folio_pfn, folio_nr, flags, kernel, arch = call
+    a = pb.folio_pte_batch(arr, index, max_nr, folio_pfn, folio_nr, flags=flags, kernel=kernel,
+                           arch=arch)
+    b = pb.naive.folio_pte_batch(arr, index, max_nr, folio_pfn, folio_nr, flags=flags,
+                                 kernel=kernel, arch=arch)
     assert a == b
     assert 1 <= a.nr <= max_nr
 
@@ -73,6 +77,25 @@ def test_unmap_jit_equals_naive(space, kernel, oob, parallel):
     with threads_even_for_small_spaces():
         a = pb.unmap(space, kernel=kernel, oob=oob, parallel=parallel)
     b = pb.naive.unmap(space, kernel=kernel, oob=oob)
+    assert_same(a, b, UNMAP_FIELDS)
+
+
+@given(spaces(), st.sampled_from(WALKERS), st.sampled_from(KERNELS),
+       st.sampled_from([0, 0x1000, 0x1FF000, -0x3000, 0x200000]), st.booleans())
+def test_every_walker_preset_jit_equals_naive(space, caller, kernel, move_by, parallel):
+    preset = pb.resolve_caller(caller, kernel)
+    move_by = move_by if preset.rule.dst_clamp else 0
+    with threads_even_for_small_spaces():
+        a = pb.scan(space, caller=caller, kernel=kernel, move_by=move_by, parallel=parallel)
+    b = pb.naive.scan(space, caller=caller, kernel=kernel, move_by=move_by)
+    assert_same(a, b, SCAN_FIELDS)
+
+
+@given(spaces(), st.sampled_from(RMAPS), st.sampled_from(KERNELS), st.booleans())
+def test_every_rmap_preset_jit_equals_naive(space, caller, kernel, parallel):
+    with threads_even_for_small_spaces():
+        a = pb.unmap(space, caller=caller, kernel=kernel, parallel=parallel)
+    b = pb.naive.unmap(space, caller=caller, kernel=kernel)
     assert_same(a, b, UNMAP_FIELDS)
 
 

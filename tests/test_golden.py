@@ -22,7 +22,7 @@ def test_thread_layout_unmap_6_15_overruns_the_table(impl):
     # The scan from entry 511 reads entry 512 (none, with oob="none"): the
     # all-or-nothing batch fails and every page goes one at a time.
     assert r.nr.tolist() == [1] * 16
-    assert r.overrun[0] == pb.reasons.OVER_TABLE and not r.overrun[1:].any()
+    assert r.findings[0] == pb.reasons.OVER_TABLE and not r.findings[1:].any()
     # With the next page-table page in memory after A, the kernel batches all 16.
     adj = impl.unmap(space, kernel="6.15", oob="adjacent")
     assert adj.nr.tolist() == [16] and adj.table_overruns == 1
@@ -44,7 +44,7 @@ def test_thread_layout_unmap_fixed_batches_1_then_15(impl, kernel):
 def test_thread_layout_scan_unclamped_runs_past_the_table(impl):
     r = impl.scan(pb.thread_layout(), kernel="6.15", clamp="folio", oob="adjacent")
     assert r.nr.tolist() == [16]
-    assert r.table_overruns == 1 and r.overrun.tolist() == [pb.reasons.OVER_TABLE]
+    assert r.table_overruns == 1 and r.findings.tolist() == [pb.reasons.OVER_TABLE]
     clamped = impl.scan(pb.thread_layout(), kernel="6.15")
     assert clamped.nr.tolist() == [1, 15] and clamped.table_overruns == 0
 

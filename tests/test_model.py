@@ -76,15 +76,18 @@ def test_generation_ignore_rules(kernel, flags, ignored):
 ])
 def test_resolve_kernel(text, gen, unmap):
     p = pb.resolve_kernel(text)
-    assert (p.generation.name, p.unmap) == (gen, unmap)
+    preset = pb.resolve_caller("lazyfree", text)
+    assert p.generation.name == gen
+    assert (preset.rule.unmap if preset.rule.batches else "single") == unmap
 
 
 def test_zap_and_unmap_flags_per_release():
-    assert pb.resolve_kernel("6.16").generation.describe_flags(pb.resolve_kernel("6.16").zap_flags) == \
-        ["FPB_IGNORE_DIRTY", "FPB_IGNORE_SOFT_DIRTY"]
-    assert pb.resolve_kernel("6.18").zap_flags == 0
-    seven = pb.resolve_kernel("7.0")
-    assert seven.generation.describe_flags(seven.unmap_flags) == ["FPB_RESPECT_SOFT_DIRTY", "FPB_RESPECT_WRITE"]
+    def flags(caller, kernel):
+        p = pb.resolve_caller(caller, kernel)
+        return p.profile.generation.describe_flags(p.flags)
+    assert flags("zap", "6.16") == ["FPB_IGNORE_DIRTY", "FPB_IGNORE_SOFT_DIRTY"]
+    assert flags("zap", "6.18") == []
+    assert flags("lazyfree", "7.0") == ["FPB_RESPECT_SOFT_DIRTY", "FPB_RESPECT_WRITE"]
 
 
 @pytest.mark.parametrize("bad,match", [

@@ -19,12 +19,12 @@ def test_boundscheck_is_on():
     vma_end, reason = np.array([1 << 21], dtype=np.uint64), np.array([1])
     out = [np.empty(1, dtype=d) for d in (np.uint64, np.uint32, np.uint8, np.uint8)]
     empty = np.zeros(0, dtype=np.uint64)
-    profile = pb.resolve_kernel("6.16")
-    cfg = make_cfg(pb.X86_64, profile, profile.zap_flags)
+    preset = pb.resolve_caller("zap", "6.16")
+    cfg = make_cfg(pb.X86_64, preset.profile, preset.flags)
     with pytest.raises(IndexError):
         K.zap_segments(flat, g0, g1, va, vma, vma_end, reason, 0, 1, np.uint64(0), -1, empty, empty,
                        np.zeros(1, dtype=np.int64), np.uint64(0), np.uint64(9),
-                       np.zeros(0, dtype=np.int8), np.uint64(0), np.uint64(0), cfg, False, False,
+                       np.zeros(0, dtype=np.int8), np.uint64(0), np.uint64(0), cfg, K.WALK_BATCH, False, False,
                        *out, 0, 512)
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from ptebatch.bench import CASES, IMPLS, cases_up_to, space_for
 
-FIELDS = ("va", "nr", "reason", "overrun")
+FIELDS = ("va", "nr", "reason", "findings")
 NO_JIT = os.environ.get("NUMBA_DISABLE_JIT") == "1"
 SETTINGS = [dict(kernel="6.15", clamp="pmd"), dict(kernel="6.16", clamp="folio", oob="adjacent"),
             dict(kernel="6.18", clamp="pmd", flags="FPB_RESPECT_DIRTY")]

@@ -1,0 +1,294 @@
+"""Every kernel caller of ``folio_pte_batch``, as presets per release.
+
+Users think "fork on 6.17" or "lazyfree reclaim on 6.15", not in flag bits.
+A :class:`Caller` is one call site (file and function); its :class:`Rule`
+rows say, release by release, whether it batches, the flags it passes (in
+that release's generation's vocabulary), how it limits ``max_nr`` and which
+bits it later stamps from the first PTE onto every batched entry.  A release
+uses the last row whose first release is not after it.  Everything here is
+data: :mod:`ptebatch.engine` and :mod:`ptebatch.naive` read it.
+
+Page-table walkers (zap, fork, mprotect, mremap, madvise, mlock) run under
+:func:`ptebatch.scan`; the reverse-map caller (lazyfree reclaim) under
+:func:`ptebatch.unmap`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .versions import FIRST_RELEASE, KernelProfile, parse_version, resolve_flags, resolve_kernel
+
+__all__ = ["Rule", "Caller", "Preset", "CALLERS", "resolve_caller", "callers_table",
+           "SPREAD_PROPS"]
+
+WALK = "scan"    # a page-table walker: ptebatch.scan
+RMAP = "unmap"   # the reverse map: ptebatch.unmap
+
+# try_to_unmap_one's batching rule for lazyfree folios
+UNMAP_SINGLE = "single"                  # no batching: one PTE at a time
+UNMAP_ALL_OR_NOTHING = "all_or_nothing"  # 6.15.0-6.15.6: max_nr = folio size, no table clamp
+UNMAP_CLAMPED = "clamped"                # 6.15.7+: max_nr cut at pmd_addr_end(addr, vma_end)
+
+# Properties a write-back caller may stamp from the first PTE (the SPREAD detector).
+SPREAD_PROPS = ("write", "soft_dirty", "dirty")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What one caller does from one release on.
+
+    Attributes
+    ----------
+    since : str
+        First release of the row (``"6.15.7"``).
+    batches : bool
+        False: the caller takes one PTE at a time in these releases.
+    flags : str
+        ``FPB_*`` names (``|``-separated) in the generation of ``since``.
+    unmap : str
+        Reverse-map callers only: ``"single"``, ``"all_or_nothing"`` or ``"clamped"``.
+    file_folios : bool
+        Reverse-map callers only: file-backed large folios batch too, not
+        only lazyfree anon ones.
+    need_hint : bool
+        Batch only when ``pte_batch_hint`` is above 1 (mremap: never on x86).
+    dst_clamp : bool
+        ``max_nr`` is also cut at the destination's next 2 MiB boundary
+        (mremap's ``move_page_tables`` extent).
+    spread : tuple of str
+        Properties (``write``, ``soft_dirty``, ``dirty``) the caller stamps
+        from the first PTE on every batched entry without respecting them:
+        a batch whose entries differ in one trips the ``spread`` detector.
+    note : str
+        Where the row comes from.
+    """
+
+    since: str
+    batches: bool = True
+    flags: str = ""
+    unmap: str = UNMAP_CLAMPED
+    file_folios: bool = False
+    need_hint: bool = False
+    dst_clamp: bool = False
+    spread: tuple[str, ...] = ()
+    note: str = ""
+
+    @property
+    def version(self) -> tuple[int, int, int]:
+        return parse_version(self.since)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """One call site of ``folio_pte_batch``.
+
+    Attributes
+    ----------
+    name : str
+        Preset name (``"fork-private"``).
+    walk : str
+        ``"scan"`` (page-table walker) or ``"unmap"`` (reverse map).
+    source : str
+        File and function in the kernel tree.
+    summary : str
+        One line for listings.
+    rules : tuple of Rule
+        Release rows, oldest first.
+    """
+
+    name: str
+    walk: str
+    source: str
+    summary: str
+    rules: tuple[Rule, ...]
+
+    def rule(self, version: tuple[int, int, int]) -> Rule:
+        """The row in force for ``version`` (a caller not yet batching gets a
+        ``batches=False`` row)."""
+        rows = [r for r in self.rules if r.version <= version]
+        if not rows:
+            return Rule(".".join(map(str, FIRST_RELEASE)), batches=False, unmap=UNMAP_SINGLE,
+                        note="does not batch before " + self.rules[0].since)
+        return rows[-1]
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A caller in one release: what :func:`ptebatch.scan` / :func:`ptebatch.unmap` run.
+
+    Attributes
+    ----------
+    caller : Caller
+    profile : KernelProfile
+    rule : Rule
+    flags : int
+        The rule's flags as bits of the release's generation.
+    """
+
+    caller: Caller
+    profile: KernelProfile
+    rule: Rule
+    flags: int
+
+    @property
+    def name(self) -> str:
+        return self.caller.name
+
+    def describe(self) -> dict:
+        """JSON-ready description (for ``ptebatch callers`` and results)."""
+        r = self.rule
+        out = {"caller": self.caller.name, "kernel": self.profile.name,
+               "generation": self.profile.generation.name, "walk": self.caller.walk,
+               "batches": r.batches,
+               "flags": self.profile.generation.describe_flags(self.flags),
+               "source": self.caller.source, "since": r.since, "note": r.note}
+        if self.caller.walk == RMAP:
+            out["unmap"] = r.unmap
+            out["file_folios"] = r.file_folios
+        if r.need_hint:
+            out["need_hint"] = True
+        if r.dst_clamp:
+            out["dst_clamp"] = True
+        out["spread"] = list(r.spread)
+        return out
+
+
+_G1_ID = "FPB_IGNORE_DIRTY|FPB_IGNORE_SOFT_DIRTY"
+
+_LIST: tuple[Caller, ...] = (
+    Caller("zap", WALK, "mm/memory.c: zap_present_ptes (zap_pte_range)",
+           "munmap / exit / MADV_DONTNEED: clear the PTEs",
+           (Rule("6.9", flags=_G1_ID, note="mm/memory: optimize unmap/zap with PTE-mapped THP"),
+            Rule("6.17", flags="", note="folio_pte_batch_flags: flags inverted to FPB_RESPECT_*"))),
+    Caller("fork-private", WALK, "mm/memory.c: copy_present_ptes",
+           "fork of a private mapping, soft-dirty tracking off; parent and child end read-only",
+           (Rule("6.9", flags="FPB_IGNORE_SOFT_DIRTY",
+                 note="mm/memory: optimize fork() with PTE-mapped THP; any_writable output.  "
+                      "The child gets one value, write-protected for COW, so the merged write "
+                      "bit spreads nothing"),
+            Rule("6.17", flags="FPB_RESPECT_DIRTY|FPB_MERGE_WRITE"))),
+    Caller("fork-private-softdirty", WALK, "mm/memory.c: copy_present_ptes",
+           "fork of a private mapping with soft-dirty tracking on (clear_refs 4)",
+           (Rule("6.9", flags="", note="any_writable output"),
+            Rule("6.17", flags="FPB_RESPECT_DIRTY|FPB_RESPECT_SOFT_DIRTY|FPB_MERGE_WRITE"))),
+    Caller("fork-shared", WALK, "mm/memory.c: copy_present_ptes",
+           "fork of a shared mapping, soft-dirty tracking off; the child's PTEs are cleaned",
+           (Rule("6.9", flags=_G1_ID,
+                 note="any_writable output; the child's value is made clean and old, and write "
+                      "is merged on purpose"),
+            Rule("6.17", flags="FPB_MERGE_WRITE"))),
+    Caller("fork-shared-softdirty", WALK, "mm/memory.c: copy_present_ptes",
+           "fork of a shared mapping with soft-dirty tracking on",
+           (Rule("6.9", flags="FPB_IGNORE_DIRTY", note="any_writable output"),
+            Rule("6.17", flags="FPB_RESPECT_SOFT_DIRTY|FPB_MERGE_WRITE"))),
+    Caller("lazyfree", RMAP, "mm/rmap.c: try_to_unmap_one (folio_unmap_pte_batch)",
+           "reclaim of a lazyfree (MADV_FREE) folio; restores the PTEs if it was redirtied",
+           (Rule("6.15", flags=_G1_ID, unmap=UNMAP_ALL_OR_NOTHING, spread=("write", "soft_dirty"),
+                 note="mm: support batched unmap for lazyfree large folios during reclamation; "
+                      "no table clamp (CVE-2025-38447); the restore path stamps the first PTE"),
+            Rule("6.15.7", flags=_G1_ID, unmap=UNMAP_CLAMPED, spread=("write", "soft_dirty"),
+                 note="mm/rmap: fix potential out-of-bounds page table access during batched "
+                      "unmap"),
+            Rule("6.17", flags="", unmap=UNMAP_CLAMPED, spread=("write", "soft_dirty"),
+                 note="folio_pte_batch without flags: write, dirty and soft-dirty ignored"),
+            Rule("7.0", flags="FPB_RESPECT_WRITE|FPB_RESPECT_SOFT_DIRTY", unmap=UNMAP_CLAMPED,
+                 file_folios=True,
+                 note="restore fix (29f40594a281): respect write and soft-dirty; file folios "
+                      "batch too (mm: rmap: support batched unmapping for file large folios), "
+                      "except in uffd-wp VMAs"))),
+    Caller("mprotect", WALK, "mm/mprotect.c: change_pte_range (mprotect_folio_pte_batch)",
+           "mprotect: the modify path writes the new protection back batch by batch",
+           (Rule("6.17", flags="FPB_RESPECT_SOFT_DIRTY|FPB_RESPECT_WRITE",
+                 note="mm: optimize mprotect() by PTE batching (cac1db8c3aad); young and dirty "
+                      "are ORed by modify_prot_start_ptes, the write upgrade is decided page by "
+                      "page (PageAnonExclusive, not modelled)"),)),
+    Caller("mprotect-numa", WALK, "mm/mprotect.c: change_pte_range (prot_numa path)",
+           "NUMA hinting (change_prot_numa): batches only to skip folios it leaves alone",
+           (Rule("6.17", flags="", note="mprotect_folio_pte_batch with flags 0; nothing is "
+                                        "written back"),)),
+    Caller("mremap", WALK, "mm/mremap.c: move_ptes (mremap_folio_pte_batch)",
+           "mremap: moves batches to the destination, stamping the first PTE",
+           (Rule("6.17", flags="", need_hint=True, dst_clamp=True, spread=("write",),
+                 note="mm: optimize mremap() by PTE batching (f822a9a81a31), only when "
+                      "pte_batch_hint > 1 (0b5be138ce00); write ignored.  Dirty and young are "
+                      "ORed and soft-dirty is set on every moved entry, so only write spreads"),
+            Rule("6.18", flags="FPB_RESPECT_WRITE", need_hint=True, dst_clamp=True,
+                 note="mm/mremap: honour writable bit in mremap pte batching (04d1c9d60c6e; "
+                      "also in 6.17.y stable)"))),
+    Caller("madvise-free", WALK, "mm/madvise.c: madvise_free_pte_range",
+           "MADV_FREE: marks the batch old and clean",
+           (Rule("6.10", flags=_G1_ID, note="mm/madvise: optimize lazyfreeing with mTHP in "
+                                            "madvise_free; any_young/any_dirty outputs; a batch "
+                                            "short of the whole folio makes it try to split"),
+            Rule("6.17", flags="FPB_MERGE_YOUNG_DIRTY"))),
+    Caller("madvise-cold", WALK, "mm/madvise.c: madvise_cold_or_pageout_pte_range",
+           "MADV_COLD: marks the batch old and deactivates the folio",
+           (Rule("6.10", flags=_G1_ID, note="mm: madvise: avoid split during MADV_PAGEOUT and "
+                                            "MADV_COLD; any_young output"),
+            Rule("6.17", flags="FPB_MERGE_YOUNG_DIRTY"))),
+    Caller("madvise-pageout", WALK, "mm/madvise.c: madvise_cold_or_pageout_pte_range",
+           "MADV_PAGEOUT: as cold, then reclaims the folio",
+           (Rule("6.10", flags=_G1_ID, note="as madvise-cold"),
+            Rule("6.17", flags="FPB_MERGE_YOUNG_DIRTY"))),
+    Caller("mlock", WALK, "mm/mlock.c: mlock_pte_range (folio_mlock_step)",
+           "mlock / munlock of a range",
+           (Rule("6.11", flags=_G1_ID,
+                 note="folio_mlock_step switched to folio_pte_batch (June 2024 series; release "
+                      "tag not verified); before, it counted entries without comparing bits"),
+            Rule("6.17", flags=""))),
+)
+
+CALLERS: dict[str, Caller] = {c.name: c for c in _LIST}
+DEFAULT = {WALK: "zap", RMAP: "lazyfree"}
+
+
+def resolve_caller(caller, kernel, *, walk: str | None = None) -> Preset:
+    """Turn ``caller`` and ``kernel`` into a :class:`Preset`.
+
+    Parameters
+    ----------
+    caller : str, Caller or Preset
+        A name from :data:`CALLERS`; ``None`` picks the default of ``walk``
+        (zap for scan, lazyfree for unmap).
+    kernel : str or KernelProfile
+        As :func:`ptebatch.resolve_kernel`.
+    walk : {"scan", "unmap"}, optional
+        The function asking: a caller of the other kind is refused.
+
+    Raises
+    ------
+    ValueError
+        Unknown caller, or one that the asking function does not model.
+    """
+    if isinstance(caller, Preset):
+        return caller
+    if caller is None:
+        caller = DEFAULT[walk or WALK]
+    if isinstance(caller, str):
+        key = caller.strip().lower()
+        if key not in CALLERS:
+            raise ValueError(f"caller: unknown caller {caller!r} (known: {', '.join(CALLERS)})")
+        caller = CALLERS[key]
+    if not isinstance(caller, Caller):
+        raise TypeError(f"caller: expected a caller name, got {type(caller).__name__}")
+    if walk is not None and caller.walk != walk:
+        other = "ptebatch.unmap" if caller.walk == RMAP else "ptebatch.scan"
+        raise ValueError(f"caller: {caller.name!r} is a {'reverse-map' if caller.walk == RMAP else 'page-table walk'} "
+                         f"caller; run it with {other}")
+    profile = resolve_kernel(kernel)
+    rule = caller.rule(profile.version)
+    flags = resolve_flags(rule.flags, profile.generation, 0)
+    return Preset(caller, profile, rule, flags)
+
+
+def callers_table(kernel=None) -> list[dict]:
+    """Every caller's rows (or, with ``kernel``, its preset in that release)."""
+    out = []
+    for c in CALLERS.values():
+        if kernel is not None:
+            out.append(resolve_caller(c, kernel).describe())
+            continue
+        for r in c.rules:
+            out.append(resolve_caller(c, r.since).describe())
+    return out
