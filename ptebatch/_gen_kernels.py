@@ -28,6 +28,10 @@ _S12 = np.uint64(12)
 _S21 = np.uint64(21)
 _S42 = np.uint64(42)
 _M21 = np.uint64((1 << 21) - 1)
+_U15 = np.uint64(15)
+_U16 = np.uint64(16)
+_S16 = np.uint64(16)
+_B64K = np.uint64(1 << 16)
 
 
 @jit(inline=True)
@@ -127,15 +131,34 @@ def place_moved(m, straddle, gap, before, spread, start):
     return out, cur
 
 
+@jit(inline=True)
+def apply_steps(pte, steps):
+    """Apply masked steps (rows ``cond_set, cond_clear, set, clear`` of a uint64
+    array, as in :class:`ptebatch.arch.Arch`) to one PTE."""
+    for s in range(steps.shape[0]):
+        cs = steps[s, 0]
+        if (pte & cs) == cs and (pte & steps[s, 1]) == _U0:
+            pte = (pte | steps[s, 2]) & ~steps[s, 3]
+    return pte
+
+
 @jit(parallel=True)
 def fill_ptes(flat, rank, first_table, vbase, pfn, lo, hi, wp_from, fbits, key,
-              t_hole, t_young, t_dirty, young_bit, dirty_bit, write_bit):
+              t_hole, t_young, t_dirty, young_bit, dirty_steps, wp_steps):
     """Write every mapped PTE of every folio into the flat table array.
 
     Folio i maps its pages lo[i]..hi[i]-1; page k is at virtual page
     ``vbase[i] + k`` and PFN ``pfn[i] + k``.  One hash per page decides a hole
-    (entry left 0), accessed and dirty; pages from ``wp_from[i]`` on lose the
-    write bit.  Folios own disjoint entries, so the parallel loop is race free.
+    (entry left 0), accessed and dirty.  Each entry starts from the folio's
+    bits (write included), gets accessed, then dirty by ``dirty_steps`` (the
+    architecture's ``make_dirty``), then, from page ``wp_from[i]`` on,
+    ``wp_steps`` (``pte_wrprotect``).  Dirty before write-protect: such a page
+    was written while writable and then write-protected (hardware cannot dirty
+    a read-only arm64 PTE), so on arm64 ``pte_wrprotect`` saves the hardware
+    dirty state (read-only clear) in the software dirty bit.  With arm64's
+    ``make_dirty`` (software dirty on a read-only entry) the other order gives
+    the same bytes; on x86-64 the two steps touch different bits.
+    Folios own disjoint entries, so the parallel loop is race free.
     """
     for i in prange(vbase.shape[0]):
         vb = vbase[i]
@@ -152,13 +175,62 @@ def fill_ptes(flat, rank, first_table, vbase, pfn, lo, hi, wp_from, fbits, key,
             if ((h >> _S21) & _M21) < t_young:
                 pte |= young_bit
             if ((h >> _S42) & _M21) < t_dirty:
-                pte |= dirty_bit
+                pte = apply_steps(pte, dirty_steps)
             if k >= wf:
-                pte &= ~write_bit
+                pte = apply_steps(pte, wp_steps)
             v = vb + k
             row = rank[np.int64((v >> _U9) - first_table)]
             flat[row * 512 + np.int64(v & _U511)] = pte
 
 
+@jit(parallel=True)
+def fold_contpte(flat, table_va, vma_start, vma_end, folio_pfn, folio_nr, present, special,
+                 pfn_mask, norm_steps, cont_bit, key, t_fold):
+    """Set the contiguous bit on every eligible aligned 16-entry block chosen by the hash.
+
+    Block b is entries 16b..16b+15 of the flat array (64 KiB of VA, aligned;
+    32 blocks per table).  It is eligible, as for arm64's ``contpte_try_fold``,
+    when all 16 entries are present and not special, map PFNs p..p+15 with
+    p % 16 == 0 inside one listed folio of at least 16 pages, are equal after
+    ``norm_steps`` (``pte_mkold(pte_mkclean())``) outside the PFN, and the
+    whole 64 KiB lies in one VMA (byte addresses, sorted, disjoint).  A block
+    is chosen when ``mix64(va >> 16, key)`` is below ``t_fold`` (of 2**21).
+    Young and dirty of each entry are left as they are.  Blocks own disjoint
+    entries, so the parallel loop is race free.
+    """
+    keep = ~pfn_mask
+    for b in prange(flat.shape[0] >> 4):
+        e = b * 16
+        p0 = flat[e]
+        if (p0 & present) == _U0 or (p0 & special) != _U0:
+            continue
+        pfn0 = (p0 & pfn_mask) >> _S12
+        if (pfn0 & _U15) != _U0:
+            continue
+        va = table_va[b >> 5] + (np.uint64(b & 31) << _S16)
+        if (mix64((va >> _S16) * _GOLDEN + key) & _M21) >= t_fold:
+            continue
+        norm0 = apply_steps(p0, norm_steps) & keep
+        ok = True
+        for j in range(1, 16):
+            q = flat[e + j]
+            if (q & present) == _U0 or (q & special) != _U0 \
+                    or ((q & pfn_mask) >> _S12) != pfn0 + np.uint64(j) \
+                    or (apply_steps(q, norm_steps) & keep) != norm0:
+                ok = False
+                break
+        if not ok:
+            continue
+        f = np.int64(np.searchsorted(folio_pfn, pfn0, side="right")) - 1
+        if f < 0 or folio_nr[f] < _U16 or pfn0 + _U16 > folio_pfn[f] + folio_nr[f]:
+            continue
+        v = np.int64(np.searchsorted(vma_start, va, side="right")) - 1
+        if v < 0 or va + _B64K > vma_end[v]:
+            continue
+        for j in range(16):
+            flat[e + j] |= cont_bit
+
+
 DISPATCHERS = {"pack_tables": pack_tables, "shuffle_within_tables": shuffle_within_tables,
-               "place_moved": place_moved, "fill_ptes": fill_ptes, "mix64": mix64}
+               "place_moved": place_moved, "fill_ptes": fill_ptes, "fold_contpte": fold_contpte,
+               "mix64": mix64, "apply_steps": apply_steps}

@@ -378,6 +378,12 @@ def _gen_args(p):
     p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes (default: %(default)s)")
     p.add_argument("-o", "--output", required=True, help="snapshot file to write (.npz), written atomically")
     _add_knobs(p, sweep=False)
+    from .arch import ARCHES
+    from .generate import CONTPTE_HELP
+    p.add_argument("--arch", choices=tuple(ARCHES), default="x86_64",
+                   help="PTE encoding (default: %(default)s)")
+    p.add_argument("--contpte", type=float, default=None, metavar="FRACTION",
+                   help=f"{CONTPTE_HELP} (0-1, default: 1 with --arch arm64, 0 otherwise)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
 
@@ -385,8 +391,11 @@ def _gen_args(p):
 def _generate(a) -> int:
     import ptebatch as pb
     prog = Progress("generate", quiet=a.quiet)
+    knobs = _knobs_from(a, sweep=False)
+    if a.contpte is not None:
+        knobs["contpte"] = a.contpte
     try:
-        space = pb.generate(a.folios, seed=a.seed, progress=prog, **_knobs_from(a, sweep=False))
+        space = pb.generate(a.folios, seed=a.seed, arch=a.arch, progress=prog, **knobs)
         prog("writing")
         space.save(a.output)
     finally:

@@ -33,10 +33,10 @@ from typing import Callable, Mapping
 import numpy as np
 
 from . import _gen_kernels as G
-from .arch import PAGE_SHIFT, PAGE_SIZE, PTRS_PER_PTE, get_arch
+from .arch import PAGE_SHIFT, PAGE_SIZE, PTRS_PER_PTE, Arch, get_arch
 from .space import FOLIO_ANON, FOLIO_SWAPBACKED, AddressSpace
 
-__all__ = ["generate", "PRESETS", "PRESET_HELP", "parse_sizes", "RATE_KNOBS"]
+__all__ = ["generate", "PRESETS", "PRESET_HELP", "parse_sizes", "RATE_KNOBS", "CONTPTE_HELP"]
 
 # Folio size mixes: weight of each order (0 = 4 KiB ... 9 = 2 MiB).
 PRESETS: dict[str, dict[int, float]] = {
@@ -71,12 +71,17 @@ RATE_KNOBS: dict[str, str] = {
     "write": "fraction of folios mapped writable",
     "young": "fraction of entries with the accessed bit",
     "dirty": "fraction of entries with the dirty bit",
-    "soft_dirty": "fraction of folios with soft-dirty set on their entries",
+    "soft_dirty": "fraction of folios with soft-dirty set on their entries (unset: 0.2, "
+                  "or 0 on arm64, which has no soft-dirty bit)",
     "uffd_wp": "fraction of folios with uffd-wp set on their entries",
     "mixed_write": "of the writable large folios, the fraction whose entries from a random "
                    "page on are read-only (real bug #5's layout)",
 }
 
+CONTPTE_HELP = ("fraction of eligible aligned 16-entry (64 KiB) blocks folded into contpte blocks, "
+                "the CONT bit set on all 16 as arm64's contpte_try_fold does (arm64 only)")
+
+_SOFT_DIRTY_DEFAULT = 0.2
 _BASE_VA = 0x10000000000   # 1 TiB, as in the thread's reproducer
 _BASE_PFN = 0x100000
 _MAX_GAP = 32                      # pages between moved VMAs: 1 .. _MAX_GAP
@@ -157,6 +162,21 @@ def _available_bytes() -> int:
         return 1 << 62
 
 
+def _steps(steps) -> np.ndarray:
+    """Masked steps of :class:`~ptebatch.arch.Arch` as a uint64 array [n, 4] for the kernels."""
+    return np.array([[int(x) for x in st] for st in steps], dtype=np.uint64).reshape(-1, 4)
+
+
+def _arch_rate(a: Arch, name: str, value, has_bit: bool, default: float, rule: str) -> float:
+    """Resolve an architecture-dependent rate: ``None`` is ``default`` where the bit exists."""
+    if value is None:
+        return default if has_bit else 0.0
+    rate = _check_rate(name, value)
+    if rate and not has_bit:
+        raise ValueError(f"{name}: {a.name} has no {rule}; give 0 or leave it unset")
+    return rate
+
+
 def _threshold(rate: float) -> np.uint64:
     return np.uint64(round(rate * (1 << _THRESH_BITS)))
 
@@ -189,9 +209,9 @@ def generate(n_folios: int, *, seed: int = 0, sizes: str | Mapping[int, float] =
              moved: float = 0.05, straddle: float = 0.5, partial: float = 0.0,
              holes: float = 0.0, shuffle_pfn: bool = True, vma_tables: int = 32,
              vma_split: float = 0.0, lazyfree: float = 0.3, write: float = 0.9,
-             young: float = 0.5, dirty: float = 0.3, soft_dirty: float = 0.2,
+             young: float = 0.5, dirty: float = 0.3, soft_dirty: float | None = None,
              uffd_wp: float = 0.0, mixed_write: float = 0.0, arch: str = "x86_64",
-             progress: Callable[[str], None] | None = None) -> AddressSpace:
+             contpte: float | None = None, progress: Callable[[str], None] | None = None) -> AddressSpace:
     """Make a seeded synthetic address space.
 
     Parameters
@@ -230,16 +250,39 @@ def generate(n_folios: int, *, seed: int = 0, sizes: str | Mapping[int, float] =
         inside them (two adjacent VMAs, as after mprotect of part of a range).
     lazyfree : float
         Fraction of folios that are lazyfree (anon, not swap-backed).
-    write, soft_dirty, uffd_wp : float
-        Fraction of folios whose entries are writable / soft-dirty / uffd-wp.
+    write, uffd_wp : float
+        Fraction of folios whose entries are writable / uffd-wp.
+    soft_dirty : float or None
+        Fraction of folios whose entries are soft-dirty.  ``None`` (default)
+        means 0.2 on an architecture with a soft-dirty bit (x86-64) and 0
+        without one (arm64, where a nonzero value is an error).
     young, dirty : float
         Fraction of entries with the accessed / dirty bit (hardware sets those
-        page by page).
+        page by page).  Dirty follows the architecture's ``make_dirty``: x86-64
+        sets bit 6; arm64 clears read-only on a writable entry (hardware
+        dirty) and sets the software dirty bit on a read-only one.
     mixed_write : float
         Of the writable large folios, the fraction whose entries from a random
         page on are read-only (real bug #5: 8 writable then 8 read-only).
-    arch : str
-        PTE encoding (``"x86_64"``).
+        Those entries get the architecture's ``pte_wrprotect`` after their
+        dirty bit, as for a page written and then write-protected: on arm64
+        they have read-only set, write clear and any dirty state in the
+        software dirty bit.
+    arch : {"x86_64", "arm64"}
+        PTE encoding.
+    contpte : float or None
+        Fraction of eligible blocks folded into contpte blocks (the contiguous
+        bit set on all 16 entries), as arm64's ``contpte_try_fold`` and
+        ``set_ptes`` do.  Eligible: entries 16j..16j+15 of one table (64 KiB
+        aligned), all present and not special, mapping PFNs p..p+15 with p a
+        multiple of 16 inside one listed folio of at least 16 pages, equal in
+        every bit but the PFN, accessed and dirty (compared after
+        ``pte_mkold(pte_mkclean())``), and inside one VMA.  Each entry keeps
+        its own accessed and dirty bits (hardware updates them per entry after
+        the fold).  ``None`` (default) means 1 on an architecture with a
+        contiguous bit (arm64) and 0 otherwise (x86-64, where a nonzero value
+        is an error).  The blocks are chosen by a hash of their address from
+        a random stream of their own, so this knob changes no other bytes.
     progress : callable, optional
         Called with a short stage name as the work proceeds.
 
@@ -250,16 +293,18 @@ def generate(n_folios: int, *, seed: int = 0, sizes: str | Mapping[int, float] =
     Raises
     ------
     ValueError
-        A knob is out of range (the message names it and the rule), or the
-        space would not fit in this machine's available memory or in the
-        x86-64 user address space.
+        A knob is out of range (the message names it and the rule), a knob
+        asks for a bit the architecture lacks (``soft_dirty`` on arm64,
+        ``contpte`` on x86-64), the architecture is unknown, or the space
+        would not fit in this machine's available memory or in the x86-64
+        user address space.
     """
     if isinstance(n_folios, bool) or not isinstance(n_folios, (int, np.integer)) or n_folios < 1:
         raise ValueError(f"n_folios: must be a positive integer, got {n_folios!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed: must be an integer >= 0, got {seed!r}")
     rates = dict(moved=moved, straddle=straddle, partial=partial, holes=holes, vma_split=vma_split,
-                 lazyfree=lazyfree, write=write, young=young, dirty=dirty, soft_dirty=soft_dirty,
+                 lazyfree=lazyfree, write=write, young=young, dirty=dirty,
                  uffd_wp=uffd_wp, mixed_write=mixed_write)
     for name, v in rates.items():
         rates[name] = _check_rate(name, v)
@@ -267,6 +312,10 @@ def generate(n_folios: int, *, seed: int = 0, sizes: str | Mapping[int, float] =
         raise ValueError(f"vma_tables: must be an integer >= 1, got {vma_tables!r}")
     mix = parse_sizes(sizes)
     a = get_arch(arch)
+    rates["soft_dirty"] = _arch_rate(a, "soft_dirty", soft_dirty, bool(a.soft_dirty),
+                                     _SOFT_DIRTY_DEFAULT, "soft-dirty PTE bit")
+    rates["contpte"] = _arch_rate(a, "contpte", contpte, bool(a.cont), 1.0,
+                                  "contiguous (CONT) PTE bit, so no contpte blocks")
     n = int(n_folios)
     say = progress or (lambda stage: None)
 
@@ -408,8 +457,7 @@ def _build(n, seed, orders_k, p, r, shuffle_pfn, vma_tables, a, say) -> AddressS
     ptes = np.zeros((table_va.size, PTRS_PER_PTE), dtype=np.uint64)
     G.fill_ptes(ptes.reshape(-1), rank, np.uint64(first_t), vbase, pfn, lo, hi, wp_from, fbits, key,
                 _threshold(r["holes"]), _threshold(r["young"]), _threshold(r["dirty"]),
-                np.uint64(a.make_bits["young"]), np.uint64(a.make_bits["dirty"]),
-                np.uint64(a.make_bits["write"]))
+                np.uint64(a.make_bits["young"]), _steps(a.make_dirty), _steps(a.ops["wrprotect"]))
     del rank, fbits, wp_from
 
     say("vmas")
@@ -424,4 +472,14 @@ def _build(n, seed, orders_k, p, r, shuffle_pfn, vma_tables, a, say) -> AddressS
     big = np.flatnonzero(large)
     o = np.argsort(pfn[big])
     big = big[o]
-    return AddressSpace(ptes, table_va, vma_start, vma_end, pfn[big], nr[big], flags[big], arch=a.name)
+    folio_pfn, folio_nr = pfn[big], nr[big]
+
+    if r["contpte"] > 0.0:
+        say("contpte")
+        # a stream of its own (13): folding never redraws the other knobs' numbers
+        cont_key = np.uint64(int(stream(13).integers(0, 1 << 63)))
+        G.fold_contpte(ptes.reshape(-1), table_va, vma_start, vma_end, folio_pfn, folio_nr,
+                       np.uint64(a.present), np.uint64(a.special), np.uint64(a.pfn_mask),
+                       _steps(a.ops["mkclean"] + a.ops["mkold"]), np.uint64(a.cont), cont_key,
+                       _threshold(r["contpte"]))
+    return AddressSpace(ptes, table_va, vma_start, vma_end, folio_pfn, folio_nr, flags[big], arch=a.name)
