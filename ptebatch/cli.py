@@ -58,17 +58,26 @@ def _fmt(v) -> str:
 
 
 def _walk_args(p, *, scan: bool) -> None:
+    from .callers import CALLERS
+    walk = "scan" if scan else "unmap"
+    names = [c.name for c in CALLERS.values() if c.walk == walk]
     p.add_argument("file", help="snapshot (.npz) written by AddressSpace.save or 'ptebatch generate'")
+    p.add_argument("--caller", default=names[0], choices=names,
+                   help="the kernel caller whose flags and rules apply; 'ptebatch callers' lists "
+                        "them (default: %(default)s)")
     p.add_argument("--kernel", default="6.16",
                    help="kernel release (6.9 .. 7.0, e.g. 6.15, 6.15.7, 6.18) or gen1/gen1b/gen2 "
                         "(default: %(default)s)")
+    p.add_argument("--flags", default=None,
+                   help="FPB_* flags joined by '|' in the release's vocabulary "
+                        "(default: the flags the caller passes in that release)")
     if scan:
-        p.add_argument("--flags", default=None,
-                       help="FPB_* flags joined by '|' in the release's vocabulary "
-                            "(default: the flags zap passes in that release)")
         p.add_argument("--clamp", choices=("pmd", "folio"), default="pmd",
                        help="max_nr cut at pmd_addr_end(addr, vma_end) (pmd), or the folio size as "
                             "a caller that forgot to clamp (folio) (default: %(default)s)")
+        p.add_argument("--move-by", type=_int_any_base, default=0, metavar="BYTES",
+                       help="mremap: destination minus source address, page-aligned, may be "
+                            "negative, e.g. 0x1ff000 (default: 0)")
     p.add_argument("--oob", choices=("none", "adjacent"), default="none",
                    help="what a read past entry 511 sees: none (0) or the next table row "
                         "(default: %(default)s)")
@@ -76,6 +85,13 @@ def _walk_args(p, *, scan: bool) -> None:
                    help="JIT on all threads, JIT on one thread, or the naive reference "
                         "(default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+
+
+def _int_any_base(text: str) -> int:
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
 
 
 def _impl(name: str):
@@ -101,15 +117,16 @@ def _run_walk(a, walk: str) -> int:
     space = pb.load(a.file)
     mod, kw = _impl(a.impl)
     if walk == "scan":
-        kw.update(flags=a.flags, clamp=a.clamp)
+        kw.update(clamp=a.clamp, move_by=a.move_by)
     t = time.perf_counter()
-    s = getattr(mod, walk)(space, kernel=a.kernel, oob=a.oob, **kw).summary()
+    s = getattr(mod, walk)(space, caller=a.caller, kernel=a.kernel, flags=a.flags, oob=a.oob,
+                           **kw).summary()
     s["seconds"] = round(time.perf_counter() - t, 6)
     _print_json(s) if a.json else _print_summary(s)
     return 0
 
 
-@command("scan", "zap-style walk of every VMA of a snapshot")
+@command("scan", "page-table walk (zap, fork, mprotect, mremap, ...) of every VMA of a snapshot")
 def _scan_args(p):
     _walk_args(p, scan=True)
 
@@ -127,6 +144,33 @@ def _unmap_args(p):
 @_unmap_args
 def _unmap(a) -> int:
     return _run_walk(a, "unmap")
+
+
+@command("callers", "list the kernel callers of folio_pte_batch, their flags and sources")
+def _callers_args(p):
+    p.add_argument("--kernel", default=None,
+                   help="show each caller as it is in this release (default: every release row)")
+    p.add_argument("--json", action="store_true", help="print as a JSON list")
+
+
+@_callers_args
+def _callers(a) -> int:
+    from .callers import callers_table
+    rows = callers_table(a.kernel)
+    if a.json:
+        _print_json(rows)
+        return 0
+    for r in rows:
+        r["flags"] = "|".join(f.removeprefix("FPB_") for f in r["flags"]) or "0"
+        if not r["batches"]:
+            r["flags"] = "(no batching)"
+        extra = [r.get("unmap", ""), "hint>1" if r.get("need_hint") else "",
+                 "dst-pmd" if r.get("dst_clamp") else "",
+                 "spreads " + "+".join(r["spread"]) if r["spread"] else ""]
+        r["rules"] = ", ".join(e for e in extra if e)
+    cols = ["caller", "since" if a.kernel is None else "kernel", "walk", "flags", "rules", "source"]
+    print(_table(rows, cols))
+    return 0
 
 
 @command("info", "describe a snapshot")
