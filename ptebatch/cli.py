@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 import time
 from typing import Callable
@@ -171,6 +172,37 @@ def _callers(a) -> int:
     cols = ["caller", "since" if a.kernel is None else "kernel", "walk", "flags", "rules", "source"]
     print(_table(rows, cols))
     return 0
+
+
+@command("corpus", "run the real-bug regression corpus: buggy releases must trip, fixed must not")
+def _corpus_args(p):
+    p.add_argument("--data", default=None, metavar="DIR",
+                   help="check the committed snapshots in DIR (e.g. data/) instead of building "
+                        "the layouts in memory")
+    p.add_argument("--impl", choices=("jit", "naive"), default="jit",
+                   help="the JIT engine or the naive reference (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print the results as a JSON list")
+
+
+@_corpus_args
+def _corpus(a) -> int:
+    import ptebatch as pb
+    from .corpus import NOT_EXPRESSED, check_all
+    if a.data is not None and not os.path.isdir(a.data):
+        raise ValueError(f"--data: {a.data!r} is not a directory")
+    rows = check_all(data_dir=a.data, impl=pb.naive if a.impl == "naive" else pb.engine)
+    if a.json:
+        _print_json(rows)
+    else:
+        for r in rows:
+            r["buggy kernels"] = " ".join(f"{k}:{v}" for k, v in r["buggy"].items())
+            r["fixed kernels"] = " ".join(f"{k}:{v}" for k, v in r["fixed"].items())
+            r["verdict"] = "ok" if r["ok"] else "REGRESSION"
+        print(_table(rows, ["name", "caller", "detector", "buggy kernels", "fixed kernels",
+                            "verdict"]))
+        print("\nnot expressible in the model: "
+              + "; ".join(f"#{n}" for n in NOT_EXPRESSED) + " (see data/README.md)")
+    return 0 if all(r["ok"] for r in rows) else 1
 
 
 @command("info", "describe a snapshot")

@@ -11,7 +11,7 @@ import numpy as np
 from . import _kernels as K
 from . import reasons as R
 from ._numba import num_threads, threads
-from .arch import PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, PTRS_PER_PTE, U64, Arch, get_arch
+from .arch import PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, PTRS_PER_PTE, Arch, get_arch
 from .results import BatchResult, ScanResult, UnmapResult
 from .space import FOLIO_ANON, FOLIO_SWAPBACKED, AddressSpace
 from .callers import (RMAP, UNMAP_ALL_OR_NOTHING, UNMAP_CLAMPED, UNMAP_SINGLE, WALK, Preset,
