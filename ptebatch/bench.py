@@ -38,6 +38,13 @@ class Impl:
     scan: Callable
     unmap: Callable | None
     limits: dict = field(default_factory=dict)  # keyword values it supports, if restricted
+    arches: tuple = ("x86_64", "arm64")         # space encodings it supports
+
+    def supports(self, space: AddressSpace, kw: dict) -> bool:
+        """Whether it models ``space`` walked with keywords ``kw``."""
+        defaults = {"clamp": "pmd", "caller": "zap"}
+        return space.arch in self.arches and all(
+            kw.get(k, defaults.get(k)) in allowed for k, allowed in self.limits.items())
 
 
 def _jit(parallel: bool) -> Impl:
@@ -49,7 +56,8 @@ def _jit(parallel: bool) -> Impl:
 
 def _numpy_impl() -> Impl:
     from .vectorized import scan as np_scan
-    return Impl(name="numpy", scan=np_scan, unmap=None, limits={"clamp": ("pmd",)})
+    return Impl(name="numpy", scan=np_scan, unmap=None, limits={"clamp": ("pmd",), "caller": ("zap",)},
+                arches=("x86_64",))
 
 
 IMPLS: dict[str, Impl] = {
@@ -93,6 +101,9 @@ CASES: dict[str, Case] = {c.name: c for c in [
     _case("thp-100k", 100_000, "large", sizes="thp", moved=0.1),
     _case("straddle-1m", 1_000_000, "large", sizes="mthp64", moved=0.5, straddle=1.0, lazyfree=0.5),
     _case("mixed-10m", 10_000_000, "huge", sizes="mixed", moved=0.1),
+    # arm64 with contpte blocks (the generator folds every eligible aligned 16-page run)
+    _case("arm64-10k", 10_000, "small", sizes="mixed", moved=0.1, arch="arm64", mixed_write=0.2),
+    _case("arm64-1m", 1_000_000, "large", sizes="mixed", moved=0.1, arch="arm64"),
 ]}
 
 TIERS = ("small", "medium", "large", "huge")
@@ -167,6 +178,22 @@ def measure_ratios(quick: bool = True) -> list[dict]:
         t_np = _best(lambda: IMPLS["numpy"].scan(big), max(2, reps // 2))
         rows.append({"name": "scan jit-serial / numpy", "measured": t_np / t_s, "target": None,
                      "note": "vectorised NumPy scan, clamp=pmd"})
+
+    # arm64 with contpte: the hint jumps whole blocks
+    a64 = space_for("arm64-10k")
+    engine.scan(a64, parallel=False)
+    t_na = _best(lambda: naive.scan(a64), 2 if quick else 3)
+    t_sa = _best(lambda: engine.scan(a64, parallel=False), reps * 4)
+    rows.append({"name": "arm64 scan jit-serial / naive", "measured": t_na / t_sa, "target": 200.0,
+                 "note": f"arm64-10k, contpte, {a64.info()['present_ptes']:,} present PTEs"})
+
+    # what the per-batch detectors cost where they re-read a batch's entries
+    kw = dict(kernel="6.16", parallel=False)
+    engine.unmap(big, detectors=False, **kw)
+    t_off = _best(lambda: engine.unmap(big, detectors=False, **kw), reps)
+    t_on = _best(lambda: engine.unmap(big, **kw), reps)
+    rows.append({"name": "unmap detectors off / on", "measured": t_off / t_on, "target": None,
+                 "note": "lazyfree 6.16 re-reads every batch for the spread detector"})
     return rows
 
 

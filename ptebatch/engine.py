@@ -39,11 +39,11 @@ def _mkdirty_masks(arch: Arch) -> tuple[int, int, int]:
     return set_, cond, clear
 
 
-def make_cfg(arch: Arch, profile: KernelProfile, flags: int, spread=()) -> tuple:
+def make_cfg(arch: Arch, profile: KernelProfile, flags: int, spread=(), uffd_wp: bool = True) -> tuple:
     """The kernels' configuration for one (architecture, generation, flags).
 
     ``spread`` names the properties a write-back caller stamps from the first
-    PTE (the ``spread`` detector).  A tuple of ``np.uint64``, not an array:
+    PTE (the ``spread`` detector); ``uffd_wp`` turns the uffd-wp detector on.  A tuple of ``np.uint64``, not an array:
     Numba passes it by value, so LLVM knows no output store can change it and
     keeps it in registers (an array here made the serial scan about 7x slower).
     """
@@ -70,7 +70,7 @@ def make_cfg(arch: Arch, profile: KernelProfile, flags: int, spread=()) -> tuple
     prop_bits = {"write": arch.write, "soft_dirty": arch.soft_dirty}
     cfg[K.C_SPREAD] = sum(prop_bits.get(p, 0) for p in set(spread))
     cfg[K.C_SPREAD_DIRTY] = int("dirty" in spread)
-    cfg[K.C_UFFD_WP] = arch.uffd_wp
+    cfg[K.C_UFFD_WP] = arch.uffd_wp if uffd_wp else 0
     return tuple(np.uint64(v) for v in cfg)
 
 
@@ -409,7 +409,7 @@ def _walk_mode(preset: Preset) -> int:
 
 
 def scan(space: AddressSpace, *, caller="zap", kernel="6.16", flags=None, clamp=None, oob="none",
-         move_by: int = 0, parallel: bool = True) -> ScanResult:
+         move_by: int = 0, detectors: bool = True, parallel: bool = True) -> ScanResult:
     """Walk every VMA as a page-table walker does and record each batch.
 
     Parameters
@@ -432,6 +432,11 @@ def scan(space: AddressSpace, *, caller="zap", kernel="6.16", flags=None, clamp=
         mremap only: destination minus source address (bytes, page-aligned,
         may be negative); ``max_nr`` is also cut at the destination's next
         2 MiB boundary.
+    detectors : bool
+        Run the ``spread`` and ``uffd_wp`` detectors, which re-read the
+        entries of a batch where they apply (a caller that stamps bits, or an
+        arch with contpte).  False skips that pass; the overrun and
+        ``past_folio`` bits cost nothing and are always set.
     oob : {"none", "adjacent"}
         What a read past entry 511 returns: none (0), or the same entry of the
         next row of ``ptes`` (0 past the last row), as if the next page-table
@@ -450,7 +455,7 @@ def scan(space: AddressSpace, *, caller="zap", kernel="6.16", flags=None, clamp=
                                                  move_by)
     profile = preset.profile
     arch = get_arch(space.arch)
-    cfg = make_cfg(arch, profile, fl, preset.rule.spread)
+    cfg = make_cfg(arch, profile, fl, preset.rule.spread if detectors else (), detectors)
     walk = _walk_mode(preset)
     flat = space.ptes.reshape(-1)
     shift = move_by % PMD_SIZE if preset.rule.dst_clamp else 0
@@ -489,7 +494,7 @@ def scan(space: AddressSpace, *, caller="zap", kernel="6.16", flags=None, clamp=
 
 
 def unmap(space: AddressSpace, *, caller="lazyfree", kernel="6.16", flags=None, oob="none",
-          parallel: bool = True) -> UnmapResult:
+          detectors: bool = True, parallel: bool = True) -> UnmapResult:
     """Model reclaim's try_to_unmap_one for every mapped large folio.
 
     Folios are taken in PFN order; each is unmapped from every VMA that maps
@@ -511,6 +516,8 @@ def unmap(space: AddressSpace, *, caller="lazyfree", kernel="6.16", flags=None, 
         ``None``: the flags the caller passes in that release.
     oob : {"none", "adjacent"}
         What a read past entry 511 returns, as in :func:`scan`.
+    detectors : bool
+        As in :func:`scan`.
     parallel : bool
         Process independent chunks of folios on all Numba threads.
 
@@ -528,7 +535,7 @@ def unmap(space: AddressSpace, *, caller="lazyfree", kernel="6.16", flags=None, 
     preset, fl, _, _ = check_walk_args(space, RMAP, caller, kernel, flags, None, oob)
     profile = preset.profile
     arch = get_arch(space.arch)
-    cfg = make_cfg(arch, profile, fl, preset.rule.spread)
+    cfg = make_cfg(arch, profile, fl, preset.rule.spread if detectors else (), detectors)
     flat = space.ptes.reshape(-1)
     g0, g1, va, vma, vma_end, _ = _derived(space, ("segments", 0), segments)
     fpfn, fnr, fidx, fbase, fshift = _derived(space, "folio_index", _folio_arrays)

@@ -270,7 +270,8 @@ class _Memory:
                 addr += PAGE_SIZE
 
 
-def _findings(b, rule, read, g, nr, last, table_end, addr, vma_end, first_pfn, folio_end):
+def _findings(b, rule, read, g, nr, last, table_end, addr, vma_end, first_pfn, folio_end,
+              detectors=True):
     """The detector bits of one batch (see ptebatch.reasons)."""
     found = 0
     if last >= table_end:
@@ -279,7 +280,7 @@ def _findings(b, rule, read, g, nr, last, table_end, addr, vma_end, first_pfn, f
         found |= R.OVER_VMA
     if first_pfn + nr > folio_end:
         found |= R.PAST_FOLIO
-    if nr > 1:
+    if nr > 1 and detectors:
         arch = b.arch
         prop = {"write": lambda e: bool(e & arch.write),
                 "soft_dirty": lambda e: bool(e & arch.soft_dirty),
@@ -294,7 +295,7 @@ def _findings(b, rule, read, g, nr, last, table_end, addr, vma_end, first_pfn, f
 
 
 def scan(space: AddressSpace, *, caller="zap", kernel="6.16", flags=None, clamp=None, oob="none",
-         move_by=0, parallel=None) -> ScanResult:
+         move_by=0, detectors=True, parallel=None) -> ScanResult:
     """Naive twin of :func:`ptebatch.scan` (``parallel`` is accepted and ignored)."""
     preset, fl, clamp, move_by = check_walk_args(space, "scan", caller, kernel, flags, clamp, oob,
                                                  move_by)
@@ -337,7 +338,7 @@ def scan(space: AddressSpace, *, caller="zap", kernel="6.16", flags=None, clamp=
                 nr, stop, last, *_ = b.batch(read, g, pte, max_nr, fpfn, fnr)
             rows.append((addr, nr, _reason(stop, pfn, nr, fpfn, fnr, limit_reason),
                          _findings(b, rule, read, g, nr, last, table_end, addr, vma_end, pfn,
-                                   fpfn + fnr)))
+                                   fpfn + fnr, detectors)))
             addr += nr * PAGE_SIZE
             g += nr
         return addr
@@ -377,7 +378,7 @@ def _walk_result(cls, rows, width, preset, fl, oob, **extra):
 
 
 def unmap(space: AddressSpace, *, caller="lazyfree", kernel="6.16", flags=None, oob="none",
-          parallel=None) -> UnmapResult:
+          detectors=True, parallel=None) -> UnmapResult:
     """Naive twin of :func:`ptebatch.unmap` (``parallel`` is accepted and ignored)."""
     preset, fl, _, _ = check_walk_args(space, "unmap", caller, kernel, flags, None, oob)
     profile, rule = preset.profile, preset.rule
@@ -432,7 +433,7 @@ def unmap(space: AddressSpace, *, caller="lazyfree", kernel="6.16", flags=None, 
                                      R.VMA_END if end == vma_end else R.PMD_END)
                 rows.append((fpfn, addr, nr, reason,
                              _findings(b, rule, read, g, nr, last, table_end, addr, vma_end,
-                                       b.pte_pfn(pte), fpfn + fnr)))
+                                       b.pte_pfn(pte), fpfn + fnr, detectors)))
                 if nr == fnr:
                     break  # walk_done
                 cursor = addr + nr * PAGE_SIZE

@@ -15,16 +15,13 @@ from ptebatch.bench import CASES, IMPLS, cases_up_to, space_for
 FIELDS = ("va", "nr", "reason", "findings")
 NO_JIT = os.environ.get("NUMBA_DISABLE_JIT") == "1"
 SETTINGS = [dict(kernel="6.15", clamp="pmd"), dict(kernel="6.16", clamp="folio", oob="adjacent"),
-            dict(kernel="6.18", clamp="pmd", flags="FPB_RESPECT_DIRTY")]
+            dict(kernel="6.18", clamp="pmd", flags="FPB_RESPECT_DIRTY"),
+            dict(caller="mremap", kernel="6.17", move_by=0x1FF000)]
 
 
 @lru_cache(maxsize=None)
 def _reference(walk, case, items):
     return getattr(IMPLS["naive"], walk)(space_for(case), **dict(items))
-
-
-def _supports(impl, kw):
-    return all(kw.get(k, "pmd" if k == "clamp" else None) in allowed for k, allowed in impl.limits.items())
 
 
 def assert_same(a, b, fields):
@@ -42,9 +39,9 @@ def test_registry_is_not_empty():
 @pytest.mark.parametrize("impl", [n for n in IMPLS if n != "naive"])
 @pytest.mark.parametrize("kw", SETTINGS, ids=lambda kw: "-".join(str(v) for v in kw.values()))
 def test_scan_equals_naive(case, impl, kw):
-    if not _supports(IMPLS[impl], kw):
-        pytest.skip(f"{impl} supports {IMPLS[impl].limits} only")
     space = space_for(case)
+    if not IMPLS[impl].supports(space, kw):
+        pytest.skip(f"{impl} supports {IMPLS[impl].limits} on {IMPLS[impl].arches} only")
     assert_same(IMPLS[impl].scan(space, **kw), _reference("scan", case, tuple(kw.items())), FIELDS)
 
 
@@ -63,7 +60,7 @@ def test_medium_spaces_all_fast_implementations_agree(case):
     space = space_for(case)
     ref = IMPLS["jit-serial"].scan(space)
     for name, impl in IMPLS.items():
-        if name != "naive":
+        if name != "naive" and impl.supports(space, {}):
             assert_same(impl.scan(space), ref, FIELDS)
     assert_same(IMPLS["jit-parallel"].unmap(space), IMPLS["jit-serial"].unmap(space),
                 FIELDS + ("folio_pfn",))
