@@ -219,7 +219,7 @@ def _info(a) -> int:
     return 0
 
 
-@command("demo", "the thread's layout and a synthetic space under 6.15 and 6.16")
+@command("demo", "the thread's layout and a synthetic space under 6.15 and 6.16, and the real-bug corpus")
 def _demo_args(p):
     p.add_argument("--folios", type=int, default=100_000,
                    help="folios in the synthetic space (default: %(default)s)")
@@ -249,7 +249,13 @@ def _demo(a) -> int:
     print(f"\nThe thread's folio ({th['folio_nr']} pages at {th['va']}) straddles a 2 MiB boundary:")
     print(f"  6.15 unmap read past the table: {th['unmap_6_15_overruns']} time(s); "
           f"6.16 batches {th['unmap_6_16_batches']} with no overrun.")
-    return 0
+    print("\nReal bugs (ptebatch corpus): batches flagged under the buggy -> the fixed releases:")
+    for r in report["corpus"]:
+        buggy = ", ".join(f"{k} {v}" for k, v in r["buggy"].items())
+        fixed = ", ".join(f"{k} {v}" for k, v in r["fixed"].items())
+        print(f"  #{r['bug']} {r['arch']:6} {r['caller']:8} {r['detector']:13} {buggy} -> {fixed}"
+              f"  {'ok' if r['ok'] else 'REGRESSION'}")
+    return 0 if all(r["ok"] for r in report["corpus"]) else 1
 
 
 # Modules that register more commands with @command when imported.

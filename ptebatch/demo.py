@@ -85,8 +85,9 @@ def run_demo(n_folios: int = 100_000, seed: int = 0) -> dict:
         "serial_speedup": naive_s / ser_s, "parallel_speedup": naive_s / par_s,
         "identical": _same(nv, ser) and _same(ser, par), "compile_s": compile_s,
     }
+    from .corpus import check_all
     return {
-        "rows": rows, "timing": timing,
+        "rows": rows, "timing": timing, "corpus": check_all(),
         "thread": {"folio_nr": int(thread.folio_nr[0]), "va": hex(int(thread.vma_start[0])),
                    "unmap_6_15_overruns": u15.table_overruns,
                    "unmap_6_16_batches": u16.nr.tolist()},
