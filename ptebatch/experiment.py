@@ -1,7 +1,7 @@
-"""Experiment runs: sweep kernels, clamps and generator knobs; ``ptebatch generate|run|plot``.
+"""Experiment runs: sweep kernels, callers, clamps and generator knobs; ``ptebatch generate|run|plot``.
 
 :func:`experiment` returns a tidy table, one row (a dict) per setting, with the
-walk's counts; :func:`write_rows` saves it as JSON or CSV.
+walk's counts and detector findings; :func:`write_rows` saves it as JSON or CSV.
 """
 
 from __future__ import annotations
@@ -17,20 +17,27 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 from ._io import atomic_write
 from .cli import _print_json, _table, command
+from .reasons import FINDINGS
+from .results import SCAN_REASONS
 
 __all__ = ["experiment", "write_rows", "read_rows", "rows_to_csv", "atomic_write", "Progress", "ROW_COLUMNS", "STOP_COLUMNS",
-           "GENERATOR_KNOBS"]
+           "FINDING_COLUMNS", "GENERATOR_KNOBS"]
 
 # Generator knobs that run/experiment can sweep (besides n_folios, as "folios").
 GENERATOR_KNOBS = ("sizes", "moved", "straddle", "partial", "holes", "shuffle_pfn", "vma_tables",
                    "vma_split", "lazyfree", "write", "young", "dirty", "soft_dirty", "uffd_wp",
-                   "mixed_write")
-STOP_COLUMNS = tuple(f"stop_{r}" for r in ("folio_end", "pmd_end", "vma_end", "not_present", "pfn_gap",
-                                           "bit_mismatch", "order0", "single"))
-COUNT_COLUMNS = ("batches", "ptes_batched", "multi_batches", "table_overruns", "vma_overruns") + STOP_COLUMNS
-ROW_COLUMNS = ("space", "seeds", "walk", "kernel", "clamp", "oob", "batches", "ptes_batched",
-               "mean_batch", "multi_batches", "mean_multi_batch") + STOP_COLUMNS + (
-               "table_overruns", "vma_overruns", "seconds")
+                   "mixed_write", "arch", "contpte")
+# every reason a scan or an unmap can stop for (unmap's are a subset of scan's)
+STOP_COLUMNS = tuple(f"stop_{r}" for r in SCAN_REASONS)
+# batches that tripped each detector (ptebatch.reasons.FINDINGS)
+FINDING_COLUMNS = tuple(f"find_{name}" for name, _ in FINDINGS)
+COUNT_COLUMNS = (("batches", "ptes_batched", "multi_batches", "table_overruns", "vma_overruns")
+                 + STOP_COLUMNS + FINDING_COLUMNS)
+ID_COLUMNS = ("space", "seeds", "walk", "caller", "kernel", "clamp", "oob")
+# the columns after the identity ones (and the swept knobs), in row order
+_COUNT_ORDER = (("batches", "ptes_batched", "mean_batch", "multi_batches", "mean_multi_batch")
+                + STOP_COLUMNS + ("table_overruns", "vma_overruns") + FINDING_COLUMNS + ("seconds",))
+ROW_COLUMNS = ID_COLUMNS + _COUNT_ORDER
 
 
 def _as_list(name: str, value) -> list:
@@ -82,6 +89,8 @@ def _walk_row(r, walk: str) -> dict:
            "table_overruns": s["table_overruns"], "vma_overruns": s["vma_overruns"]}
     for col in STOP_COLUMNS:
         row[col] = int(s["stop_reasons"].get(col[5:], 0))
+    for col in FINDING_COLUMNS:
+        row[col] = int(s["findings"][col[5:]])
     row["hist"] = r.hist
     return row
 
@@ -95,9 +104,9 @@ def _finish(row: dict) -> dict:
     row["mean_multi_batch"] = round(multi_ptes / row["multi_batches"], 6) if row["multi_batches"] else 0.0
     row["seconds"] = round(row["seconds"], 6)
     row["batch_size_hist"] = {str(n): int(c) for n, c in enumerate(h) if c}
-    # identity columns (space, seeds, knobs, walk, kernel, clamp, oob) first, then the counts
-    first = [c for c in row if c not in ROW_COLUMNS[6:] and c != "batch_size_hist"]
-    return {c: row[c] for c in first + list(ROW_COLUMNS[6:]) + ["batch_size_hist"]}
+    # identity columns (space, seeds, knobs, walk, caller, kernel, clamp, oob) first, then the counts
+    first = [c for c in row if c not in _COUNT_ORDER and c != "batch_size_hist"]
+    return {c: row[c] for c in first + list(_COUNT_ORDER) + ["batch_size_hist"]}
 
 
 def _add_hist(a, b):
@@ -107,7 +116,8 @@ def _add_hist(a, b):
 
 
 def experiment(spaces=None, *, kernels: Sequence[str] | str = ("6.15", "6.16"),
-               walks: Sequence[str] | str = ("scan", "unmap"), clamps: Sequence[str] | str = ("pmd",),
+               walks: Sequence[str] | str = ("scan", "unmap"), callers: Sequence[str] | str | None = None,
+               clamps: Sequence[str] | str = ("pmd",),
                oob: Sequence[str] | str = ("none",), seeds: Sequence[int] | int = (0,),
                folios: Sequence[int] | int = 100_000, by_seed: bool = False, parallel: bool = True,
                progress: Callable[[str], None] | None = None, **knobs) -> list[dict]:
@@ -121,10 +131,15 @@ def experiment(spaces=None, *, kernels: Sequence[str] | str = ("6.15", "6.16"),
     kernels : str or sequence of str
         Kernel releases (``"6.15"``, ``"6.16"``, ...).
     walks : str or sequence of {"scan", "unmap"}
-        Zap-style scan and/or reclaim's unmap.
+        Without ``callers``: the scan (as the ``zap`` caller) and/or reclaim's
+        unmap (as ``lazyfree``).  With ``callers``: only a check; every
+        caller's walk must be one of ``walks`` (the default allows all).
+    callers : None, str or sequence of str
+        Caller presets (see :data:`ptebatch.callers.CALLERS` or ``ptebatch
+        callers``), in the order given; each runs under its own walk.
     clamps : str or sequence of {"pmd", "folio"}
-        Scan only: clamp ``max_nr`` at ``pmd_addr_end`` or not (folio size).
-        Unmap rows show ``"-"``.
+        Scan callers only: clamp ``max_nr`` at ``pmd_addr_end`` or not (folio
+        size).  Unmap rows show ``"-"``.
     oob : str or sequence of {"none", "adjacent"}
         What a read past entry 511 sees.
     seeds : int or sequence of int
@@ -138,25 +153,32 @@ def experiment(spaces=None, *, kernels: Sequence[str] | str = ("6.15", "6.16"),
     progress : callable, optional
         Called with a short description before each step.
     **knobs
-        Generator knobs (see :func:`ptebatch.generate`); a list sweeps them.
+        Generator knobs (see :func:`ptebatch.generate`), ``arch`` and
+        ``contpte`` included; a list sweeps them.
 
     Returns
     -------
     list of dict
-        Tidy rows: ``space``, ``seeds``, the swept knobs, ``walk``, ``kernel``,
-        ``clamp``, ``oob``, ``batches``, ``ptes_batched``, ``mean_batch`` (PTEs
-        per batch), ``multi_batches`` and ``mean_multi_batch`` (batches of more
-        than one PTE), ``stop_<reason>`` counts, ``table_overruns``,
-        ``vma_overruns``, ``seconds`` (walk time) and ``batch_size_hist``
-        (``{"n": batches of n PTEs}``).
+        Tidy rows: ``space``, ``seeds``, the swept knobs, ``walk``, ``caller``,
+        ``kernel``, ``clamp``, ``oob``, ``batches``, ``ptes_batched``,
+        ``mean_batch`` (PTEs per batch), ``multi_batches`` and
+        ``mean_multi_batch`` (batches of more than one PTE), ``stop_<reason>``
+        counts, ``table_overruns``, ``vma_overruns``, ``find_<detector>``
+        counts (batches that tripped each detector of
+        :data:`ptebatch.reasons.FINDINGS`; ``find_table_overrun`` and
+        ``find_vma_overrun`` equal the two overrun columns), ``seconds`` (walk
+        time) and ``batch_size_hist`` (``{"n": batches of n PTEs}``).
 
     Raises
     ------
     ValueError
-        Unknown walk, kernel, clamp or knob, or knobs given with ``spaces``.
+        Unknown walk, caller, kernel, clamp, architecture or knob, a caller
+        whose walk is not in ``walks``, or knobs given with ``spaces``.
     """
     import ptebatch as pb
     from . import engine
+    from .arch import ARCHES
+    from .callers import CALLERS, DEFAULT
     from .space import AddressSpace
 
     say = progress or (lambda msg: None)
@@ -164,6 +186,23 @@ def experiment(spaces=None, *, kernels: Sequence[str] | str = ("6.15", "6.16"),
     for w in walks_l:
         if w not in ("scan", "unmap"):
             raise ValueError(f"walks: must be scan or unmap, got {w!r}")
+    if callers is None:
+        # today's behaviour: each walk as its default caller, scans first
+        pairs = [(w, DEFAULT[w]) for w in ("scan", "unmap") if w in walks_l]
+    else:
+        pairs = []
+        for name in _as_list("callers", callers):
+            key = (name.strip().lower() if isinstance(name, str)
+                   else getattr(name, "name", name))  # a Caller object
+            if key not in CALLERS:
+                raise ValueError(f"callers: unknown caller {name!r} (known: {', '.join(CALLERS)})")
+            walk = CALLERS[key].walk
+            if walk not in walks_l:
+                raise ValueError(f"walks: with callers, every caller's walk must be in walks "
+                                 f"({key!r} runs under {walk}, walks is {','.join(walks_l)}); "
+                                 f"leave walks at its default")
+            if (walk, key) not in pairs:
+                pairs.append((walk, key))
     kernels_l = [str(k) for k in _as_list("kernels", kernels)]
     for k in kernels_l:
         pb.resolve_kernel(k)
@@ -179,6 +218,9 @@ def experiment(spaces=None, *, kernels: Sequence[str] | str = ("6.15", "6.16"),
         if name not in GENERATOR_KNOBS:
             raise ValueError(f"{name}: not a generator knob (known: folios, seeds, "
                              f"{', '.join(GENERATOR_KNOBS)})")
+    for a in _as_list("arch", knobs.get("arch", "x86_64")):
+        if a not in ARCHES:
+            raise ValueError(f"arch: unknown architecture {a!r} (known: {', '.join(ARCHES)})")
 
     # (name, seed, knob settings, loader) for every space
     jobs = []
@@ -207,12 +249,16 @@ def experiment(spaces=None, *, kernels: Sequence[str] | str = ("6.15", "6.16"),
             loader = (lambda sp=sp: sp) if isinstance(sp, AddressSpace) else (lambda sp=sp: pb.load(sp))
             jobs.append((str(name), None, {}, loader))
 
-    settings = [("scan", k, c, o) for k in kernels_l for c in clamps_l for o in oob_l if "scan" in walks_l]
-    settings += [("unmap", k, "-", o) for k in kernels_l for o in oob_l if "unmap" in walks_l]
+    settings = []
+    for walk, caller in pairs:
+        if walk == "scan":
+            settings += [(walk, caller, k, c, o) for k in kernels_l for c in clamps_l for o in oob_l]
+        else:
+            settings += [(walk, caller, k, "-", o) for k in kernels_l for o in oob_l]
     # compile the kernels outside the timed calls
     tiny = pb.thread_layout()
-    for walk, k, c, o in settings:
-        _walk(engine, tiny, walk, k, c, o, parallel)
+    for walk, caller, k, c, o in settings:
+        _walk(engine, tiny, walk, caller, k, c, o, parallel)
 
     rows: dict[tuple, dict] = {}
     order: list[tuple] = []
@@ -220,21 +266,22 @@ def experiment(spaces=None, *, kernels: Sequence[str] | str = ("6.15", "6.16"),
         say(f"space {j + 1}/{len(jobs)}: loading" if seed is None
             else f"space {j + 1}/{len(jobs)}: generating (seed {seed})")
         space = loader()
-        for walk, k, c, o in settings:
-            say(f"space {j + 1}/{len(jobs)}: {walk} {k} {c} {o}")
+        for walk, caller, k, c, o in settings:
+            say(f"space {j + 1}/{len(jobs)}: {caller} {k} {c} {o}")
             t = time.perf_counter()
-            r = _walk(engine, space, walk, k, c, o, parallel)
+            r = _walk(engine, space, walk, caller, k, c, o, parallel)
             dt = time.perf_counter() - t
             cells = _walk_row(r, walk)
             # given spaces never merge (two files may share a name); generated ones merge over seeds
             ident = j if seed is None else (tuple((kk, str(v)) for kk, v in setting.items()),
                                             seed if by_seed else None)
-            key = (ident, walk, k, c, o)
+            key = (ident, walk, caller, k, c, o)
             if key not in rows:
                 row = {"space": name, "seeds": "" if seed is None else str(seed)}
                 row.update({kk: (str(v) if kk == "sizes" and not isinstance(v, str) else v)
                             for kk, v in setting.items()})
-                row.update({"walk": walk, "kernel": k, "clamp": c, "oob": o, "seconds": 0.0})
+                row.update({"walk": walk, "caller": caller, "kernel": k, "clamp": c, "oob": o,
+                            "seconds": 0.0})
                 row.update(cells)
                 row["seconds"] = dt
                 rows[key] = row
@@ -250,10 +297,10 @@ def experiment(spaces=None, *, kernels: Sequence[str] | str = ("6.15", "6.16"),
     return [_finish(rows[k]) for k in order]
 
 
-def _walk(engine, space, walk, kernel, clamp, oob, parallel):
+def _walk(engine, space, walk, caller, kernel, clamp, oob, parallel):
     if walk == "scan":
-        return engine.scan(space, kernel=kernel, clamp=clamp, oob=oob, parallel=parallel)
-    return engine.unmap(space, kernel=kernel, oob=oob, parallel=parallel)
+        return engine.scan(space, caller=caller, kernel=kernel, clamp=clamp, oob=oob, parallel=parallel)
+    return engine.unmap(space, caller=caller, kernel=kernel, oob=oob, parallel=parallel)
 
 
 def _columns(rows: list[dict], *, hist: bool) -> list[str]:
@@ -290,6 +337,9 @@ def write_rows(rows: list[dict], path) -> None:
 
 def read_rows(path) -> list[dict]:
     """Read rows written by :func:`write_rows` as JSON (or ``ptebatch run --json``).
+
+    Rows saved before the ``caller``, ``find_<detector>`` and
+    ``stop_dst_pmd_end`` columns existed are accepted as they are.
 
     Raises
     ------
@@ -336,6 +386,16 @@ def _add_knobs(p, *, sweep: bool) -> None:
                    default=None if sweep else "shuffled",
                    help="physical order of the folios: shuffled, or following the virtual order so "
                         "virtual neighbours are often physical neighbours (default: shuffled)")
+    from .arch import ARCHES
+    from .generate import CONTPTE_HELP
+    if sweep:
+        p.add_argument("--arch", default=None, metavar="ARCH",
+                       help=f"PTE encoding: {', '.join(ARCHES)} (default: x86_64){many}")
+    else:
+        p.add_argument("--arch", choices=tuple(ARCHES), default="x86_64",
+                       help="PTE encoding (default: %(default)s)")
+    p.add_argument("--contpte", type=kind, default=None, metavar="FRACTION",
+                   help=f"{CONTPTE_HELP} (0-1, default: 1 with --arch arm64, 0 otherwise){many}")
 
 
 def _knobs_from(a, *, sweep: bool) -> dict:
@@ -351,6 +411,10 @@ def _knobs_from(a, *, sweep: bool) -> dict:
         out["vma_tables"] = _ints("vma_tables", a.vma_tables) if sweep else a.vma_tables
     if a.pfn_order is not None:
         out["shuffle_pfn"] = a.pfn_order == "shuffled"
+    if a.arch is not None:
+        out["arch"] = _words(a.arch) if sweep else a.arch
+    if a.contpte is not None:
+        out["contpte"] = _floats("contpte", a.contpte) if sweep else a.contpte
     return out
 
 
@@ -378,12 +442,6 @@ def _gen_args(p):
     p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes (default: %(default)s)")
     p.add_argument("-o", "--output", required=True, help="snapshot file to write (.npz), written atomically")
     _add_knobs(p, sweep=False)
-    from .arch import ARCHES
-    from .generate import CONTPTE_HELP
-    p.add_argument("--arch", choices=tuple(ARCHES), default="x86_64",
-                   help="PTE encoding (default: %(default)s)")
-    p.add_argument("--contpte", type=float, default=None, metavar="FRACTION",
-                   help=f"{CONTPTE_HELP} (0-1, default: 1 with --arch arm64, 0 otherwise)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
 
@@ -392,10 +450,8 @@ def _generate(a) -> int:
     import ptebatch as pb
     prog = Progress("generate", quiet=a.quiet)
     knobs = _knobs_from(a, sweep=False)
-    if a.contpte is not None:
-        knobs["contpte"] = a.contpte
     try:
-        space = pb.generate(a.folios, seed=a.seed, arch=a.arch, progress=prog, **knobs)
+        space = pb.generate(a.folios, seed=a.seed, progress=prog, **knobs)
         prog("writing")
         space.save(a.output)
     finally:
@@ -413,10 +469,16 @@ def _run_args_common(p, *, plot: bool = False) -> None:
                         "(default: %(default)s)")
     p.add_argument("--walks", default="scan,unmap",
                    help="scan (zap walk of every VMA) and/or unmap (reclaim, per large folio), "
-                        "comma-separated (default: %(default)s)")
+                        "comma-separated; with --callers only a check that each caller's walk is "
+                        "listed (default: %(default)s)")
+    p.add_argument("--callers", default=None, metavar="CALLERS",
+                   help="caller presets, comma-separated, each under its own walk (e.g. "
+                        "zap,fork-private,mremap,lazyfree; 'ptebatch callers' lists them) "
+                        "(default: zap for scan, lazyfree for unmap)")
     p.add_argument("--clamps", default="pmd",
                    help="scan max_nr clamp: pmd (pmd_addr_end, as the kernel does) and/or folio (a "
-                        "caller that forgot to clamp), comma-separated (default: %(default)s)")
+                        "caller that forgot to clamp), comma-separated; unmap callers show - "
+                        "(default: %(default)s)")
     p.add_argument("--oob", default="none",
                    help="what a read past entry 511 sees: none (0) and/or adjacent (the next table "
                         "row), comma-separated (default: %(default)s)")
@@ -434,22 +496,29 @@ def _run_args_common(p, *, plot: bool = False) -> None:
 def _experiment_from(a) -> list[dict]:
     prog = Progress(a.command, quiet=a.quiet)
     knobs = _knobs_from(a, sweep=True)
+    callers = None
+    if a.callers is not None:
+        callers = _words(a.callers)
+        if not callers:
+            raise ValueError("callers: give at least one caller name")
+    common = dict(kernels=_words(a.kernels), walks=_words(a.walks), callers=callers,
+                  clamps=_words(a.clamps), oob=_words(a.oob), progress=prog)
     try:
         if a.spaces:
             if knobs:
                 raise ValueError(f"{next(iter(knobs))}: generator knobs apply only when no snapshot "
                                  f"is given")
-            return experiment(a.spaces, kernels=_words(a.kernels), walks=_words(a.walks),
-                              clamps=_words(a.clamps), oob=_words(a.oob), progress=prog)
-        return experiment(kernels=_words(a.kernels), walks=_words(a.walks), clamps=_words(a.clamps),
-                          oob=_words(a.oob), seeds=_ints("seeds", a.seeds),
-                          folios=_ints("folios", a.folios), by_seed=a.by_seed, progress=prog, **knobs)
+            return experiment(a.spaces, **common)
+        return experiment(seeds=_ints("seeds", a.seeds), folios=_ints("folios", a.folios),
+                          by_seed=a.by_seed, **common, **knobs)
     finally:
         prog.done()
 
 
-_TABLE_COLS = ["space", "seeds", "walk", "kernel", "clamp", "oob", "batches", "mean_batch",
+_TABLE_COLS = ["space", "seeds", "walk", "caller", "kernel", "clamp", "oob", "batches", "mean_batch",
                "multi_batches", "mean_multi_batch", "table_overruns", "vma_overruns", "seconds"]
+# the overrun detectors already have their columns in the main table
+_EXTRA_FINDINGS = tuple(c for c in FINDING_COLUMNS if c not in ("find_table_overrun", "find_vma_overrun"))
 
 
 def _print_rows(rows: list[dict]) -> None:
@@ -457,14 +526,19 @@ def _print_rows(rows: list[dict]) -> None:
     knob_cols = [c for c in _columns(rows, hist=False) if c not in fixed]
     cols = _TABLE_COLS[:2] + knob_cols + _TABLE_COLS[2:]
     print(_table(rows, cols))
+    numbered = [{**r, "#": i + 1} for i, r in enumerate(rows)]
+    ident = ["#", "walk", "caller", "kernel", "clamp", "oob"]
     stops = [c for c in STOP_COLUMNS if any(r.get(c) for r in rows)]
     if stops:
         print("\nstop reasons (batches):")
-        print(_table([{**r, "#": i + 1} for i, r in enumerate(rows)],
-                     ["#", "walk", "kernel", "clamp", "oob"] + stops))
+        print(_table(numbered, ident + stops))
+    found = [c for c in _EXTRA_FINDINGS if any(r.get(c) for r in rows)]
+    if found:
+        print("\nfindings (batches that tripped a detector):")
+        print(_table(numbered, ident + found))
 
 
-@command("run", "sweep kernels, clamps and generator knobs; one row per setting")
+@command("run", "sweep kernels, callers, clamps and generator knobs; one row per setting")
 def _run_args(p):
     _run_args_common(p)
     out = p.add_mutually_exclusive_group()

@@ -15,7 +15,11 @@ __all__ = ["plot_rows", "require_matplotlib", "INSTALL_HINT"]
 
 INSTALL_HINT = "plotting needs matplotlib: pip install 'ptebatch[plot]' (or pip install matplotlib)"
 _FORMATS = (".png", ".svg", ".pdf")
-_REASONS = ("folio_end", "pmd_end", "vma_end", "not_present", "pfn_gap", "bit_mismatch", "order0", "single")
+_REASONS = ("folio_end", "pmd_end", "vma_end", "dst_pmd_end", "not_present", "pfn_gap", "bit_mismatch",
+            "order0", "single")
+# finding columns noted beside a row's stop-reason bar (old rows have only table_overruns)
+_NOTES = (("table_overruns", "read past table"), ("find_vma_overrun", "read past VMA"),
+          ("find_past_folio", "past folio"), ("find_spread", "spread"), ("find_uffd_wp", "mixed uffd-wp"))
 
 
 def require_matplotlib():
@@ -36,17 +40,36 @@ def require_matplotlib():
 
 
 def _labels(rows: list[dict]) -> list[str]:
-    """Name each row by the columns that differ between rows."""
+    """Name each row by the columns that differ between rows.
+
+    Rows written before callers existed have no ``caller`` column; where the
+    caller varies it names the series (with the kernel) and the walk, which
+    it implies, is left out.
+    """
     skip = {"batch_size_hist", "seconds", "batches", "ptes_batched", "mean_batch", "multi_batches",
             "mean_multi_batch", "table_overruns", "vma_overruns"}
-    keys = [k for k in rows[0] if k not in skip and not k.startswith("stop_")]
-    varying = [k for k in keys if len({str(r.get(k)) for r in rows}) > 1] or ["walk", "kernel"]
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys and k not in skip and not k.startswith(("stop_", "find_"))]
+    if "caller" in keys and "walk" in keys:  # next to the walk, even when old rows came first
+        keys.remove("caller")
+        keys.insert(keys.index("walk") + 1, "caller")
+    varying = [k for k in keys if len({str(r.get(k)) for r in rows}) > 1]
+    if "caller" in varying:
+        if "walk" in varying:
+            varying.remove("walk")
+        if "kernel" not in varying:
+            varying.insert(varying.index("caller") + 1, "kernel")
+    if not varying:
+        varying = ["caller" if "caller" in keys else "walk", "kernel"]
     out = []
     for r in rows:
         parts = []
         for k in varying:
             v = r.get(k)
-            if k in ("walk", "kernel", "space"):
+            if k == "caller" and v is None:  # an old row: its walk says as much
+                parts.append(str(r.get("walk", "")))
+            elif k in ("walk", "caller", "kernel", "space"):
                 parts.append(str(v))
             elif k == "clamp":
                 parts.append("" if v == "-" else f"clamp={v}")
@@ -63,7 +86,8 @@ def plot_rows(rows: list[dict], path, *, title: str | None = None) -> None:
     ----------
     rows : list of dict
         Rows from :func:`ptebatch.experiment` (each with ``batch_size_hist``
-        and ``stop_<reason>`` counts).
+        and ``stop_<reason>`` counts; rows saved before the ``caller`` and
+        ``find_<detector>`` columns existed plot too).
     path : str or os.PathLike
         Output file, ``.png``, ``.svg`` or ``.pdf``; written atomically.
     title : str, optional
@@ -124,9 +148,9 @@ def plot_rows(rows: list[dict], path, *, title: str | None = None) -> None:
         ax_s.barh(y, frac, left=left, color=cmap(j), label=reason)
         left += frac
     for i, r in enumerate(rows):
-        over = r.get("table_overruns", 0)
-        if over:
-            ax_s.text(1.01, i, f"{over:,} read past table", va="center", fontsize="small", color="crimson")
+        notes = [f"{r[col]:,} {what}" for col, what in _NOTES if r.get(col)]
+        if notes:
+            ax_s.text(1.01, i, "; ".join(notes), va="center", fontsize="small", color="crimson")
     ax_s.set_yticks(y, labels, fontsize="small")
     ax_s.invert_yaxis()
     ax_s.set_xlim(0, 1)
