@@ -557,8 +557,8 @@ folio_runs = jit(parallel=True)(_folio_runs)
 @jit()
 def unmap_folios(flat, seg_g0, seg_va, seg_vma, seg_vma_end, run_g, run_len, run_seg,
                  item_f, item_r0, item_r1, item_bound, i, i_end,
-                 folio_pfn, folio_nr, folio_flags, cfg, mode, batch_file, oob_adjacent,
-                 out_pfn, out_va, out_nr, out_reason, out_over, o, o_end):
+                 folio_pfn, folio_nr, folio_flags, vma_flags, cfg, mode, batch_file, skip_uffd_vma,
+                 oob_adjacent, out_pfn, out_va, out_nr, out_reason, out_over, o, o_end):
     """try_to_unmap_one over folios i..i_end-1, each over its VMAs in address order.
 
     Runs ``item_r0[i]:item_r1[i]`` (already in address order) are where folio
@@ -579,6 +579,7 @@ def unmap_folios(flat, seg_g0, seg_va, seg_vma, seg_vma_end, run_g, run_len, run
         cur_vma = -1
         cursor = ZERO
         vma_done = False
+        batch_here = batchable
         for r in range(item_r0[i], item_r1[i]):
             s = run_seg[r]
             vma = seg_vma[s]
@@ -586,6 +587,9 @@ def unmap_folios(flat, seg_g0, seg_va, seg_vma, seg_vma_end, run_g, run_len, run
                 cur_vma = vma
                 cursor = ZERO
                 vma_done = False
+                # 7.0: no batching in a VMA registered for uffd-wp
+                batch_here = batchable and not (skip_uffd_vma
+                                                and (vma_flags[vma] & np.uint8(1)) != np.uint8(0))
             if vma_done:
                 continue
             g = run_g[r]
@@ -605,7 +609,7 @@ def unmap_folios(flat, seg_g0, seg_va, seg_vma, seg_vma_end, run_g, run_len, run
                 nr = 1
                 reason = R.SINGLE
                 last = gk
-                if batchable and mode == UNMAP_ALL_OR_NOTHING:
+                if batch_here and mode == UNMAP_ALL_OR_NOTHING:
                     # 6.15.0-6.15.6: from the folio's first page only, max_nr = folio size
                     if pfn == fpfn:
                         n, stop, last, _w, _y, _d = folio_pte_batch(
@@ -613,7 +617,7 @@ def unmap_folios(flat, seg_g0, seg_va, seg_vma, seg_vma_end, run_g, run_len, run
                         if n == np.int64(fnr):
                             nr = n
                             reason = R.FOLIO_END
-                elif batchable and mode == UNMAP_CLAMPED:
+                elif batch_here and mode == UNMAP_CLAMPED:
                     end = pmd_addr_end(va, vma_end)
                     limit_reason = R.VMA_END if end == vma_end else R.PMD_END
                     n, stop, last, _w, _y, _d = folio_pte_batch(
@@ -640,13 +644,14 @@ def unmap_folios(flat, seg_g0, seg_va, seg_vma, seg_vma_end, run_g, run_len, run
 
 def _unmap_chunks(flat, seg_g0, seg_va, seg_vma, seg_vma_end, run_g, run_len, run_seg,
                   item_f, item_r0, item_r1, item_bound, ch_i, ch_end, ch_o, ch_o_end,
-                  folio_pfn, folio_nr, folio_flags, cfg, mode, batch_file, oob_adjacent,
-                  out_pfn, out_va, out_nr, out_reason, out_over):
+                  folio_pfn, folio_nr, folio_flags, vma_flags, cfg, mode, batch_file, skip_uffd_vma,
+                  oob_adjacent, out_pfn, out_va, out_nr, out_reason, out_over):
     for k in prange(ch_i.shape[0]):
         i, o = unmap_folios(flat, seg_g0, seg_va, seg_vma, seg_vma_end, run_g, run_len, run_seg,
                             item_f, item_r0, item_r1, item_bound, ch_i[k], ch_end[k],
-                            folio_pfn, folio_nr, folio_flags, cfg, mode, batch_file, oob_adjacent,
-                            out_pfn, out_va, out_nr, out_reason, out_over, ch_o[k], ch_o_end[k])
+                            folio_pfn, folio_nr, folio_flags, vma_flags, cfg, mode, batch_file,
+                            skip_uffd_vma, oob_adjacent, out_pfn, out_va, out_nr, out_reason,
+                            out_over, ch_o[k], ch_o_end[k])
         ch_i[k] = i
         ch_o[k] = o
 

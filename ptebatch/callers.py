@@ -51,6 +51,9 @@ class Rule:
     file_folios : bool
         Reverse-map callers only: file-backed large folios batch too, not
         only lazyfree anon ones.
+    skip_uffd_wp_vmas : bool
+        Reverse-map callers only: no batching in a VMA registered for
+        userfaultfd write-protect (``vma_flags`` bit 0).
     need_hint : bool
         Batch only when ``pte_batch_hint`` is above 1 (mremap: never on x86).
     dst_clamp : bool
@@ -69,6 +72,7 @@ class Rule:
     flags: str = ""
     unmap: str = UNMAP_CLAMPED
     file_folios: bool = False
+    skip_uffd_wp_vmas: bool = False
     need_hint: bool = False
     dst_clamp: bool = False
     spread: tuple[str, ...] = ()
@@ -146,6 +150,7 @@ class Preset:
         if self.caller.walk == RMAP:
             out["unmap"] = r.unmap
             out["file_folios"] = r.file_folios
+            out["skip_uffd_wp_vmas"] = r.skip_uffd_wp_vmas
         if r.need_hint:
             out["need_hint"] = True
         if r.dst_clamp:
@@ -193,10 +198,10 @@ _LIST: tuple[Caller, ...] = (
             Rule("6.17", flags="", unmap=UNMAP_CLAMPED, spread=("write", "soft_dirty"),
                  note="folio_pte_batch without flags: write, dirty and soft-dirty ignored"),
             Rule("7.0", flags="FPB_RESPECT_WRITE|FPB_RESPECT_SOFT_DIRTY", unmap=UNMAP_CLAMPED,
-                 file_folios=True,
+                 file_folios=True, skip_uffd_wp_vmas=True,
                  note="restore fix (29f40594a281): respect write and soft-dirty; file folios "
                       "batch too (mm: rmap: support batched unmapping for file large folios), "
-                      "except in uffd-wp VMAs"))),
+                      "but not in uffd-wp VMAs"))),
     Caller("mprotect", WALK, "mm/mprotect.c: change_pte_range (mprotect_folio_pte_batch)",
            "mprotect: the modify path writes the new protection back batch by batch",
            (Rule("6.17", flags="FPB_RESPECT_SOFT_DIRTY|FPB_RESPECT_WRITE",

@@ -68,7 +68,7 @@ import numpy as np
 
 from .arch import PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, PTRS_PER_PTE, X86_64
 from .cli import command
-from .space import FOLIO_ANON, FOLIO_SWAPBACKED, AddressSpace
+from .space import FOLIO_ANON, FOLIO_SWAPBACKED, VMA_UFFD_WP, AddressSpace
 
 __all__ = ["capture", "capture_detailed", "Capture", "Vma", "CaptureError", "PartialCaptureError",
            "ProcessExitedError", "read_vmas", "read_pagemap", "read_kpageflags"]
@@ -685,9 +685,13 @@ def capture_detailed(pid: int, *, anon_only: bool = False, start: int | None = N
     for v, why in skipped:
         notes.append(f"skipped {v.describe()}: {why}")
 
+    # smaps' "uw": the VMA is registered for userfaultfd write-protect
+    vflags = np.array([VMA_UFFD_WP if "uw" in v.vmflags else 0 for v, _, _ in pieces], dtype=np.uint8)
+
     ptes, table_va = _tables(pv, pte)
     space = AddressSpace(ptes, table_va, vs, ve, np.ascontiguousarray(f_pfn, dtype=np.uint64),
-                         np.ascontiguousarray(f_nr, dtype=np.uint64), np.ascontiguousarray(f_flags))
+                         np.ascontiguousarray(f_nr, dtype=np.uint64), np.ascontiguousarray(f_flags),
+                         vma_flags=vflags)
     large = f_nr > _U1
     stats = {
         "vmas": len(pieces), "skipped_vmas": len(skipped), "virtual_bytes": int(total),

@@ -25,7 +25,7 @@ def sample(space: AddressSpace, n_tables: int) -> AddressSpace:
     vma_start, vma_end = space.vma_start[keep], np.minimum(space.vma_end[keep], end)
     return AddressSpace(np.ascontiguousarray(space.ptes[:n]), space.table_va[:n].copy(), vma_start.copy(),
                         vma_end.copy(), space.folio_pfn, space.folio_nr, space.folio_flags,
-                        arch=space.arch)
+                        arch=space.arch, vma_flags=space.vma_flags[keep].copy())
 
 
 def _row(space_name, walk, kernel, clamp, oob, r) -> dict:

@@ -574,7 +574,8 @@ def unmap(space: AddressSpace, *, caller="lazyfree", kernel="6.16", flags=None, 
         with threads(parallel):
             K.unmap_chunks(flat, g0, va, vma, vma_end, run_g, run_len, run_seg, item_f, item_r0,
                            item_r1, item_bound, ch_pos, ch_end, ch_o, ch_o_end, fpfn, fnr,
-                           space.folio_flags, cfg, mode, preset.rule.file_folios, oob == "adjacent",
+                           space.folio_flags, space.vma_flags, cfg, mode, preset.rule.file_folios,
+                           preset.rule.skip_uffd_wp_vmas, oob == "adjacent",
                            *bufs)
 
     out_pfn, out_va, out_nr, out_reason, out_over = _drive(

@@ -34,7 +34,7 @@ import numpy as np
 
 from . import _gen_kernels as G
 from .arch import PAGE_SHIFT, PAGE_SIZE, PTRS_PER_PTE, Arch, get_arch
-from .space import FOLIO_ANON, FOLIO_SWAPBACKED, AddressSpace
+from .space import FOLIO_ANON, FOLIO_SWAPBACKED, VMA_UFFD_WP, AddressSpace
 
 __all__ = ["generate", "PRESETS", "PRESET_HELP", "parse_sizes", "RATE_KNOBS", "CONTPTE_HELP"]
 
@@ -73,7 +73,8 @@ RATE_KNOBS: dict[str, str] = {
     "dirty": "fraction of entries with the dirty bit",
     "soft_dirty": "fraction of folios with soft-dirty set on their entries (unset: 0.2, "
                   "or 0 on arm64, which has no soft-dirty bit)",
-    "uffd_wp": "fraction of folios with uffd-wp set on their entries",
+    "uffd_wp": "fraction of folios with uffd-wp set on their entries (their VMAs are marked "
+               "uffd-wp registered)",
     "mixed_write": "of the writable large folios, the fraction whose entries from a random "
                    "page on are read-only (real bug #5's layout)",
 }
@@ -482,4 +483,15 @@ def _build(n, seed, orders_k, p, r, shuffle_pfn, vma_tables, a, say) -> AddressS
                        np.uint64(a.present), np.uint64(a.special), np.uint64(a.pfn_mask),
                        _steps(a.ops["mkclean"] + a.ops["mkold"]), np.uint64(a.cont), cont_key,
                        _threshold(r["contpte"]))
-    return AddressSpace(ptes, table_va, vma_start, vma_end, folio_pfn, folio_nr, flags[big], arch=a.name)
+    vma_flags = None
+    if r["uffd_wp"] > 0.0:
+        # a PTE carries uffd-wp only in a VMA registered for it: register those VMAs
+        say("vma flags")
+        hit = np.flatnonzero(ptes.reshape(-1) & np.uint64(a.uffd_wp))
+        va = table_va[hit // PTRS_PER_PTE] + (hit % PTRS_PER_PTE).astype(np.uint64) * np.uint64(PAGE_SIZE)
+        v = np.searchsorted(vma_start, va, side="right") - 1
+        inside = (v >= 0) & (va < vma_end[np.maximum(v, 0)])
+        vma_flags = np.zeros(vma_start.size, dtype=np.uint8)
+        vma_flags[v[inside]] = VMA_UFFD_WP
+    return AddressSpace(ptes, table_va, vma_start, vma_end, folio_pfn, folio_nr, flags[big], arch=a.name,
+                        vma_flags=vma_flags)

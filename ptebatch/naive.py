@@ -16,7 +16,7 @@ from . import reasons as R
 from .arch import PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, PTRS_PER_PTE, U64, get_arch
 from .engine import batch_outputs, check_batch_args, check_walk_args
 from .results import BatchResult, ScanResult, UnmapResult
-from .space import FOLIO_ANON, FOLIO_SWAPBACKED, AddressSpace
+from .space import FOLIO_ANON, FOLIO_SWAPBACKED, VMA_UFFD_WP, AddressSpace
 from .callers import UNMAP_ALL_OR_NOTHING, UNMAP_CLAMPED
 from .versions import resolve_flags, resolve_kernel
 
@@ -412,19 +412,22 @@ def unmap(space: AddressSpace, *, caller="lazyfree", kernel="6.16", flags=None, 
         for v in sorted(by_vma):
             # try_to_unmap_one: page_vma_mapped_walk over this VMA
             cursor = 0
+            # 7.0 does not batch in a VMA registered for uffd-wp (userfaultfd_wp(vma))
+            batch_here = batchable and not (rule.skip_uffd_wp_vmas
+                                            and space.vma_flags[v] & VMA_UFFD_WP)
             for addr, g, vma_end in by_vma[v]:
                 if addr < cursor:
                     continue  # cleared by the previous batch
                 read, table_end = mem.reader(g)
                 pte = b.ptep_get(read, g)
                 nr, reason, last = 1, R.SINGLE, g
-                if batchable and rule.unmap == UNMAP_ALL_OR_NOTHING:
+                if batch_here and rule.unmap == UNMAP_ALL_OR_NOTHING:
                     # can_batch_unmap_folio_ptes (6.15.0-6.15.6)
                     if b.pte_pfn(pte) == fpfn:
                         n, _, last, *_ = b.batch(read, g, pte, fnr, fpfn, fnr)
                         if n == fnr:
                             nr, reason = n, R.FOLIO_END
-                elif batchable and rule.unmap == UNMAP_CLAMPED:
+                elif batch_here and rule.unmap == UNMAP_CLAMPED:
                     # folio_unmap_pte_batch: one VMA and one page table only
                     end = pmd_addr_end(addr, vma_end)
                     n, stop, last, *_ = b.batch(read, g, pte, (end - addr) >> PAGE_SHIFT, fpfn, fnr)

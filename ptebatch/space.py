@@ -11,8 +11,9 @@ field                     dtype, shape     rule
 ``folio_pfn``             uint64 [F]       first PFN; increasing; aligned to its size
 ``folio_nr``              uint64 [F]       pages; a power of two
 ``folio_flags``           uint8 [F]        bit 0 anon, bit 1 swapbacked
+``vma_flags`` (optional)  uint8 [V]        bit 0 uffd-wp registered (VM_UFFD_WP); 0s if absent
 ``format``/``version``    str / int        ``"ptebatch.snapshot"`` / 1
-``arch``                  str              ``"x86_64"``
+``arch``                  str              ``"x86_64"`` or ``"arm64"``
 ========================  ===============  ============================================
 
 A present PTE whose PFN lies in no listed folio maps an order-0 folio.
@@ -29,12 +30,14 @@ import numpy as np
 from ._io import atomic_write
 from .arch import PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, PTRS_PER_PTE, get_arch
 
-__all__ = ["AddressSpace", "load", "FOLIO_ANON", "FOLIO_SWAPBACKED", "FORMAT", "VERSION"]
+__all__ = ["AddressSpace", "load", "FOLIO_ANON", "FOLIO_SWAPBACKED", "VMA_UFFD_WP", "FORMAT",
+           "VERSION"]
 
 FORMAT = "ptebatch.snapshot"
 VERSION = 1
 FOLIO_ANON = 1
 FOLIO_SWAPBACKED = 2
+VMA_UFFD_WP = 1   # the VMA is registered for userfaultfd write-protect
 # Orders above this are not folios of any kernel we model (x86-64 MAX_PAGE_ORDER is 10).
 MAX_FOLIO_NR = 1 << 18
 
@@ -84,7 +87,10 @@ class AddressSpace:
     folio_flags : numpy.ndarray of uint8, shape (F,)
         Bit 0 anon, bit 1 swapbacked; lazyfree is anon and not swapbacked.
     arch : str
-        PTE encoding, ``"x86_64"``.
+        PTE encoding, ``"x86_64"`` or ``"arm64"``.
+    vma_flags : numpy.ndarray of uint8, shape (V,), optional
+        Bit 0: the VMA is registered for userfaultfd write-protect (7.0's
+        reclaim does not batch there).  ``None``: all 0.
 
     Raises
     ------
@@ -101,11 +107,14 @@ class AddressSpace:
     """
 
     def __init__(self, ptes, table_va, vma_start, vma_end, folio_pfn, folio_nr, folio_flags,
-                 arch: str = "x86_64"):
+                 arch: str = "x86_64", vma_flags=None):
         args = dict(ptes=ptes, table_va=table_va, vma_start=vma_start, vma_end=vma_end,
                     folio_pfn=folio_pfn, folio_nr=folio_nr, folio_flags=folio_flags)
         for name, dtype, ndim in _ARRAYS:
             setattr(self, name, _check_array(name, args[name], dtype, ndim))
+        if vma_flags is None:
+            vma_flags = np.zeros(self.vma_start.shape[0], dtype=np.uint8)
+        self.vma_flags = _check_array("vma_flags", vma_flags, np.uint8, 1)
         self.arch = get_arch(arch).name
         self._validate()
 
@@ -151,6 +160,15 @@ class AddressSpace:
                     raise ValueError(f"vma_start: VMAs must be sorted and non-overlapping; VMA {i} "
                                      f"starts at {int(vs[i]):#x}, before VMA {i - 1} ends at "
                                      f"{int(ve[i - 1]):#x}")
+
+        vf = self.vma_flags
+        if vf.shape != vs.shape:
+            raise ValueError(f"vma_flags: length {vf.shape[0]} does not match vma_start's {vs.shape[0]}")
+        bad = (vf & np.uint8(~VMA_UFFD_WP & 0xFF)) != 0
+        if bad.any():
+            i = _first_bad(bad)
+            raise ValueError(f"vma_flags: only bit 0 (uffd-wp registered) is defined; VMA {i} has "
+                             f"{int(vf[i]):#x}")
 
         fp, fn, ff = self.folio_pfn, self.folio_nr, self.folio_flags
         if not (fp.shape == fn.shape == ff.shape):
@@ -214,6 +232,7 @@ class AddressSpace:
             "format": FORMAT, "version": VERSION, "arch": self.arch,
             "tables": self.n_tables, "vmas": self.n_vmas, "folios": self.n_folios,
             "lazyfree_folios": int(np.count_nonzero(lazy)),
+            "uffd_wp_vmas": int(np.count_nonzero(self.vma_flags & np.uint8(VMA_UFFD_WP))),
             "folio_sizes": {str(int(s)): int(c) for s, c in zip(sizes, counts)},
             "present_ptes": present,
             "vma_bytes": int(np.sum(self.vma_end - self.vma_start, dtype=np.uint64)),
@@ -226,14 +245,14 @@ class AddressSpace:
     def __eq__(self, other) -> bool:
         if not isinstance(other, AddressSpace):
             return NotImplemented
-        return self.arch == other.arch and all(
+        return self.arch == other.arch and np.array_equal(self.vma_flags, other.vma_flags) and all(
             np.array_equal(getattr(self, n), getattr(other, n)) for n, _, _ in _ARRAYS)
 
     __hash__ = None  # type: ignore[assignment]
 
     @classmethod
     def from_entries(cls, va, pte, vma_start, vma_end, folio_pfn=(), folio_nr=(), folio_flags=(),
-                     arch: str = "x86_64") -> "AddressSpace":
+                     arch: str = "x86_64", vma_flags=None) -> "AddressSpace":
         """Build a space from individual PTEs.
 
         Parameters
@@ -242,7 +261,7 @@ class AddressSpace:
             Page-aligned virtual address of each entry (no duplicates).
         pte : array_like of uint64
             The entries; tables are created for the 2 MiB regions they touch.
-        vma_start, vma_end, folio_pfn, folio_nr, folio_flags : array_like
+        vma_start, vma_end, folio_pfn, folio_nr, folio_flags, vma_flags : array_like
             As for the constructor; converted to the schema's dtypes.
 
         Returns
@@ -268,7 +287,8 @@ class AddressSpace:
                    np.asarray(folio_pfn, dtype=np.uint64).reshape(-1).copy(),
                    np.asarray(folio_nr, dtype=np.uint64).reshape(-1).copy(),
                    np.asarray(folio_flags, dtype=np.uint8).reshape(-1).copy(),
-                   arch=arch)
+                   arch=arch, vma_flags=None if vma_flags is None
+                   else np.asarray(vma_flags, dtype=np.uint8).reshape(-1).copy())
 
     # -- persistence -------------------------------------------------------
     def save(self, path) -> None:
@@ -285,7 +305,8 @@ class AddressSpace:
         """
         def write(fh):
             np.savez(fh, format=np.array(FORMAT), version=np.array(VERSION, dtype=np.int64),
-                     arch=np.array(self.arch), **{name: getattr(self, name) for name, _, _ in _ARRAYS})
+                     arch=np.array(self.arch), vma_flags=self.vma_flags,
+                     **{name: getattr(self, name) for name, _, _ in _ARRAYS})
         atomic_write(path, write)
 
 
@@ -334,6 +355,7 @@ def load(path) -> AddressSpace:
     if missing:
         raise ValueError(f"{path}: missing field {missing[0]!r}")
     try:
-        return AddressSpace(**{n: fields[n] for n, _, _ in _ARRAYS}, arch=str(arch))
+        return AddressSpace(**{n: fields[n] for n, _, _ in _ARRAYS}, arch=str(arch),
+                            vma_flags=fields.get("vma_flags"))
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"{path}: {exc}") from None

@@ -152,7 +152,9 @@ def spaces(draw, max_tables: int = 3, arch=None):
     return AddressSpace(ptes, np.array(table_va, dtype=np.uint64),
                         np.array(vma_start, dtype=np.uint64), np.array(vma_end, dtype=np.uint64),
                         np.array(folio_pfn, dtype=np.uint64), np.array(folio_nr, dtype=np.uint64),
-                        np.array(folio_flags, dtype=np.uint8), arch=arch.name)
+                        np.array(folio_flags, dtype=np.uint8), arch=arch.name,
+                        vma_flags=np.array([draw(st.sampled_from([0, 0, 1])) for _ in vma_start],
+                                           dtype=np.uint8))
 
 
 @st.composite

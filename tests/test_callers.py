@@ -128,3 +128,28 @@ def test_scan_cli_takes_a_caller(tmp_path, capsys):
         main(["scan", path, "--caller", "lazyfree"])
     assert e.value.code == 2
     assert parse_version("v6.15.7") == (6, 15, 7)
+
+
+@pytest.mark.parametrize("impl", [pb, pb.naive], ids=["jit", "naive"])
+def test_7_0_reclaim_does_not_batch_in_a_uffd_wp_vma(impl):
+    space = pb.thread_layout(folio_nr=16, before_boundary=4)   # 4 + 12 pages, one VMA
+    registered = pb.AddressSpace(space.ptes, space.table_va, space.vma_start, space.vma_end,
+                                 space.folio_pfn, space.folio_nr, space.folio_flags,
+                                 vma_flags=np.array([1], dtype=np.uint8))
+    for kernel in ("6.16", "6.19"):   # the flag changes nothing before 7.0
+        assert impl.unmap(registered, kernel=kernel).nr.tolist() == [4, 12]
+    assert impl.unmap(space, kernel="7.0").nr.tolist() == [4, 12]
+    r = impl.unmap(registered, kernel="7.0")
+    assert r.nr.tolist() == [1] * 16 and set(r.reason_names()) == {"single"}
+    assert resolve_caller("lazyfree", "7.0").describe()["skip_uffd_wp_vmas"] is True
+
+
+def test_generated_uffd_wp_ptes_sit_in_registered_vmas():
+    space = pb.generate(3000, seed=3, uffd_wp=0.1)
+    flat = space.ptes.reshape(-1)
+    hit = np.flatnonzero(flat & np.uint64(pb.X86_64.uffd_wp))
+    va = space.table_va[hit // 512] + (hit % 512).astype(np.uint64) * np.uint64(4096)
+    v = np.searchsorted(space.vma_start, va, side="right") - 1
+    assert hit.size and (space.vma_flags[v] == 1).all()
+    assert 0 < space.info()["uffd_wp_vmas"] < space.n_vmas
+    assert not pb.generate(3000, seed=3).vma_flags.any()

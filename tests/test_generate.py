@@ -20,7 +20,8 @@ ARRAYS = ("ptes", "table_va", "vma_start", "vma_end", "folio_pfn", "folio_nr", "
 
 def revalidate(s):
     """Build the space again from copies: every schema rule is checked once more."""
-    return pb.AddressSpace(*(getattr(s, n).copy() for n in ARRAYS), arch=s.arch)
+    return pb.AddressSpace(*(getattr(s, n).copy() for n in ARRAYS), arch=s.arch,
+                           vma_flags=s.vma_flags.copy())
 
 
 def present_pages(s):

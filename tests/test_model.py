@@ -298,3 +298,25 @@ def test_saved_snapshot_has_the_umask_mode(tmp_path):
     finally:
         os.umask(old)
     assert (path.stat().st_mode & 0o777) == 0o644
+
+
+def test_vma_flags_are_optional_validated_and_saved(tmp_path):
+    a = good_arrays()
+    sp = pb.AddressSpace(**a)
+    assert sp.vma_flags.tolist() == [0] * sp.n_vmas
+    flagged = pb.AddressSpace(**a, vma_flags=np.ones(sp.n_vmas, dtype=np.uint8))
+    assert flagged != sp
+    path = str(tmp_path / "f.npz")
+    flagged.save(path)
+    assert pb.load(path) == flagged
+    # a snapshot written before vma_flags existed loads with all flags 0
+    old = str(tmp_path / "old.npz")
+    np.savez(old, format=np.array("ptebatch.snapshot"), version=np.array(1), arch=np.array("x86_64"),
+             **a)
+    assert pb.load(old) == sp
+    with pytest.raises(ValueError, match="vma_flags: length 2 does not match"):
+        pb.AddressSpace(**a, vma_flags=np.zeros(2, dtype=np.uint8))
+    with pytest.raises(ValueError, match=r"vma_flags: only bit 0 \(uffd-wp registered\)"):
+        pb.AddressSpace(**a, vma_flags=np.full(sp.n_vmas, 4, dtype=np.uint8))
+    with pytest.raises(TypeError, match="vma_flags: dtype must be uint8"):
+        pb.AddressSpace(**a, vma_flags=np.zeros(sp.n_vmas, dtype=np.int64))
