@@ -105,8 +105,8 @@ NOT_EXPRESSED: dict[int, str] = {
        "try_to_unmap_one walk: needs non-present swap-like entries.",
     7: "uffd-wp markers lost when a file folio was unmapped as a batch (mm-unstable during 7.0, "
        "never released): the batch was uniform in uffd-wp; the caller installed the marker for "
-       "the first entry only. Needs uffd-wp VMA registration and marker installation; 7.0 "
-       "instead skips batching in uffd-wp VMAs, which the model does not represent either.",
+       "the first entry only. Needs the caller's marker installation. The released 7.0 rule, "
+       "no batching in a uffd-wp VMA, is modelled (vma_flags).",
     8: "swap_pte_batch joined swap entries charged to different memory cgroups: swap entries "
        "and swap-slot cgroups are not modelled.",
 }
