@@ -63,7 +63,18 @@ class Arch:
         ``pte_special``: such a PTE maps no folio (``vm_normal_page`` is NULL),
         so no walk batches it.
     cont : int
-        Contiguous-block bit used by ``pte_batch_hint`` (0: hint is always 1).
+        Contiguous-block bit (arm64 contpte): ``pte_batch_hint`` jumps to the
+        end of the aligned 16-entry block and ``ptep_get`` gathers young and
+        dirty from the whole block.  0: no such bit, the hint is always 1.
+    ops_before : Mapping[str, tuple[tuple[int, int, int], tuple[Step, ...]]]
+        Operations that changed: ``{op: (release, steps)}`` gives the steps
+        used by releases before ``release`` (arm64's ``pte_mkwrite`` before
+        6.18 cleared read-only unconditionally).
+    make_dirty : tuple of Step, optional
+        What :meth:`make_pte` does for ``dirty=True``, applied after the other
+        bits (default: set ``make_bits["dirty"]``).  arm64 marks a writable PTE
+        dirty by clearing read-only (the hardware's way) and a read-only one
+        with the software dirty bit.
     """
 
     name: str
@@ -81,6 +92,7 @@ class Arch:
     base_bits: int
     special: int = 0
     cont: int = 0
+    ops_before: Mapping[str, tuple[tuple[int, int, int], tuple[Step, ...]]] = field(default_factory=dict)
     make_dirty: tuple[Step, ...] | None = None
     max_pfn: int = field(init=False)
 
@@ -90,9 +102,17 @@ class Arch:
             object.__setattr__(self, "make_dirty", _set(self.make_bits["dirty"]))
 
     # -- plain-int operations (used by the naive reference) -----------------
-    def apply(self, op: str, pte: int) -> int:
-        """Apply operation ``op`` to one PTE given as a Python int."""
-        for cond_set, cond_clear, set_, clear in self.ops[op]:
+    def steps(self, op: str, version: tuple[int, int, int] | None = None) -> tuple[Step, ...]:
+        """The masked steps of ``op`` in release ``version`` (None: the newest)."""
+        if version is not None and op in self.ops_before:
+            until, old = self.ops_before[op]
+            if tuple(version) < until:
+                return old
+        return self.ops[op]
+
+    def apply(self, op: str, pte: int, version: tuple[int, int, int] | None = None) -> int:
+        """Apply operation ``op`` (as in release ``version``) to one PTE given as a Python int."""
+        for cond_set, cond_clear, set_, clear in self.steps(op, version):
             if (pte & cond_set) == cond_set and (pte & cond_clear) == 0:
                 pte = (pte | set_) & ~clear & U64
         return pte
@@ -114,8 +134,11 @@ class Arch:
         pfn : int or array_like of uint64
             Page frame numbers; must fit the architecture's PFN field.
         present, write, young, dirty, soft_dirty, uffd_wp, nx : bool or array_like of bool
-            Bits to set.  ``dirty`` sets the hardware dirty bit only (x86-64
-            bit 6); soft-dirty is its own switch, unlike ``pte_mkdirty``.
+            Bits to set.  ``dirty`` marks the page dirty as the hardware does
+            (:attr:`make_dirty`): x86-64 sets bit 6 only (soft-dirty is its own
+            switch, unlike ``pte_mkdirty``); arm64 clears read-only on a
+            writable PTE and sets the software dirty bit on a read-only one.
+            ``soft_dirty`` on arm64, which has no such bit, is an error.
         extra : int or array_like of uint64
             Raw bits ORed in last.
 
@@ -296,6 +319,7 @@ ARM64 = Arch(
         "wrprotect": ((_A64["WRITE"], _A64["RDONLY"], _A64["DIRTY"], 0),
                       (0, 0, _A64["RDONLY"], _A64["WRITE"])),
         "mkold": _clear(_A64["AF"]),
+        # 6.18+ (143937ca51cc): clear read-only only if software dirty
         "mkwrite": ((0, 0, _A64["WRITE"], 0), (_A64["DIRTY"], 0, 0, _A64["RDONLY"])),
         "mkyoung": _set(_A64["AF"]),
         "mkdirty": ((0, 0, _A64["DIRTY"], 0), (_A64["WRITE"], 0, 0, _A64["RDONLY"])),
@@ -307,6 +331,8 @@ ARM64 = Arch(
     base_bits=_A64["PAGE"] | _A64["USER"] | _A64["SH"] | _A64["NG"] | _A64["PXN"] | _A64["RDONLY"],
     special=_A64["SPECIAL"],
     cont=_A64["CONT"],
+    # before 6.18 pte_mkwrite cleared read-only unconditionally: the PTE became hardware-dirty
+    ops_before={"mkwrite": ((6, 18, 0), ((0, 0, _A64["WRITE"], _A64["RDONLY"]),))},
     make_dirty=((_A64["WRITE"], 0, 0, _A64["RDONLY"]), (0, _A64["WRITE"], _A64["DIRTY"], 0)),
 )
 

@@ -199,7 +199,8 @@ _LIST: tuple[Caller, ...] = (
                  note="folio_pte_batch without flags: write, dirty and soft-dirty ignored"),
             Rule("7.0", flags="FPB_RESPECT_WRITE|FPB_RESPECT_SOFT_DIRTY", unmap=UNMAP_CLAMPED,
                  file_folios=True, skip_uffd_wp_vmas=True,
-                 note="restore fix (29f40594a281): respect write and soft-dirty; file folios "
+                 note="restore fix (29f40594a281, also queued for 6.19.y stable; the point "
+                      "release is not a row): respect write and soft-dirty; file folios "
                       "batch too (mm: rmap: support batched unmapping for file large folios), "
                       "but not in uffd-wp VMAs"))),
     Caller("mprotect", WALK, "mm/mprotect.c: change_pte_range (mprotect_folio_pte_batch)",
@@ -209,9 +210,11 @@ _LIST: tuple[Caller, ...] = (
                       "are ORed by modify_prot_start_ptes, the write upgrade is decided page by "
                       "page (PageAnonExclusive, not modelled)"),)),
     Caller("mprotect-numa", WALK, "mm/mprotect.c: change_pte_range (prot_numa path)",
-           "NUMA hinting (change_prot_numa): batches only to skip folios it leaves alone",
-           (Rule("6.17", flags="", note="mprotect_folio_pte_batch with flags 0; nothing is "
-                                        "written back"),)),
+           "NUMA hinting (change_prot_numa), as if every folio were skipped",
+           (Rule("6.17", flags="", note="the skip path batches with flags 0 and writes nothing; "
+                                        "folios it does not skip take the mprotect preset's "
+                                        "modify path (which folios are skipped depends on "
+                                        "node placement, not modelled)"),)),
     Caller("mremap", WALK, "mm/mremap.c: move_ptes (mremap_folio_pte_batch)",
            "mremap: moves batches to the destination, stamping the first PTE",
            (Rule("6.17", flags="", need_hint=True, dst_clamp=True, spread=("write",),
@@ -220,7 +223,8 @@ _LIST: tuple[Caller, ...] = (
                       "ORed and soft-dirty is set on every moved entry, so only write spreads"),
             Rule("6.18", flags="FPB_RESPECT_WRITE", need_hint=True, dst_clamp=True,
                  note="mm/mremap: honour writable bit in mremap pte batching (04d1c9d60c6e; "
-                      "also in 6.17.y stable)"))),
+                      "also in 6.17.y stable).  A move of whole 2 MiB-aligned tables moves the "
+                      "PMD and batches nothing; ptebatch walks those PTEs anyway"))),
     Caller("madvise-free", WALK, "mm/madvise.c: madvise_free_pte_range",
            "MADV_FREE: marks the batch old and clean",
            (Rule("6.10", flags=_G1_ID, note="mm/madvise: optimize lazyfreeing with mTHP in "
@@ -236,6 +240,11 @@ _LIST: tuple[Caller, ...] = (
            "MADV_PAGEOUT: as cold, then reclaims the folio",
            (Rule("6.10", flags=_G1_ID, note="as madvise-cold"),
             Rule("6.17", flags="FPB_MERGE_YOUNG_DIRTY"))),
+    Caller("mempolicy", WALK, "mm/mempolicy.c: queue_folios_pte_range",
+           "mbind / migrate_pages: queue the folios of a range, a batch at a time",
+           (Rule("6.16", flags=_G1_ID, note="mm: mempolicy: use folio_pte_batch (posted April "
+                                            "2025; release tag not verified)"),
+            Rule("6.17", flags=""))),
     Caller("mlock", WALK, "mm/mlock.c: mlock_pte_range (folio_mlock_step)",
            "mlock / munlock of a range",
            (Rule("6.11", flags=_G1_ID,

@@ -96,8 +96,9 @@ CORPUS: tuple[Bug, ...] = (
 # Bugs of KERNEL.md section 7 the model cannot show, and why.
 NOT_EXPRESSED: dict[int, str] = {
     2: "XEN PV folio-end overrun: needs XEN's PFN-to-machine-frame translation, under which "
-       "advancing past the folio gave an empty PTE that matched the empty entry 457. With a "
-       "plain encoding generation 1's PFN check stops at the folio end (data/xen_pv.npz holds "
+       "advancing past the folio gave an empty PTE (PFN 0, below the folio end, so generation "
+       "1's PFN check let it pass) that matched the empty entry 457. With a plain encoding the "
+       "expected PTE stays present and entry 457 simply does not match (data/xen_pv.npz holds "
        "the layout only).",
     3: "mprotect (6.17-rc1 only, never in a release) read PageAnonExclusive from the folio's "
        "head page instead of the batch's first page: needs per-page exclusivity.",

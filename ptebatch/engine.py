@@ -124,14 +124,14 @@ def batch_outputs(arch: Arch, profile: KernelProfile, flags: int, pte: int,
     if gen.outputs == "any":
         return dict(any_writable=bool(any_writable), any_young=bool(any_young),
                     any_dirty=bool(any_dirty))
-    merged = pte
+    merged, v = pte, profile.version
     if flags & gen.flags["FPB_MERGE_WRITE"] and any_writable:
-        merged = arch.apply("mkwrite", merged)
+        merged = arch.apply("mkwrite", merged, v)
     if flags & gen.flags["FPB_MERGE_YOUNG_DIRTY"]:
         if any_young:
-            merged = arch.apply("mkyoung", merged)
+            merged = arch.apply("mkyoung", merged, v)
         if any_dirty:
-            merged = arch.apply("mkdirty", merged)
+            merged = arch.apply("mkdirty", merged, v)
     return dict(pte=merged)
 
 
@@ -204,9 +204,9 @@ def check_walk_args(space, walk, caller, kernel, flags, clamp, oob, move_by=0):
     move_by = _as_int("move_by", move_by)
     if move_by % PAGE_SIZE:
         raise ValueError(f"move_by: must be a multiple of 4096 (a page), got {move_by}")
-    if move_by and not preset.rule.dst_clamp:
-        raise ValueError(f"move_by: only a caller that moves entries to a destination (mremap, "
-                         f"from 6.17) takes it; {preset.name} on {preset.profile.name} does not")
+    if move_by and not any(r.dst_clamp for r in preset.caller.rules):
+        raise ValueError(f"move_by: only a caller that moves entries to a destination (mremap) "
+                         f"takes it, not {preset.name}")
     return preset, fl, clamp, move_by
 
 

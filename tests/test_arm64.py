@@ -180,3 +180,54 @@ def test_generated_arm64_space_unmap_jit_equals_naive(kernel):
     assert a.summary() == b.summary()
     np.testing.assert_array_equal(a.nr, b.nr)
     np.testing.assert_array_equal(a.findings, b.findings)
+
+
+# -- an independent reading: the kernel's C helpers written out, not from arch tables ---------
+
+def _c_pte_dirty(p):          # pte_dirty: pte_sw_dirty || pte_hw_dirty
+    return bool(p & B["DIRTY"]) or (bool(p & B["WRITE"]) and not p & B["RDONLY"])
+
+
+def _c_mkclean(p):            # clear PTE_DIRTY, set PTE_RDONLY
+    return (p & ~B["DIRTY"]) | B["RDONLY"]
+
+
+def _c_mkdirty(p):            # set PTE_DIRTY; if pte_write, clear PTE_RDONLY
+    p |= B["DIRTY"]
+    return p & ~B["RDONLY"] if p & B["WRITE"] else p
+
+
+def _c_wrprotect(p):          # if pte_hw_dirty, pte_mkdirty; clear PTE_WRITE, set PTE_RDONLY
+    if p & B["WRITE"] and not p & B["RDONLY"]:
+        p = _c_mkdirty(p)
+    return (p & ~B["WRITE"]) | B["RDONLY"]
+
+
+def _c_mkwrite(p, version):   # 6.18 (143937ca51cc): clear PTE_RDONLY only if software dirty
+    p |= B["WRITE"]
+    if version < (6, 18, 0) or p & B["DIRTY"]:
+        p &= ~B["RDONLY"]
+    return p
+
+
+def test_arm64_tables_equal_the_c_helpers_on_every_combination():
+    base = int(ARM64.make_pte(0x1234)) & ~(B["RDONLY"])
+    names = ["WRITE", "RDONLY", "DIRTY", "AF", "CONT", "UFFD_WP"]
+    for mask in range(1 << len(names)):
+        p = base | sum(B[n] for i, n in enumerate(names) if mask >> i & 1)
+        assert ARM64.is_dirty(p) == _c_pte_dirty(p), hex(p)
+        assert ARM64.apply("mkclean", p) == _c_mkclean(p), hex(p)
+        assert ARM64.apply("mkdirty", p) == _c_mkdirty(p), hex(p)
+        assert ARM64.apply("wrprotect", p) == _c_wrprotect(p), hex(p)
+        assert ARM64.apply("mkold", p) == p & ~B["AF"]
+        assert ARM64.apply("mkyoung", p) == p | B["AF"]
+        for v in ((6, 17, 0), (6, 18, 0)):
+            assert ARM64.apply("mkwrite", p, v) == _c_mkwrite(p, v), (hex(p), v)
+
+
+def test_merged_write_on_6_17_arm64_makes_the_pte_hardware_dirty():
+    arr = ARM64.make_pte(PFN + np.arange(4, dtype=np.uint64), write=[False, True, True, True])
+    for kernel, dirty in (("6.17", True), ("6.18", False)):
+        r = pb.folio_pte_batch(arr, 0, 4, PFN, 4, kernel=kernel, arch="arm64",
+                               flags="FPB_MERGE_WRITE|FPB_RESPECT_DIRTY")
+        assert r.nr == 4 and ARM64.pte_write(r.pte) and ARM64.is_dirty(r.pte) == dirty
