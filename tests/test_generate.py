@@ -76,8 +76,11 @@ def test_schema_valid_and_ptes_consistent(kw):
     assert np.unique(pfn).size == pfn.size
 
 
-def test_same_seed_same_bytes_on_any_thread_count():
+@pytest.mark.parametrize("arch", ["x86_64", "arm64"])
+def test_same_seed_same_bytes_on_any_thread_count(arch):
     kw = dict(seed=11, moved=0.3, partial=0.2, holes=0.05, vma_split=0.2, mixed_write=0.3)
+    if arch == "arm64":
+        kw = dict(ARM_KW, seed=11, arch="arm64", contpte=0.5)
     a = pb.generate(3000, **kw)
     n = numba.get_num_threads()
     numba.set_num_threads(1)
@@ -85,7 +88,8 @@ def test_same_seed_same_bytes_on_any_thread_count():
         b = pb.generate(3000, **kw)
     finally:
         numba.set_num_threads(n)
-    assert a == b
+    assert a == b and a.arch == arch
+    assert revalidate(a) == a
     assert a != pb.generate(3000, **{**kw, "seed": 12})
 
 
@@ -339,20 +343,6 @@ def folded_blocks(s):
 # pages can map 16 consecutive aligned PFNs), VMA splits inside folios, holes, mixed write
 ARM_KW = dict(sizes="0:1,2:1,3:1,4:2,5:1,9:0.3", moved=0.3, straddle=0.5, partial=0.1, holes=0.002,
               vma_split=0.3, vma_tables=2, mixed_write=0.5, uffd_wp=0.2, shuffle_pfn=False)
-
-
-def test_arm64_same_seed_same_bytes_on_any_thread_count():
-    kw = dict(ARM_KW, seed=11, arch="arm64", contpte=0.5)
-    a = pb.generate(3000, **kw)
-    n = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        b = pb.generate(3000, **kw)
-    finally:
-        numba.set_num_threads(n)
-    assert a == b and a.arch == "arm64"
-    assert revalidate(a) == a
-    assert a != pb.generate(3000, **{**kw, "seed": 12})
 
 
 @pytest.mark.parametrize("kw", KNOBS, ids=[str(i) for i in range(len(KNOBS))])
