@@ -82,6 +82,9 @@ def _walk_args(p, *, scan: bool) -> None:
     p.add_argument("--oob", choices=("none", "adjacent"), default="none",
                    help="what a read past entry 511 sees: none (0) or the next table row "
                         "(default: %(default)s)")
+    p.add_argument("--no-detectors", action="store_true",
+                   help="skip the spread and uffd-wp detectors (the overrun and past-folio "
+                        "detectors cost nothing and stay on)")
     p.add_argument("--impl", choices=("jit", "serial", "naive"), default="jit",
                    help="JIT on all threads, JIT on one thread, or the naive reference "
                         "(default: %(default)s)")
@@ -121,7 +124,7 @@ def _run_walk(a, walk: str) -> int:
         kw.update(clamp=a.clamp, move_by=a.move_by)
     t = time.perf_counter()
     s = getattr(mod, walk)(space, caller=a.caller, kernel=a.kernel, flags=a.flags, oob=a.oob,
-                           **kw).summary()
+                           detectors=not a.no_detectors, **kw).summary()
     s["seconds"] = round(time.perf_counter() - t, 6)
     _print_json(s) if a.json else _print_summary(s)
     return 0

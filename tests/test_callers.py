@@ -119,6 +119,11 @@ def test_scan_cli_takes_a_caller(tmp_path, capsys):
     assert s["caller"] == "fork-private" and s["flags"] == ["FPB_RESPECT_DIRTY", "FPB_MERGE_WRITE"]
     assert main(["unmap", path, "--caller", "lazyfree", "--kernel", "6.15", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["findings"]["table_overrun"] == 1
+    restore = str(tmp_path / "r.npz")
+    pb.layouts.lazyfree_restore_layout("arm64").save(restore)
+    for extra, spread in (([], 1), (["--no-detectors"], 0)):
+        assert main(["unmap", restore, "--kernel", "6.16", "--json", *extra]) == 0
+        assert json.loads(capsys.readouterr().out)["findings"]["spread"] == spread
     assert main(["scan", path, "--caller", "mremap", "--kernel", "6.18", "--move-by", "0x1ff000"]) == 0
     capsys.readouterr()
     assert main(["scan", path, "--caller", "zap", "--move-by", "0x1000"]) == 2
