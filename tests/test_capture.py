@@ -442,3 +442,47 @@ def test_reproduce_explains_why_it_cannot(monkeypatch, capsys):
         code = main(["reproduce"])
         _, err = capsys.readouterr()
         assert code == 2 and "needs root" in err
+
+
+# -- userfaultfd write-protect: smaps' "uw" becomes vma_flags, pagemap bit 57 the PTE bit ---
+
+SYS_USERFAULTFD = 323                  # x86-64
+UFFDIO_API, UFFDIO_REGISTER, UFFDIO_WRITEPROTECT = 0xC018AA3F, 0xC020AA00, 0xC018AA06
+UFFDIO_REGISTER_MODE_WP, UFFDIO_WRITEPROTECT_MODE_WP = 2, 1
+
+
+def _uffd_write_protect(addr, nbytes):
+    """Register [addr, addr + nbytes) for uffd write-protect and protect it; returns the fd."""
+    libc.syscall.restype = ctypes.c_long
+    fd = libc.syscall(SYS_USERFAULTFD, os.O_CLOEXEC | os.O_NONBLOCK)
+    if fd < 0:
+        pytest.skip(f"userfaultfd unavailable (errno {ctypes.get_errno()})")
+    api = (ctypes.c_uint64 * 3)(0xAA, 0, 0)
+    reg = (ctypes.c_uint64 * 4)(addr, nbytes, UFFDIO_REGISTER_MODE_WP, 0)
+    wp = (ctypes.c_uint64 * 3)(addr, nbytes, UFFDIO_WRITEPROTECT_MODE_WP)
+    libc.ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p]
+    for request, arg in ((UFFDIO_API, api), (UFFDIO_REGISTER, reg), (UFFDIO_WRITEPROTECT, wp)):
+        if libc.ioctl(fd, request, ctypes.addressof(arg)) != 0:
+            os.close(fd)
+            pytest.skip(f"userfaultfd write-protect unsupported here (ioctl {request:#x} failed)")
+    return fd
+
+
+@_real
+def test_capture_marks_a_uffd_wp_registered_vma():
+    with Region(32 * PAGE_SIZE) as r:
+        r.touch(0, n=32)
+        fd = _uffd_write_protect(r.addr, r.size)
+        try:
+            space = C.capture(os.getpid(), start=r.addr, end=r.addr + r.size)
+            assert space.vma_flags.tolist() == [pb.space.VMA_UFFD_WP]
+            pm = pagemap(r.addr, 32)
+            assert ((pm >> np.uint64(57)) & np.uint64(1)).all()      # the kernel set uffd-wp
+            ptes = np.array([entry(space, r.addr + p * PAGE_SIZE) for p in range(32)],
+                            dtype=np.uint64)
+            assert X86_64.pte_uffd_wp(ptes).all()
+        finally:
+            os.close(fd)
+    with Region(8 * PAGE_SIZE) as r:
+        r.touch(0, n=8)
+        assert C.capture(os.getpid(), start=r.addr, end=r.addr + r.size).vma_flags.tolist() == [0]
