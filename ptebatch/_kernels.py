@@ -9,7 +9,11 @@ negative.  A test checks that no kernel's types contain float64.
 Page tables are read through one flat view ``flat = ptes.reshape(-1)``: entry
 ``i`` of table ``t`` is ``flat[t * 512 + i]``.  ``ptep_get`` returns 0 (none)
 for any index at or past ``limit``, which is the end of the table for
-``oob="none"`` and the end of the array for ``oob="adjacent"``.
+``oob="none"`` and the end of the array for ``oob="adjacent"``; on arm64 it
+returns a contpte entry with the young and dirty bits of its 16-entry block
+(``contpte_ptep_get``), and ``pte_batch_hint`` lets the loop jump over the
+rest of the block.  Architecture, generation, flags, caller and detectors
+all reach the kernels as one configuration tuple (``engine.make_cfg``).
 """
 
 from __future__ import annotations
