@@ -43,9 +43,10 @@ def make_cfg(arch: Arch, profile: KernelProfile, flags: int, spread=(), uffd_wp:
     """The kernels' configuration for one (architecture, generation, flags).
 
     ``spread`` names the properties a write-back caller stamps from the first
-    PTE (the ``spread`` detector); ``uffd_wp`` turns the uffd-wp detector on.  A tuple of ``np.uint64``, not an array:
-    Numba passes it by value, so LLVM knows no output store can change it and
-    keeps it in registers (an array here made the serial scan about 7x slower).
+    PTE (the ``spread`` detector); ``uffd_wp`` turns the uffd-wp detector on.
+    A tuple of ``np.uint64``, not an array: Numba passes it by value, so LLVM
+    knows no output store can change it and keeps it in registers (an array
+    here made the serial scan about 7x slower).
     """
     gen = profile.generation
     norm = normaliser(arch, gen, flags)
