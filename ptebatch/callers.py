@@ -287,9 +287,9 @@ def resolve_caller(caller, kernel, *, walk: str | None = None) -> Preset:
     if not isinstance(caller, Caller):
         raise TypeError(f"caller: expected a caller name, got {type(caller).__name__}")
     if walk is not None and caller.walk != walk:
-        other = "ptebatch.unmap" if caller.walk == RMAP else "ptebatch.scan"
-        raise ValueError(f"caller: {caller.name!r} is a {'reverse-map' if caller.walk == RMAP else 'page-table walk'} "
-                         f"caller; run it with {other}")
+        kind, other = (("reverse-map", "ptebatch.unmap") if caller.walk == RMAP
+                       else ("page-table walk", "ptebatch.scan"))
+        raise ValueError(f"caller: {caller.name!r} is a {kind} caller; run it with {other}")
     profile = resolve_kernel(kernel)
     rule = caller.rule(profile.version)
     flags = resolve_flags(rule.flags, profile.generation, 0)
