@@ -375,7 +375,7 @@ def folio_pte_batch_one(arr, index, max_nr, folio_pfn, folio_nr, cfg):
 
 
 @jit()
-def zap_segments(flat, seg_g0, seg_g1, seg_va, seg_vma, seg_vma_end, seg_reason,
+def zap_segments(flat, seg_g0, seg_g1, seg_va, seg_vma, seg_vma_end, seg_reason, seg_move,
                  s, s_end, carry_va, carry_vma, folio_pfn, folio_nr, fidx, fbase, fshift,
                  forder, obase, oshift, cfg, walk,
                  clamp_folio, oob_adjacent, out_va, out_nr, out_reason, out_over, o, o_end):
@@ -387,11 +387,14 @@ def zap_segments(flat, seg_g0, seg_g1, seg_va, seg_vma, seg_vma_end, seg_reason,
     A segment is one VMA's part of one table; ``seg_g1`` is where
     pmd_addr_end(addr, vma_end) falls.  Batches go to out[o:o_end]; the walk
     stops before a segment whose worst case (one batch per entry) would not
-    fit, and returns where to resume: ``(s, o, carry_va, carry_vma, present)``.
+    fit, and returns where to resume: ``(s, o, carry_va, carry_vma, present, moved)``.
     ``carry_va`` is where the walk continues when a batch ran past its segment
     (``clamp="folio"``): the next segment of the same VMA starts there.
+    A segment with ``seg_move`` set that the walk enters at its start is a
+    whole table mremap moves by its PMD: no PTE is looked at (``moved`` counts them).
     """
     present = 0
+    moved = 0
     hint = -1
     n_flat = flat.shape[0]
     pmask = cfg[C_PRESENT]
@@ -418,6 +421,13 @@ def zap_segments(flat, seg_g0, seg_g1, seg_va, seg_vma, seg_vma_end, seg_reason,
                     present += 1
         tbl_end = (g0 // PTRS_PER_PTE + 1) * PTRS_PER_PTE
         limit = n_flat if oob_adjacent else tbl_end
+        if seg_move[s] and g == g0:
+            # move_pgt_entry(NORMAL_PMD): the whole table moves, no PTE is read
+            for k in range(g0, g1):
+                if (flat[k] & pmask) != ZERO:
+                    present += 1
+            moved += 1
+            g = g1
         while g < g1:
             pte = flat[g]
             if (pte & pmask) == ZERO:
@@ -466,17 +476,17 @@ def zap_segments(flat, seg_g0, seg_g1, seg_va, seg_vma, seg_vma_end, seg_reason,
         carry_va = next_carry
         carry_vma = vma
         s += 1
-    return s, o, carry_va, carry_vma, present
+    return s, o, carry_va, carry_vma, present, moved
 
 
-def _zap_chunks(flat, seg_g0, seg_g1, seg_va, seg_vma, seg_vma_end, seg_reason,
-                ch_s, ch_end, ch_carry_va, ch_carry_vma, ch_o, ch_o_end, ch_present,
+def _zap_chunks(flat, seg_g0, seg_g1, seg_va, seg_vma, seg_vma_end, seg_reason, seg_move,
+                ch_s, ch_end, ch_carry_va, ch_carry_vma, ch_o, ch_o_end, ch_present, ch_moved,
                 folio_pfn, folio_nr, fidx, fbase, fshift, forder, obase, oshift, cfg, walk,
                 clamp_folio, oob_adjacent, out_va, out_nr, out_reason, out_over):
     # One output slot per chunk: chunks never share state or output ranges.
     for k in prange(ch_s.shape[0]):
-        s, o, cva, cvma, present = zap_segments(
-            flat, seg_g0, seg_g1, seg_va, seg_vma, seg_vma_end, seg_reason,
+        s, o, cva, cvma, present, moved = zap_segments(
+            flat, seg_g0, seg_g1, seg_va, seg_vma, seg_vma_end, seg_reason, seg_move,
             ch_s[k], ch_end[k], ch_carry_va[k], ch_carry_vma[k], folio_pfn, folio_nr, fidx, fbase,
             fshift, forder, obase, oshift, cfg, walk,
             clamp_folio, oob_adjacent, out_va, out_nr, out_reason, out_over, ch_o[k], ch_o_end[k])
@@ -485,6 +495,7 @@ def _zap_chunks(flat, seg_g0, seg_g1, seg_va, seg_vma, seg_vma_end, seg_reason,
         ch_carry_va[k] = cva
         ch_carry_vma[k] = cvma
         ch_present[k] += present
+        ch_moved[k] += moved
 
 
 zap_chunks = jit(parallel=True)(_zap_chunks)

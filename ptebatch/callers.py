@@ -99,6 +99,10 @@ class Caller:
         One line for listings.
     rules : tuple of Rule
         Release rows, oldest first.
+    moves_tables : bool
+        A range that covers a whole 2 MiB-aligned table and moves to a
+        2 MiB-aligned destination is moved by its PMD entry, without looking
+        at a PTE (mremap's ``move_pgt_entry(NORMAL_PMD)``, in every release).
     """
 
     name: str
@@ -106,6 +110,7 @@ class Caller:
     source: str
     summary: str
     rules: tuple[Rule, ...]
+    moves_tables: bool = False
 
     def rule(self, version: tuple[int, int, int]) -> Rule:
         """The row in force for ``version`` (a caller not yet batching gets a
@@ -223,8 +228,8 @@ _LIST: tuple[Caller, ...] = (
                       "ORed and soft-dirty is set on every moved entry, so only write spreads"),
             Rule("6.18", flags="FPB_RESPECT_WRITE", need_hint=True, dst_clamp=True,
                  note="mm/mremap: honour writable bit in mremap pte batching (04d1c9d60c6e; "
-                      "also in 6.17.y stable).  A move of whole 2 MiB-aligned tables moves the "
-                      "PMD and batches nothing; ptebatch walks those PTEs anyway"))),
+                      "also in 6.17.y stable)")),
+           moves_tables=True),
     Caller("madvise-free", WALK, "mm/madvise.c: madvise_free_pte_range",
            "MADV_FREE: marks the batch old and clean",
            (Rule("6.10", flags=_G1_ID, note="mm/madvise: optimize lazyfreeing with mTHP in "

@@ -432,7 +432,8 @@ def scan(space: AddressSpace, *, caller="zap", kernel="6.16", flags=None, clamp=
     move_by : int
         mremap only: destination minus source address (bytes, page-aligned,
         may be negative); ``max_nr`` is also cut at the destination's next
-        2 MiB boundary.
+        2 MiB boundary.  With a multiple of 2 MiB, a VMA's whole tables move
+        by their PMD entries and give no batches (``tables_moved``).
     detectors : bool
         Run the ``spread`` and ``uffd_wp`` detectors, which re-read the
         entries of a batch where they apply (a caller that stamps bits, or an
@@ -462,6 +463,11 @@ def scan(space: AddressSpace, *, caller="zap", kernel="6.16", flags=None, clamp=
     shift = move_by % PMD_SIZE if preset.rule.dst_clamp else 0
     g0, g1, va, vma, vma_end, seg_reason = _derived(space, ("segments", shift),
                                                     lambda sp: segments(sp, shift))
+    if preset.caller.moves_tables and move_by % PMD_SIZE == 0:
+        # mremap moves a whole table by its PMD when source and destination are aligned
+        seg_move = (g1 - g0 == PTRS_PER_PTE) & (g0 % PTRS_PER_PTE == 0)
+    else:
+        seg_move = np.zeros(g0.size, dtype=np.bool_)
     weights = g1 - g0
     parallel = _use_threads(parallel, int(weights.sum()))
     clamp_folio = clamp == "folio"
@@ -474,24 +480,27 @@ def scan(space: AddressSpace, *, caller="zap", kernel="6.16", flags=None, clamp=
     carry_va = np.zeros(starts.size, dtype=np.uint64)
     carry_vma = np.full(starts.size, -1, dtype=np.int64)
     present = np.zeros(starts.size, dtype=np.int64)
+    moved = np.zeros(starts.size, dtype=np.int64)
     fpfn, fnr, fidx, fbase, fshift = _derived(space, "folio_index", _folio_arrays)
     forder, obase, oshift = _derived(space, "order_table", _order_table)
 
     def run_round(ch_pos, ch_end, ch_o, ch_o_end, bufs, active):
-        cva, cvm, pres = carry_va[active], carry_vma[active], np.zeros(active.size, dtype=np.int64)
+        cva, cvm = carry_va[active], carry_vma[active]
+        pres, mov = np.zeros(active.size, dtype=np.int64), np.zeros(active.size, dtype=np.int64)
         with threads(parallel):
-            K.zap_chunks(flat, g0, g1, va, vma, vma_end, seg_reason, ch_pos, ch_end, cva, cvm, ch_o,
-                         ch_o_end, pres, fpfn, fnr, fidx, fbase, fshift, forder, obase, oshift,
-                         cfg, walk, clamp_folio, oob == "adjacent", *bufs)
+            K.zap_chunks(flat, g0, g1, va, vma, vma_end, seg_reason, seg_move, ch_pos, ch_end, cva,
+                         cvm, ch_o, ch_o_end, pres, mov, fpfn, fnr, fidx, fbase, fshift, forder,
+                         obase, oshift, cfg, walk, clamp_folio, oob == "adjacent", *bufs)
         carry_va[active], carry_vma[active] = cva, cvm
         present[active] += pres
+        moved[active] += mov
 
     out_va, out_nr, out_reason, out_over = _drive(
         run_round, weights, starts, ends, (np.uint64, np.uint32, np.uint8, np.uint8))
     return ScanResult(caller=preset.name, kernel=profile.name, generation=profile.generation.name,
                       flags=profile.generation.describe_flags(fl), oob=oob, va=out_va, nr=out_nr,
                       reason=out_reason, findings=out_over, clamp=clamp,
-                      present_ptes=int(present.sum()))
+                      present_ptes=int(present.sum()), tables_moved=int(moved.sum()))
 
 
 def unmap(space: AddressSpace, *, caller="lazyfree", kernel="6.16", flags=None, oob="none",

@@ -305,6 +305,7 @@ def scan(space: AddressSpace, *, caller="zap", kernel="6.16", flags=None, clamp=
     b = _Batcher(arch, profile, fl)
     rows = []
     present = 0
+    tables_moved = 0
 
     def pte_range(addr, end, vma_end, limit_reason):
         """One walker call (zap_pte_range, copy_pte_range, move_ptes...) over
@@ -360,8 +361,15 @@ def scan(space: AddressSpace, *, caller="zap", kernel="6.16", flags=None, clamp=
                 tva = mem.next_table(addr)
                 addr = vma_end if tva is None else max(next_, min(tva, vma_end))
                 continue
+            if (preset.caller.moves_tables and move_by % PMD_SIZE == 0 and addr % PMD_SIZE == 0
+                    and next_ - addr == PMD_SIZE):
+                # move_page_tables: a PMD-sized extent moves by its PMD entry (move_pgt_entry)
+                tables_moved += 1
+                addr = next_
+                continue
             addr = max(pte_range(addr, next_, vma_end, limit_reason), next_)
-    return _walk_result(ScanResult, rows, 4, preset, fl, oob, clamp=clamp, present_ptes=present)
+    return _walk_result(ScanResult, rows, 4, preset, fl, oob, clamp=clamp, present_ptes=present,
+                        tables_moved=tables_moved)
 
 
 def _walk_result(cls, rows, width, preset, fl, oob, **extra):

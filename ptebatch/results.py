@@ -146,11 +146,14 @@ class ScanResult(_WalkResult):
         Batches per detector.
     present_ptes : int
         Present PTEs inside VMAs.
+    tables_moved : int
+        mremap: whole tables moved by their PMD entry, whose PTEs no batch saw.
     clamp : str
     """
 
     clamp: str = "pmd"
     present_ptes: int = 0
+    tables_moved: int = 0
 
     @property
     def stop_reasons(self) -> dict:
@@ -159,7 +162,8 @@ class ScanResult(_WalkResult):
 
     def summary(self) -> dict:
         """JSON-ready dict of the counts (no per-batch arrays)."""
-        out = {"walk": "scan", "clamp": self.clamp, "present_ptes": self.present_ptes}
+        out = {"walk": "scan", "clamp": self.clamp, "present_ptes": self.present_ptes,
+               "tables_moved": self.tables_moved}
         out.update(self._common(SCAN_REASONS))
         return out
 

@@ -158,3 +158,19 @@ def test_generated_uffd_wp_ptes_sit_in_registered_vmas():
     assert hit.size and (space.vma_flags[v] == 1).all()
     assert 0 < space.info()["uffd_wp_vmas"] < space.n_vmas
     assert not pb.generate(3000, seed=3).vma_flags.any()
+
+
+@pytest.mark.parametrize("impl", [pb, pb.naive], ids=["jit", "naive"])
+def test_mremap_moves_a_whole_aligned_table_by_its_pmd(impl):
+    # one VMA over a whole table, a 512-page folio folded into contpte blocks
+    va = BASE + 4096 * np.arange(512, dtype=np.uint64)
+    ptes = ARM64.make_pte(PFN + np.arange(512, dtype=np.uint64), write=True, extra=ARM64.cont)
+    space = pb.AddressSpace.from_entries(va, ptes, [BASE], [BASE + 512 * 4096], [PFN], [512],
+                                         [FOLIO_ANON | FOLIO_SWAPBACKED], arch="arm64")
+    for move_by in (0, 4 * 1024 * 1024, -2 * 1024 * 1024):   # aligned: move_pgt_entry
+        r = impl.scan(space, caller="mremap", kernel="6.18", move_by=move_by)
+        assert (r.batches, r.tables_moved, r.present_ptes) == (0, 1, 512)
+    r = impl.scan(space, caller="mremap", kernel="6.18", move_by=0x10000)   # 64 KiB: PTE by PTE
+    assert r.tables_moved == 0 and r.nr.tolist() == [496, 16]
+    assert r.reason_names().tolist() == ["dst_pmd_end", "folio_end"]
+    assert impl.scan(space, caller="zap", kernel="6.18").tables_moved == 0

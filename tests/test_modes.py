@@ -22,7 +22,8 @@ def test_boundscheck_is_on():
     preset = pb.resolve_caller("zap", "6.16")
     cfg = make_cfg(pb.X86_64, preset.profile, preset.flags)
     with pytest.raises(IndexError):
-        K.zap_segments(flat, g0, g1, va, vma, vma_end, reason, 0, 1, np.uint64(0), -1, empty, empty,
+        K.zap_segments(flat, g0, g1, va, vma, vma_end, reason, np.zeros(1, dtype=np.bool_), 0, 1,
+                       np.uint64(0), -1, empty, empty,
                        np.zeros(1, dtype=np.int64), np.uint64(0), np.uint64(9),
                        np.zeros(0, dtype=np.int8), np.uint64(0), np.uint64(0), cfg, K.WALK_BATCH, False, False,
                        *out, 0, 512)

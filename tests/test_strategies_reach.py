@@ -119,3 +119,8 @@ def test_spaces_reach_caller_reasons(reason, caller, kernel, move_by):
         r = pb.scan(s, caller=caller, kernel=kernel, move_by=move_by, parallel=False)
         return reason in r.reason_names()
     find(spaces(arch=ARM64), reaches, settings=SEARCH)
+
+
+def test_spaces_reach_a_table_mremap_moves_whole():
+    find(spaces(), lambda s: pb.scan(s, caller="mremap", kernel="6.18",
+                                     parallel=False).tables_moved > 0, settings=SEARCH)
