@@ -16,7 +16,7 @@ import time
 from typing import Callable, Iterable, Mapping, Sequence
 
 from ._io import atomic_write
-from .cli import _print_json, _table, command
+from .cli import _int_any_base, _print_json, _table, command
 from .reasons import FINDINGS
 from .results import SCAN_REASONS
 
@@ -120,7 +120,8 @@ def experiment(spaces=None, *, kernels: Sequence[str] | str = ("6.15", "6.16"),
                clamps: Sequence[str] | str = ("pmd",),
                oob: Sequence[str] | str = ("none",), seeds: Sequence[int] | int = (0,),
                folios: Sequence[int] | int = 100_000, by_seed: bool = False, parallel: bool = True,
-               progress: Callable[[str], None] | None = None, **knobs) -> list[dict]:
+               move_by: int = 0, progress: Callable[[str], None] | None = None,
+               **knobs) -> list[dict]:
     """Run walks over spaces for every combination of settings; one row per setting.
 
     Parameters
@@ -148,6 +149,10 @@ def experiment(spaces=None, *, kernels: Sequence[str] | str = ("6.15", "6.16"),
         Folios per generated space.
     by_seed : bool
         One row per seed instead of counts summed over the seeds.
+    move_by : int
+        mremap rows only: destination minus source address (see
+        :func:`ptebatch.scan`).  A multiple of 2 MiB (the default 0 too) moves
+        whole tables by their PMD entry: they give no batches.
     parallel : bool
         Walk on all threads (the results are the same either way).
     progress : callable, optional
@@ -258,7 +263,7 @@ def experiment(spaces=None, *, kernels: Sequence[str] | str = ("6.15", "6.16"),
     # compile the kernels outside the timed calls
     tiny = pb.thread_layout()
     for walk, caller, k, c, o in settings:
-        _walk(engine, tiny, walk, caller, k, c, o, parallel)
+        _walk(engine, tiny, walk, caller, k, c, o, parallel, move_by)
 
     rows: dict[tuple, dict] = {}
     order: list[tuple] = []
@@ -269,7 +274,7 @@ def experiment(spaces=None, *, kernels: Sequence[str] | str = ("6.15", "6.16"),
         for walk, caller, k, c, o in settings:
             say(f"space {j + 1}/{len(jobs)}: {caller} {k} {c} {o}")
             t = time.perf_counter()
-            r = _walk(engine, space, walk, caller, k, c, o, parallel)
+            r = _walk(engine, space, walk, caller, k, c, o, parallel, move_by)
             dt = time.perf_counter() - t
             cells = _walk_row(r, walk)
             # given spaces never merge (two files may share a name); generated ones merge over seeds
@@ -297,9 +302,12 @@ def experiment(spaces=None, *, kernels: Sequence[str] | str = ("6.15", "6.16"),
     return [_finish(rows[k]) for k in order]
 
 
-def _walk(engine, space, walk, caller, kernel, clamp, oob, parallel):
+def _walk(engine, space, walk, caller, kernel, clamp, oob, parallel, move_by=0):
     if walk == "scan":
-        return engine.scan(space, caller=caller, kernel=kernel, clamp=clamp, oob=oob, parallel=parallel)
+        from .callers import CALLERS
+        moves = any(r.dst_clamp for r in CALLERS[caller].rules)
+        return engine.scan(space, caller=caller, kernel=kernel, clamp=clamp, oob=oob,
+                           move_by=move_by if moves else 0, parallel=parallel)
     return engine.unmap(space, caller=caller, kernel=kernel, oob=oob, parallel=parallel)
 
 
@@ -475,6 +483,10 @@ def _run_args_common(p, *, plot: bool = False) -> None:
                    help="caller presets, comma-separated, each under its own walk (e.g. "
                         "zap,fork-private,mremap,lazyfree; 'ptebatch callers' lists them) "
                         "(default: zap for scan, lazyfree for unmap)")
+    p.add_argument("--move-by", type=_int_any_base, default=0, metavar="BYTES",
+                   help="mremap rows: destination minus source address, page-aligned (a multiple "
+                        "of 2 MiB, the default 0 too, moves whole tables by their PMD) "
+                        "(default: 0)")
     p.add_argument("--clamps", default="pmd",
                    help="scan max_nr clamp: pmd (pmd_addr_end, as the kernel does) and/or folio (a "
                         "caller that forgot to clamp), comma-separated; unmap callers show - "
@@ -502,7 +514,7 @@ def _experiment_from(a) -> list[dict]:
         if not callers:
             raise ValueError("callers: give at least one caller name")
     common = dict(kernels=_words(a.kernels), walks=_words(a.walks), callers=callers,
-                  clamps=_words(a.clamps), oob=_words(a.oob), progress=prog)
+                  clamps=_words(a.clamps), oob=_words(a.oob), move_by=a.move_by, progress=prog)
     try:
         if a.spaces:
             if knobs:

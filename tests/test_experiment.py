@@ -370,3 +370,16 @@ def test_data_mixed_mthp_is_what_its_readme_command_makes():
         assert f"`{name}`" in readme
     assert ("ptebatch generate --folios 2000 --seed 1 --sizes mthp-mixed --moved 0.1 --partial 0.05 "
             "--holes 0.01 -o data/mixed_mthp.npz") in readme
+
+
+def test_experiment_move_by_reaches_mremap_rows_only():
+    kw = dict(callers=["mremap", "zap"], kernels=["6.18"], folios=2000, arch="arm64", seeds=[3])
+    aligned = {r["caller"]: r for r in pb.experiment(**kw)}
+    moved = {r["caller"]: r for r in pb.experiment(move_by=0x1000, **kw)}
+    space = pb.generate(2000, seed=3, arch="arm64")
+    for rows, move_by in ((aligned, 0), (moved, 0x1000)):
+        want = pb.scan(space, caller="mremap", kernel="6.18", move_by=move_by)
+        assert rows["mremap"]["batches"] == want.batches
+        assert rows["zap"]["batches"] == pb.scan(space, caller="zap", kernel="6.18").batches
+    # an aligned move takes whole tables by their PMD: far fewer batches than a 4 KiB shift
+    assert aligned["mremap"]["batches"] < moved["mremap"]["batches"]
