@@ -28,8 +28,7 @@ def _walk_params(walk):
         for name, impl in IMPLS.items():
             if walk == "unmap" and impl.unmap is None:
                 continue
-            if dict(CASES[case].knobs).get("arch", "x86_64") \
-                    not in impl.arches:
+            if CASES[case].arch not in impl.arches:
                 continue
             # the naive walk on big spaces takes minutes: time it on the small ones
             if name == "naive" and CASES[case].tier != "small":

@@ -81,6 +81,10 @@ class Case:
     seed: int = 1
     tier: str = "small"   # small: every test pass; medium: jitted passes; large/huge: benchmarks
 
+    @property
+    def arch(self) -> str:
+        return dict(self.knobs).get("arch", "x86_64")
+
     def build(self) -> AddressSpace:
         return generate(self.n_folios, seed=self.seed, **dict(self.knobs))
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 from .versions import FIRST_RELEASE, KernelProfile, parse_version, resolve_flags, resolve_kernel
 
-__all__ = ["Rule", "Caller", "Preset", "CALLERS", "resolve_caller", "callers_table",
-           "SPREAD_PROPS"]
+__all__ = ["Rule", "Caller", "Preset", "CALLERS", "get_caller", "resolve_caller",
+           "callers_table", "SPREAD_PROPS"]
 
 WALK = "scan"    # a page-table walker: ptebatch.scan
 RMAP = "unmap"   # the reverse map: ptebatch.unmap
@@ -111,6 +111,11 @@ class Caller:
     summary: str
     rules: tuple[Rule, ...]
     moves_tables: bool = False
+
+    @property
+    def takes_move_by(self) -> bool:
+        """It moves entries to a destination (mremap): ``move_by`` applies."""
+        return any(r.dst_clamp for r in self.rules)
 
     def rule(self, version: tuple[int, int, int]) -> Rule:
         """The row in force for ``version`` (a caller not yet batching gets a
@@ -262,6 +267,19 @@ CALLERS: dict[str, Caller] = {c.name: c for c in _LIST}
 DEFAULT = {WALK: "zap", RMAP: "lazyfree"}
 
 
+def get_caller(caller, field: str = "caller") -> Caller:
+    """The :class:`Caller` named ``caller`` (case and spaces ignored), or ``caller``
+    itself; errors name ``field``."""
+    if isinstance(caller, Caller):
+        return caller
+    if not isinstance(caller, str):
+        raise TypeError(f"{field}: expected a caller name, got {type(caller).__name__}")
+    key = caller.strip().lower()
+    if key not in CALLERS:
+        raise ValueError(f"{field}: unknown caller {caller!r} (known: {', '.join(CALLERS)})")
+    return CALLERS[key]
+
+
 def resolve_caller(caller, kernel, *, walk: str | None = None) -> Preset:
     """Turn ``caller`` and ``kernel`` into a :class:`Preset`.
 
@@ -282,15 +300,7 @@ def resolve_caller(caller, kernel, *, walk: str | None = None) -> Preset:
     """
     if isinstance(caller, Preset):
         return caller
-    if caller is None:
-        caller = DEFAULT[walk or WALK]
-    if isinstance(caller, str):
-        key = caller.strip().lower()
-        if key not in CALLERS:
-            raise ValueError(f"caller: unknown caller {caller!r} (known: {', '.join(CALLERS)})")
-        caller = CALLERS[key]
-    if not isinstance(caller, Caller):
-        raise TypeError(f"caller: expected a caller name, got {type(caller).__name__}")
+    caller = get_caller(DEFAULT[walk or WALK] if caller is None else caller)
     if walk is not None and caller.walk != walk:
         kind, other = (("reverse-map", "ptebatch.unmap") if caller.walk == RMAP
                        else ("page-table walk", "ptebatch.scan"))

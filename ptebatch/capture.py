@@ -67,7 +67,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .arch import PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, PTRS_PER_PTE, X86_64
-from .cli import command
+from .cli import command, int_arg
 from .space import FOLIO_ANON, FOLIO_SWAPBACKED, VMA_UFFD_WP, AddressSpace
 
 __all__ = ["capture", "capture_detailed", "Capture", "Vma", "CaptureError", "PartialCaptureError",
@@ -841,20 +841,14 @@ def capture(pid: int, *, anon_only: bool = False, start: int | None = None, end:
 
 # -- command line ----------------------------------------------------------------
 
-def _addr(text: str) -> int:
-    try:
-        return int(text, 0)
-    except ValueError:
-        raise ValueError(f"address: {text!r} is not an integer (use 0x... for hex)") from None
-
-
 @command("capture", "capture a live process's page tables from /proc into a snapshot")
 def _capture_args(p):
     p.add_argument("--pid", type=int, required=True, help="process to capture")
     p.add_argument("-o", "--output", required=True, help="snapshot file to write (.npz)")
     p.add_argument("--anon", action="store_true", help="only anonymous VMAs")
-    p.add_argument("--start", default=None, help="only addresses from here (0x... or decimal)")
-    p.add_argument("--end", default=None, help="only addresses below this")
+    p.add_argument("--start", type=int_arg("start"), default=None,
+                   help="only addresses from here (0x... or decimal)")
+    p.add_argument("--end", type=int_arg("end"), default=None, help="only addresses below this")
     p.add_argument("--name", default=None, help="only VMAs whose path contains this text")
     p.add_argument("--pmd", choices=("pte", "skip"), default="pte",
                    help="PMD-mapped THPs as full PTE tables of one 512-page folio, or left out "
@@ -870,9 +864,7 @@ def _capture_args(p):
 
 @_capture_args
 def _capture(a) -> int:
-    start = None if a.start is None else _addr(a.start)
-    end = None if a.end is None else _addr(a.end)
-    cap = capture_detailed(a.pid, anon_only=a.anon, start=start, end=end, name=a.name, pmd=a.pmd,
+    cap = capture_detailed(a.pid, anon_only=a.anon, start=a.start, end=a.end, name=a.name, pmd=a.pmd,
                            max_bytes=int(a.max_gib * 2**30), progress=not a.quiet)
     if cap.partial and not a.allow_partial:
         raise PartialCaptureError(f"capture of process {a.pid} is partial: {cap.problems[0]}; "

@@ -76,7 +76,7 @@ def _walk_args(p, *, scan: bool) -> None:
         p.add_argument("--clamp", choices=("pmd", "folio"), default="pmd",
                        help="max_nr cut at pmd_addr_end(addr, vma_end) (pmd), or the folio size as "
                             "a caller that forgot to clamp (folio) (default: %(default)s)")
-        p.add_argument("--move-by", type=_int_any_base, default=0, metavar="BYTES",
+        p.add_argument("--move-by", type=int_arg("move_by"), default=0, metavar="BYTES",
                        help="mremap: destination minus source address, page-aligned, may be "
                             "negative, e.g. 0x1ff000 (default: 0)")
     p.add_argument("--oob", choices=("none", "adjacent"), default="none",
@@ -91,11 +91,15 @@ def _walk_args(p, *, scan: bool) -> None:
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
 
-def _int_any_base(text: str) -> int:
-    try:
-        return int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+def int_arg(field: str):
+    """An argparse ``type``: an integer in any base (``0x...``); the error names ``field``."""
+    def parse(text: str) -> int:
+        try:
+            return int(text, 0)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{field}: {text!r} is not an integer (use 0x... for hex)") from None
+    return parse
 
 
 def _impl(name: str):

@@ -205,7 +205,7 @@ def check_walk_args(space, walk, caller, kernel, flags, clamp, oob, move_by=0):
     move_by = _as_int("move_by", move_by)
     if move_by % PAGE_SIZE:
         raise ValueError(f"move_by: must be a multiple of 4096 (a page), got {move_by}")
-    if move_by and not any(r.dst_clamp for r in preset.caller.rules):
+    if move_by and not preset.caller.takes_move_by:
         raise ValueError(f"move_by: only a caller that moves entries to a destination (mremap) "
                          f"takes it, not {preset.name}")
     return preset, fl, clamp, move_by

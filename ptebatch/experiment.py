@@ -16,7 +16,7 @@ import time
 from typing import Callable, Iterable, Mapping, Sequence
 
 from ._io import atomic_write
-from .cli import _int_any_base, _print_json, _table, command
+from .cli import _print_json, _table, command, int_arg
 from .reasons import FINDINGS
 from .results import SCAN_REASONS
 
@@ -182,8 +182,8 @@ def experiment(spaces=None, *, kernels: Sequence[str] | str = ("6.15", "6.16"),
     """
     import ptebatch as pb
     from . import engine
-    from .arch import ARCHES
-    from .callers import CALLERS, DEFAULT
+    from .arch import get_arch
+    from .callers import DEFAULT, get_caller
     from .space import AddressSpace
 
     say = progress or (lambda msg: None)
@@ -197,11 +197,8 @@ def experiment(spaces=None, *, kernels: Sequence[str] | str = ("6.15", "6.16"),
     else:
         pairs = []
         for name in _as_list("callers", callers):
-            key = (name.strip().lower() if isinstance(name, str)
-                   else getattr(name, "name", name))  # a Caller object
-            if key not in CALLERS:
-                raise ValueError(f"callers: unknown caller {name!r} (known: {', '.join(CALLERS)})")
-            walk = CALLERS[key].walk
+            c = get_caller(name, "callers")
+            key, walk = c.name, c.walk
             if walk not in walks_l:
                 raise ValueError(f"walks: with callers, every caller's walk must be in walks "
                                  f"({key!r} runs under {walk}, walks is {','.join(walks_l)}); "
@@ -224,8 +221,7 @@ def experiment(spaces=None, *, kernels: Sequence[str] | str = ("6.15", "6.16"),
             raise ValueError(f"{name}: not a generator knob (known: folios, seeds, "
                              f"{', '.join(GENERATOR_KNOBS)})")
     for a in _as_list("arch", knobs.get("arch", "x86_64")):
-        if a not in ARCHES:
-            raise ValueError(f"arch: unknown architecture {a!r} (known: {', '.join(ARCHES)})")
+        get_arch(a)   # refuse an unknown one before any work
 
     # (name, seed, knob settings, loader) for every space
     jobs = []
@@ -304,10 +300,10 @@ def experiment(spaces=None, *, kernels: Sequence[str] | str = ("6.15", "6.16"),
 
 def _walk(engine, space, walk, caller, kernel, clamp, oob, parallel, move_by=0):
     if walk == "scan":
-        from .callers import CALLERS
-        moves = any(r.dst_clamp for r in CALLERS[caller].rules)
+        from .callers import get_caller
         return engine.scan(space, caller=caller, kernel=kernel, clamp=clamp, oob=oob,
-                           move_by=move_by if moves else 0, parallel=parallel)
+                           move_by=move_by if get_caller(caller).takes_move_by else 0,
+                           parallel=parallel)
     return engine.unmap(space, caller=caller, kernel=kernel, oob=oob, parallel=parallel)
 
 
@@ -483,7 +479,7 @@ def _run_args_common(p, *, plot: bool = False) -> None:
                    help="caller presets, comma-separated, each under its own walk (e.g. "
                         "zap,fork-private,mremap,lazyfree; 'ptebatch callers' lists them) "
                         "(default: zap for scan, lazyfree for unmap)")
-    p.add_argument("--move-by", type=_int_any_base, default=0, metavar="BYTES",
+    p.add_argument("--move-by", type=int_arg("move_by"), default=0, metavar="BYTES",
                    help="mremap rows: destination minus source address, page-aligned (a multiple "
                         "of 2 MiB, the default 0 too, moves whole tables by their PMD) "
                         "(default: 0)")

@@ -3,10 +3,10 @@
 The reason describes what limited the batch, the same way in every
 generation: a batch that reached its folio's last page is ``folio_end`` even
 when the caller's limit fell on the same entry; otherwise a batch that used all
-of ``max_nr`` is cut by the caller's clamp (``pmd_end``, ``vma_end``, or
-``max_nr`` for a direct call, ``dst_pmd_end`` for mremap's destination);
-otherwise the first entry that did not match
-says why (``not_present``, ``pfn_gap``, ``bit_mismatch``).
+of ``max_nr`` is cut by the caller's clamp (``pmd_end``, ``vma_end``,
+``dst_pmd_end`` for mremap's destination, or ``max_nr`` for a direct call);
+otherwise the first entry that did not match says why (``not_present``,
+``pfn_gap``, ``bit_mismatch``).
 """
 
 FOLIO_END = 0     # the batch reached the last page of its folio
