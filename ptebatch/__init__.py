@@ -15,22 +15,24 @@ CALLERS, resolve_caller
     Every kernel caller of folio_pte_batch as a preset per release.
 """
 
-from . import naive, reasons
+from . import naive
+
+from . import reasons
 from .arch import ARCHES, ARM64, X86_64, Arch, get_arch
 from . import engine
 from .callers import CALLERS, resolve_caller
 from .engine import folio_pte_batch, scan, unmap
-from .generate import generate
-from .layouts import thread_layout
+from .workloads.generator import generate
+from .workloads.layouts import thread_layout
 from .results import BatchResult, ScanResult, UnmapResult
 from .space import AddressSpace, load
-from .versions import GENERATIONS, Generation, KernelProfile, resolve_kernel
+from .releases import GENERATIONS, Generation, KernelProfile, resolve_kernel
 # Functions named like their modules: import the modules first, then bind the
 # functions (ptebatch.capture / ptebatch.experiment are the functions).
-from .capture import (Capture, CaptureError, PartialCaptureError, ProcessExitedError, capture,
+from .live.capture import (Capture, CaptureError, PartialCaptureError, ProcessExitedError, capture,
                       capture_detailed)
-from .experiment import experiment
-from .reproduce import reproduce_thread
+from .workloads.experiment import experiment
+from .live.reproduce import reproduce_thread
 
 __version__ = "0.1.0"
 

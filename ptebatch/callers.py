@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .versions import FIRST_RELEASE, KernelProfile, parse_version, resolve_flags, resolve_kernel
+from .releases import FIRST_RELEASE, KernelProfile, parse_version, resolve_flags, resolve_kernel
 
 __all__ = ["Rule", "Caller", "Preset", "CALLERS", "get_caller", "resolve_caller",
            "callers_table", "SPREAD_PROPS"]

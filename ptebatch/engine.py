@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _kernels as K
+from ._jit import walks as K
 from . import reasons as R
-from ._numba import num_threads, threads
+from ._jit.options import num_threads, threads
 from .arch import PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, PTRS_PER_PTE, Arch, get_arch
 from .results import BatchResult, ScanResult, UnmapResult
 from .space import FOLIO_ANON, FOLIO_SWAPBACKED, AddressSpace
 from .callers import (RMAP, UNMAP_ALL_OR_NOTHING, UNMAP_CLAMPED, UNMAP_SINGLE, WALK, Preset,
                       resolve_caller)
-from .versions import KernelProfile, normaliser, resolve_flags, resolve_kernel
+from .releases import KernelProfile, normaliser, resolve_flags, resolve_kernel
 
 __all__ = ["folio_pte_batch", "scan", "unmap", "make_cfg", "check_walk_args"]
 

@@ -18,7 +18,7 @@ from .engine import batch_outputs, check_batch_args, check_walk_args
 from .results import BatchResult, ScanResult, UnmapResult
 from .space import FOLIO_ANON, FOLIO_SWAPBACKED, VMA_UFFD_WP, AddressSpace
 from .callers import UNMAP_ALL_OR_NOTHING, UNMAP_CLAMPED
-from .versions import resolve_flags, resolve_kernel
+from .releases import resolve_flags, resolve_kernel
 
 __all__ = ["folio_pte_batch", "scan", "unmap", "pmd_addr_end"]
 

@@ -16,7 +16,7 @@ import numpy as np
 from . import reasons as R
 from .arch import PAGE_SHIFT, get_arch
 from .engine import check_walk_args, make_cfg, segments
-from . import _kernels as K
+from ._jit import walks as K
 from .results import ScanResult
 
 __all__ = ["scan"]

@@ -8,7 +8,7 @@ import ptebatch as pb
 from ptebatch import ARM64, X86_64
 from ptebatch.naive import _Batcher
 from ptebatch.space import FOLIO_ANON, FOLIO_SWAPBACKED
-from ptebatch.versions import GENERATIONS, normaliser
+from ptebatch.releases import GENERATIONS, normaliser
 
 B = ARM64.bits
 CONT = ARM64.cont

@@ -10,7 +10,7 @@ from ptebatch import ARM64
 from ptebatch.callers import CALLERS, callers_table, resolve_caller
 from ptebatch.cli import main
 from ptebatch.space import FOLIO_ANON, FOLIO_SWAPBACKED
-from ptebatch.versions import _RELEASES, parse_version, resolve_flags
+from ptebatch.releases import _RELEASES, parse_version, resolve_flags
 
 BASE = 0x10000000000
 PFN = 0x80000
@@ -120,7 +120,7 @@ def test_scan_cli_takes_a_caller(tmp_path, capsys):
     assert main(["unmap", path, "--caller", "lazyfree", "--kernel", "6.15", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["findings"]["table_overrun"] == 1
     restore = str(tmp_path / "r.npz")
-    pb.layouts.lazyfree_restore_layout("arm64").save(restore)
+    pb.workloads.layouts.lazyfree_restore_layout("arm64").save(restore)
     for extra, spread in (([], 1), (["--no-detectors"], 0)):
         assert main(["unmap", restore, "--kernel", "6.16", "--json", *extra]) == 0
         assert json.loads(capsys.readouterr().out)["findings"]["spread"] == spread

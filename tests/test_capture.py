@@ -21,8 +21,8 @@ from ptebatch.arch import PAGE_SIZE, PMD_SIZE, X86_64
 from ptebatch.cli import main
 
 # the modules, even if the package exports functions of the same name
-C = importlib.import_module("ptebatch.capture")
-RP = importlib.import_module("ptebatch.reproduce")
+C = importlib.import_module("ptebatch.live.capture")
+RP = importlib.import_module("ptebatch.live.reproduce")
 IS_ROOT = os.geteuid() == 0
 HAS_KPF = os.path.exists("/proc/kpageflags")
 THP = RP.thp_status()
@@ -260,7 +260,7 @@ def test_missing_kpageflags(monkeypatch):
 def test_not_root_gives_a_clear_message():
     # import everything first: the interpreter's own files may be unreadable to nobody
     code = ("import os, sys, json\n"
-            "import ptebatch, ptebatch.capture\n"
+            "import ptebatch, ptebatch.live.capture\n"
             "from ptebatch.cli import main, build_parser\n"
             "build_parser()\n"
             "os.setgid(65534); os.setuid(65534)\n"

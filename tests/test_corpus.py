@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import ptebatch as pb
-from ptebatch import layouts
+from ptebatch.workloads import layouts
 from ptebatch.cli import main
-from ptebatch.corpus import CORPUS, NOT_EXPRESSED, check
+from ptebatch.workloads.corpus import CORPUS, NOT_EXPRESSED, check
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.path.join(HERE, os.pardir, "data")
@@ -100,7 +100,7 @@ def test_cli_corpus_passes_and_fails_on_a_regression(capsys, monkeypatch):
     out = capsys.readouterr().out
     assert out.count(" ok") == len(CORPUS) and "REGRESSION" not in out
     # a "fixed" release that still has the bug must fail the run
-    import ptebatch.corpus as C
+    import ptebatch.workloads.corpus as C
     broken = C.CORPUS[0].__class__(**{**C.CORPUS[0].__dict__, "fixed": ("6.15",)})
     monkeypatch.setattr(C, "CORPUS", (broken,) + C.CORPUS[1:])
     assert main(["corpus"]) == 1

@@ -10,7 +10,7 @@ import pytest
 
 import ptebatch as pb
 from ptebatch.cli import main
-from ptebatch.experiment import FINDING_COLUMNS, STOP_COLUMNS, Progress, experiment, read_rows, write_rows
+from ptebatch.workloads.experiment import FINDING_COLUMNS, STOP_COLUMNS, Progress, experiment, read_rows, write_rows
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
 try:
@@ -240,7 +240,7 @@ def _old_format(rows):
 
 
 def test_plot_labels_name_callers_and_old_rows_by_walk():
-    from ptebatch.plot import _labels
+    from ptebatch.workloads.plot import _labels
     rows = experiment(callers=["zap", "mremap"], kernels="6.17", folios=200, walks="scan")
     assert _labels(rows) == ["zap 6.17", "mremap 6.17"]
     rows = experiment(kernels=["6.15", "6.16"], folios=200)

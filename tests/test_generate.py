@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import ptebatch as pb
-from ptebatch import _gen_kernels as GK
+from ptebatch._jit import generator as GK
 from ptebatch.arch import ARM64
-from ptebatch.generate import PRESETS, _steps, parse_sizes
+from ptebatch.workloads.generator import PRESETS, _steps, parse_sizes
 from ptebatch.space import FOLIO_ANON, FOLIO_SWAPBACKED
 
 X86 = pb.X86_64

@@ -8,7 +8,7 @@ import pytest
 
 import ptebatch as pb
 from ptebatch import X86_64
-from ptebatch.layouts import THREAD_BOUNDARY, THREAD_PFN
+from ptebatch.workloads.layouts import THREAD_BOUNDARY, THREAD_PFN
 
 IMPLS = [pytest.param(pb, id="jit"), pytest.param(pb.naive, id="naive")]
 ALL_KERNELS = ["6.9", "6.14", "6.15", "6.16", "6.17", "6.18", "7.0"]

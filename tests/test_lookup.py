@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import ptebatch as pb
-from ptebatch import _kernels as K
+from ptebatch._jit import walks as K
 from ptebatch.engine import _folio_arrays
 
 

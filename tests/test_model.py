@@ -7,7 +7,7 @@ import pytest
 
 import ptebatch as pb
 from ptebatch import X86_64
-from ptebatch.versions import normaliser, resolve_flags
+from ptebatch.releases import normaliser, resolve_flags
 
 
 # -- x86-64 encoding (KERNEL.md section 6) ----------------------------------------

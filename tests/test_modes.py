@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import ptebatch as pb
-from ptebatch import _kernels as K
+from ptebatch._jit import walks as K
 from ptebatch.engine import make_cfg
 
 

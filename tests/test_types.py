@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import ptebatch as pb
-from ptebatch import _kernels as K
+from ptebatch._jit import walks as K
 
 pytestmark = pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1",
                                 reason="NUMBA_DISABLE_JIT=1: no compiled kernels to inspect")

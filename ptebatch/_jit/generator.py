@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._numba import jit, prange
+from .options import jit, prange
 
 _U0 = np.uint64(0)
 _U1 = np.uint64(1)

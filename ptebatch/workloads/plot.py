@@ -9,7 +9,7 @@ import os
 
 import numpy as np
 
-from ._io import atomic_write
+from .._io import atomic_write
 
 __all__ = ["plot_rows", "require_matplotlib", "INSTALL_HINT"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .arch import PAGE_SIZE, PMD_SIZE, get_arch
-from .space import FOLIO_ANON, FOLIO_SWAPBACKED, AddressSpace
+from ..arch import PAGE_SIZE, PMD_SIZE, get_arch
+from ..space import FOLIO_ANON, FOLIO_SWAPBACKED, AddressSpace
 
 __all__ = ["thread_layout", "lazyfree_restore_layout", "mremap_write_layout",
            "folio_end_layout", "xen_pv_layout"]

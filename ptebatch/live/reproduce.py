@@ -22,18 +22,15 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
-import json
 import os
 import platform
-import sys
 
 import numpy as np
 
-from .arch import PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, PTRS_PER_PTE, X86_64
+from ..arch import PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, PTRS_PER_PTE, X86_64
 from .capture import (KPF_ANON, KPF_COMPOUND_HEAD, KPF_COMPOUND_TAIL, KPF_SWAPBACKED, KPF_THP,
                       PM_PFN_MASK, PM_PRESENT, CaptureError, capture_detailed)
-from .cli import command
-from .space import FOLIO_ANON, FOLIO_SWAPBACKED
+from ..space import FOLIO_ANON, FOLIO_SWAPBACKED
 
 __all__ = ["reproduce_thread", "format_report", "ReproduceError", "thp_status"]
 
@@ -420,41 +417,3 @@ def format_report(r: dict) -> str:
                      f"{s['unmap_6_15_table_overruns']}, 6.16 batches {s['unmap_6_16_batches']}; "
                      f"agrees with the capture: {s['agrees']}")
     return "\n".join(lines)
-
-
-def _bytes(text: str) -> int:
-    t = text.strip().lower()
-    for suffix, mult in (("kib", 1 << 10), ("mib", 1 << 20), ("k", 1 << 10), ("m", 1 << 20)):
-        if t.endswith(suffix):
-            try:
-                return int(float(t[:-len(suffix)]) * mult)
-            except ValueError:
-                break
-    try:
-        return int(t, 0)
-    except ValueError:
-        raise ValueError(f"size: {text!r} is not a byte count (e.g. 2M, 64K, 4096)") from None
-
-
-@command("reproduce", "build the thread's layout with a real THP on this kernel, capture it, "
-                      "and run unmap 6.15 / 6.16 over it")
-def _reproduce_args(p):
-    p.add_argument("--size", default="2M",
-                   help="bytes of the 2 MiB folio to move, from its first page (4K multiple, at most "
-                        "2M; default: %(default)s)")
-    p.add_argument("--below", default="4K",
-                   help="bytes of the moved part below the 2 MiB boundary (default: %(default)s)")
-    p.add_argument("--no-lazyfree", action="store_true",
-                   help="do not MADV_FREE the folio (reclaim then does not batch it)")
-    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
-
-
-@_reproduce_args
-def _reproduce(a) -> int:
-    r = reproduce_thread(_bytes(a.size), _bytes(a.below), lazyfree=not a.no_lazyfree)
-    if a.json:
-        json.dump(r, sys.stdout, indent=2)
-        sys.stdout.write("\n")
-    else:
-        print(format_report(r))
-    return 0

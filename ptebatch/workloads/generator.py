@@ -32,9 +32,9 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from . import _gen_kernels as G
-from .arch import PAGE_SHIFT, PAGE_SIZE, PTRS_PER_PTE, Arch, get_arch
-from .space import FOLIO_ANON, FOLIO_SWAPBACKED, VMA_UFFD_WP, AddressSpace
+from .._jit import generator as G
+from ..arch import PAGE_SHIFT, PAGE_SIZE, PTRS_PER_PTE, Arch, get_arch
+from ..space import FOLIO_ANON, FOLIO_SWAPBACKED, VMA_UFFD_WP, AddressSpace
 
 __all__ = ["generate", "PRESETS", "PRESET_HELP", "parse_sizes", "RATE_KNOBS", "CONTPTE_HELP"]
 

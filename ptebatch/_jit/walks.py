@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import reasons as R
-from ._numba import jit, prange
+from .. import reasons as R
+from .options import jit, prange
 
 # Slots of the configuration vector built by engine.make_cfg.
 C_COND_SET = 0      # normaliser: conditional step, tested bits that must be set (0: no step)

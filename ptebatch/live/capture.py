@@ -56,7 +56,6 @@ themselves make the capture partial: :func:`capture` raises
 from __future__ import annotations
 
 import bisect
-import json
 import os
 import re
 import sys
@@ -66,9 +65,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .arch import PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, PTRS_PER_PTE, X86_64
-from .cli import command, int_arg
-from .space import FOLIO_ANON, FOLIO_SWAPBACKED, VMA_UFFD_WP, AddressSpace
+from ..arch import PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, PTRS_PER_PTE, X86_64
+from ..space import FOLIO_ANON, FOLIO_SWAPBACKED, VMA_UFFD_WP, AddressSpace
 
 __all__ = ["capture", "capture_detailed", "Capture", "Vma", "CaptureError", "PartialCaptureError",
            "ProcessExitedError", "read_vmas", "read_pagemap", "read_kpageflags"]
@@ -837,58 +835,3 @@ def capture(pid: int, *, anon_only: bool = False, start: int | None = None, end:
                                   f"{f' (+{len(cap.problems) - 1} more)' if len(cap.problems) > 1 else ''}; "
                                   f"pass allow_partial=True (--allow-partial) to keep it", cap)
     return cap.space
-
-
-# -- command line ----------------------------------------------------------------
-
-@command("capture", "capture a live process's page tables from /proc into a snapshot")
-def _capture_args(p):
-    p.add_argument("--pid", type=int, required=True, help="process to capture")
-    p.add_argument("-o", "--output", required=True, help="snapshot file to write (.npz)")
-    p.add_argument("--anon", action="store_true", help="only anonymous VMAs")
-    p.add_argument("--start", type=int_arg("start"), default=None,
-                   help="only addresses from here (0x... or decimal)")
-    p.add_argument("--end", type=int_arg("end"), default=None, help="only addresses below this")
-    p.add_argument("--name", default=None, help="only VMAs whose path contains this text")
-    p.add_argument("--pmd", choices=("pte", "skip"), default="pte",
-                   help="PMD-mapped THPs as full PTE tables of one 512-page folio, or left out "
-                        "(default: %(default)s)")
-    p.add_argument("--allow-partial", action="store_true",
-                   help="write the snapshot even if something changed during the capture "
-                        "(then exit 3 and list the problems on stderr)")
-    p.add_argument("--max-gib", type=float, default=DEFAULT_MAX_BYTES / 2**30,
-                   help="refuse to scan more virtual memory than this (default: %(default)s)")
-    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
-    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
-
-
-@_capture_args
-def _capture(a) -> int:
-    cap = capture_detailed(a.pid, anon_only=a.anon, start=a.start, end=a.end, name=a.name, pmd=a.pmd,
-                           max_bytes=int(a.max_gib * 2**30), progress=not a.quiet)
-    if cap.partial and not a.allow_partial:
-        raise PartialCaptureError(f"capture of process {a.pid} is partial: {cap.problems[0]}; "
-                                  f"nothing written (--allow-partial keeps it)", cap)
-    cap.space.save(a.output)
-    s = cap.summary()
-    s["output"] = a.output
-    if a.json:
-        json.dump(s, sys.stdout, indent=2)
-        sys.stdout.write("\n")
-    else:
-        st = cap.stats
-        print(f"wrote {a.output}: {cap.space!r}")
-        print(f"pid {cap.pid} ({cap.comm}): {st['vmas']} VMAs, {st['virtual_bytes'] / 2**20:,.1f} MiB "
-              f"virtual, {st['present']:,} present pages, {st['large_folios']:,} large folios "
-              f"({st['pages_in_large_folios']:,} pages), {st['pmd_mapped']} PMD-mapped THPs, "
-              f"{st['seconds']:.2f} s")
-        for n in cap.notes:
-            print(f"note: {n}")
-    if cap.partial:
-        for p in cap.problems:
-            sys.stderr.write(f"ptebatch: warning: PARTIAL snapshot: {p}\n")
-        return 3
-    return 0
-
-
-from . import reproduce as _reproduce  # noqa: E402,F401  (registers 'ptebatch reproduce')

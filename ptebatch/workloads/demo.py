@@ -6,11 +6,13 @@ import time
 
 import numpy as np
 
-from . import engine, naive
-from ._numba import num_threads
-from .generate import generate
+from .. import engine
+
+from .. import naive
+from .._jit.options import num_threads
+from .generator import generate
 from .layouts import thread_layout
-from .space import AddressSpace
+from ..space import AddressSpace
 
 __all__ = ["run_demo", "sample"]
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from . import layouts
-from .callers import CALLERS
-from .space import AddressSpace, load
+from ..callers import CALLERS
+from ..space import AddressSpace, load
 
 __all__ = ["Bug", "CORPUS", "NOT_EXPRESSED", "check", "check_all"]
 
@@ -127,7 +127,7 @@ def check(bug: Bug, *, data_dir: str | None = None, impl=None) -> dict:
     trips the detector and no fixed one does.
     """
     if impl is None:
-        from . import engine as impl
+        from .. import engine as impl
     space = bug.layout(data_dir)
     buggy = {k: _run(bug, space, k, impl).finding_counts[bug.detector] for k in bug.buggy}
     fixed = {k: _run(bug, space, k, impl).finding_counts[bug.detector] for k in bug.fixed}

@@ -1,65 +1,19 @@
-"""The ``ptebatch`` command line.
-
-Every command is registered in ``COMMANDS`` by the ``@command`` decorator
-with a function that adds its arguments and one that runs it.  A bad input
-prints one line, ``ptebatch: error: ...``, and exits 2.
-"""
+"""Commands on one snapshot and the model's tables: scan, unmap, callers, corpus, info, demo."""
 
 from __future__ import annotations
 
-import argparse
-import importlib
-import json
 import os
-import sys
 import time
-from typing import Callable
 
+import ptebatch as pb
 
-COMMANDS: dict[str, tuple[str, Callable, Callable]] = {}
-
-
-def command(name: str, help: str):
-    """Register ``configure(parser)``; the decorated function is the runner."""
-    def deco(configure):
-        def register(run):
-            COMMANDS[name] = (help, configure, run)
-            return run
-        return register
-    return deco
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit 2 (argparse prints usage too)
-        sys.stderr.write(f"ptebatch: error: {message}\n")
-        raise SystemExit(2)
-
-
-def _print_json(obj) -> None:
-    json.dump(obj, sys.stdout, indent=2, sort_keys=False)
-    sys.stdout.write("\n")
-
-
-def _table(rows: list[dict], cols: list[str]) -> str:
-    widths = {c: max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in cols}
-    lines = ["  ".join(c.ljust(widths[c]) for c in cols),
-             "  ".join("-" * widths[c] for c in cols)]
-    for r in rows:
-        lines.append("  ".join(_fmt(r.get(c)).rjust(widths[c]) if isinstance(r.get(c), (int, float))
-                               else _fmt(r.get(c)).ljust(widths[c]) for c in cols))
-    return "\n".join(lines)
-
-
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        return f"{v:,.2f}"
-    if isinstance(v, int):
-        return f"{v:,}"
-    return "" if v is None else str(v)
+from ..callers import CALLERS, callers_table
+from ..workloads.corpus import NOT_EXPRESSED, check_all
+from ..workloads.demo import run_demo
+from ._registry import command, int_arg, print_json, table
 
 
 def _walk_args(p, *, scan: bool) -> None:
-    from .callers import CALLERS
     walk = "scan" if scan else "unmap"
     names = [c.name for c in CALLERS.values() if c.walk == walk]
     p.add_argument("file", help="snapshot (.npz) written by AddressSpace.save or 'ptebatch generate'")
@@ -91,19 +45,9 @@ def _walk_args(p, *, scan: bool) -> None:
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
 
-def int_arg(field: str):
-    """An argparse ``type``: an integer in any base (``0x...``); the error names ``field``."""
-    def parse(text: str) -> int:
-        try:
-            return int(text, 0)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"{field}: {text!r} is not an integer (use 0x... for hex)") from None
-    return parse
 
 
 def _impl(name: str):
-    import ptebatch as pb
     if name == "naive":
         return pb.naive, {}
     return pb, {"parallel": name == "jit"}
@@ -121,7 +65,6 @@ def _print_summary(s: dict) -> None:
 
 
 def _run_walk(a, walk: str) -> int:
-    import ptebatch as pb
     space = pb.load(a.file)
     mod, kw = _impl(a.impl)
     if walk == "scan":
@@ -130,7 +73,7 @@ def _run_walk(a, walk: str) -> int:
     s = getattr(mod, walk)(space, caller=a.caller, kernel=a.kernel, flags=a.flags, oob=a.oob,
                            detectors=not a.no_detectors, **kw).summary()
     s["seconds"] = round(time.perf_counter() - t, 6)
-    _print_json(s) if a.json else _print_summary(s)
+    print_json(s) if a.json else _print_summary(s)
     return 0
 
 
@@ -163,10 +106,9 @@ def _callers_args(p):
 
 @_callers_args
 def _callers(a) -> int:
-    from .callers import callers_table
     rows = callers_table(a.kernel)
     if a.json:
-        _print_json(rows)
+        print_json(rows)
         return 0
     for r in rows:
         r["flags"] = "|".join(f.removeprefix("FPB_") for f in r["flags"]) or "0"
@@ -177,7 +119,7 @@ def _callers(a) -> int:
                  "spreads " + "+".join(r["spread"]) if r["spread"] else ""]
         r["rules"] = ", ".join(e for e in extra if e)
     cols = ["caller", "since" if a.kernel is None else "kernel", "walk", "flags", "rules", "source"]
-    print(_table(rows, cols))
+    print(table(rows, cols))
     return 0
 
 
@@ -193,19 +135,17 @@ def _corpus_args(p):
 
 @_corpus_args
 def _corpus(a) -> int:
-    import ptebatch as pb
-    from .corpus import NOT_EXPRESSED, check_all
     if a.data is not None and not os.path.isdir(a.data):
         raise ValueError(f"--data: {a.data!r} is not a directory")
     rows = check_all(data_dir=a.data, impl=pb.naive if a.impl == "naive" else pb.engine)
     if a.json:
-        _print_json(rows)
+        print_json(rows)
     else:
         for r in rows:
             r["buggy kernels"] = " ".join(f"{k}:{v}" for k, v in r["buggy"].items())
             r["fixed kernels"] = " ".join(f"{k}:{v}" for k, v in r["fixed"].items())
             r["verdict"] = "ok" if r["ok"] else "REGRESSION"
-        print(_table(rows, ["name", "caller", "detector", "buggy kernels", "fixed kernels",
+        print(table(rows, ["name", "caller", "detector", "buggy kernels", "fixed kernels",
                             "verdict"]))
         print("\nnot expressible in the model: "
               + "; ".join(f"#{n}" for n in NOT_EXPRESSED) + " (see data/README.md)")
@@ -220,9 +160,8 @@ def _info_args(p):
 
 @_info_args
 def _info(a) -> int:
-    import ptebatch as pb
     info = pb.load(a.file).info()
-    _print_json(info) if a.json else _print_summary(info)
+    print_json(info) if a.json else _print_summary(info)
     return 0
 
 
@@ -236,14 +175,13 @@ def _demo_args(p):
 
 @_demo_args
 def _demo(a) -> int:
-    from .demo import run_demo
     report = run_demo(a.folios, a.seed)
     if a.json:
-        _print_json(report)
+        print_json(report)
         return 0
     print(f"ptebatch demo: folio_pte_batch rules on the LKML thread's layout and on a seeded "
           f"space of {a.folios:,} folios (seed {a.seed})\n")
-    print(_table(report["rows"], ["space", "walk", "kernel", "clamp", "oob", "batches", "mean_batch",
+    print(table(report["rows"], ["space", "walk", "kernel", "clamp", "oob", "batches", "mean_batch",
                                   "table_overruns", "vma_overruns"]))
     t = report["timing"]
     print(f"\nJIT vs naive on a sample of {t['sample_tables']:,} tables ({t['sample_ptes']:,} present "
@@ -263,56 +201,3 @@ def _demo(a) -> int:
         print(f"  #{r['bug']} {r['arch']:6} {r['caller']:8} {r['detector']:13} {buggy} -> {fixed}"
               f"  {'ok' if r['ok'] else 'REGRESSION'}")
     return 0 if all(r["ok"] for r in report["corpus"]) else 1
-
-
-# Modules that register more commands with @command when imported.
-COMMAND_MODULES = ("ptebatch.capture", "ptebatch.experiment", "ptebatch.bench")
-
-
-def _load_command_modules() -> None:
-    for name in COMMAND_MODULES:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:  # the module exists but something it needs does not
-                raise
-
-
-def build_parser() -> argparse.ArgumentParser:
-    _load_command_modules()
-    parser = _Parser(prog="ptebatch",
-                     description="Linux folio_pte_batch rules over NumPy page tables.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for name, (help_, configure, _run) in COMMANDS.items():
-        configure(sub.add_parser(name, help=help_, description=help_))
-    return parser
-
-
-def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not args.command:
-        parser.print_help()
-        return 2
-    try:
-        return int(COMMANDS[args.command][2](args) or 0)
-    except BrokenPipeError:
-        # stdout closed early (| head): not an error of ours
-        sys.stderr.close()
-        return 0
-    except ImportError as exc:
-        sys.stderr.write(f"ptebatch: error: {exc}\n")
-        return 2
-    except (ValueError, TypeError, OSError) as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in msg:
-            msg = f"{exc.filename}: {msg}"
-        sys.stderr.write(f"ptebatch: error: {msg}\n")
-        return 2
-    except KeyboardInterrupt:
-        sys.stderr.write("ptebatch: interrupted\n")
-        return 130
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
