@@ -5,41 +5,57 @@ Public API
 AddressSpace, load
     The page-table model and its ``.npz`` snapshot.
 folio_pte_batch, scan, unmap
-    One batch; the zap walk of every VMA; reclaim's per-folio unmap.  JIT
-    compiled (Numba); :mod:`ptebatch.naive` has plain-Python twins.
-resolve_kernel, KernelProfile, GENERATIONS
+    One batch; a page-table walker's walk of every VMA; reclaim's per-folio
+    unmap.  JIT compiled (Numba); :mod:`ptebatch.naive` has plain-Python twins.
+BatchResult, ScanResult, UnmapResult
+    What they return.
+resolve_kernel, KernelProfile, Generation, GENERATIONS
     Kernel releases and ``folio_pte_batch`` generations.
-X86_64, ARM64, get_arch
+X86_64, ARM64, ARCHES, Arch, get_arch
     PTE encodings.
-CALLERS, resolve_caller
+CALLERS, resolve_caller, Walk, UnmapMode
     Every kernel caller of folio_pte_batch as a preset per release.
+generate, thread_layout, layouts, experiment, corpus
+    Workloads: synthetic spaces, the real-bug layouts, sweeps, the regression corpus.
+capture, capture_detailed, Capture, CaptureError, PartialCaptureError, ProcessExitedError,
+reproduce_thread
+    Live page tables from /proc.
+
+Where things live: the model (``arch``, ``space``, ``releases``, ``callers``,
+``reasons``, ``results``); the JIT side (``engine`` with ``checks`` and
+``planning``, compiled code in ``_jit``); the references (``naive``,
+``vectorized``); ``workloads``; ``live``; ``bench``; and ``cli``, which imports
+the library and is never imported by it.
 """
 
-from . import naive
-
-from . import reasons
+from . import engine, naive, reasons
 from .arch import ARCHES, ARM64, X86_64, Arch, get_arch
-from . import engine
-from .callers import CALLERS, resolve_caller
+from .callers import CALLERS, UnmapMode, Walk, resolve_caller
 from .engine import folio_pte_batch, scan, unmap
-from .workloads.generator import generate
-from .workloads.layouts import thread_layout
+from .live.capture import (
+    Capture,
+    CaptureError,
+    PartialCaptureError,
+    ProcessExitedError,
+    capture,
+    capture_detailed,
+)
+from .live.reproduce import reproduce_thread
+from .releases import GENERATIONS, Generation, KernelProfile, resolve_kernel
 from .results import BatchResult, ScanResult, UnmapResult
 from .space import AddressSpace, load
-from .releases import GENERATIONS, Generation, KernelProfile, resolve_kernel
-# Functions named like their modules: import the modules first, then bind the
-# functions (ptebatch.capture / ptebatch.experiment are the functions).
-from .live.capture import (Capture, CaptureError, PartialCaptureError, ProcessExitedError, capture,
-                      capture_detailed)
+from .workloads import corpus, layouts
 from .workloads.experiment import experiment
-from .live.reproduce import reproduce_thread
+from .workloads.generator import generate
+from .workloads.layouts import thread_layout
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "AddressSpace", "load", "folio_pte_batch", "scan", "unmap", "CALLERS", "resolve_caller", "BatchResult", "ScanResult",
+    "AddressSpace", "load", "folio_pte_batch", "scan", "unmap", "BatchResult", "ScanResult",
     "UnmapResult", "resolve_kernel", "KernelProfile", "Generation", "GENERATIONS", "Arch",
-    "X86_64", "ARM64", "ARCHES", "get_arch", "naive", "reasons", "thread_layout", "generate",
+    "X86_64", "ARM64", "ARCHES", "get_arch", "CALLERS", "resolve_caller", "Walk", "UnmapMode",
+    "engine", "naive", "reasons", "generate", "thread_layout", "layouts", "experiment", "corpus",
     "capture", "capture_detailed", "Capture", "CaptureError", "PartialCaptureError",
-    "ProcessExitedError", "experiment", "reproduce_thread", "__version__",
+    "ProcessExitedError", "reproduce_thread", "__version__",
 ]

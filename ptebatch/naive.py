@@ -14,10 +14,10 @@ import numpy as np
 
 from . import reasons as R
 from .arch import PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, PTRS_PER_PTE, U64, get_arch
-from .engine import batch_outputs, check_batch_args, check_walk_args
+from .checks import check_batch_args, check_walk_args
 from .results import BatchResult, ScanResult, UnmapResult
 from .space import FOLIO_ANON, FOLIO_SWAPBACKED, VMA_UFFD_WP, AddressSpace
-from .callers import UNMAP_ALL_OR_NOTHING, UNMAP_CLAMPED
+from .callers import UnmapMode, Walk
 from .releases import resolve_flags, resolve_kernel
 
 __all__ = ["folio_pte_batch", "scan", "unmap", "pmd_addr_end"]
@@ -89,6 +89,22 @@ class _Batcher:
         if not f & self.gen.flags["FPB_RESPECT_WRITE"]:
             pte = a.apply("wrprotect", pte)
         return a.apply("mkold", pte)
+
+    def outputs(self, pte, any_writable, any_young, any_dirty) -> dict:
+        """What the caller gets besides nr: gen 1/1b fill its any_* pointers; gen 2
+        (folio_pte_batch_flags) merges write, young and dirty into its copy of the PTE."""
+        if self.gen.name in ("1", "1b"):
+            return dict(any_writable=bool(any_writable), any_young=bool(any_young),
+                        any_dirty=bool(any_dirty))
+        a, f, v = self.arch, self.flags, self.profile.version
+        if f & self.gen.flags["FPB_MERGE_WRITE"] and any_writable:
+            pte = a.apply("mkwrite", pte, v)
+        if f & self.gen.flags["FPB_MERGE_YOUNG_DIRTY"]:
+            if any_young:
+                pte = a.apply("mkyoung", pte, v)
+            if any_dirty:
+                pte = a.apply("mkdirty", pte, v)
+        return dict(pte=pte)
 
     def why_different(self, pte, expected):
         if not self.pte_present(pte):
@@ -186,7 +202,7 @@ def folio_pte_batch(ptes, index, max_nr, folio_pfn, folio_nr, *, flags=0, kernel
     reason = _reason(stop, b.pte_pfn(pte), nr, folio_pfn, folio_nr, R.MAX_NR)
     return BatchResult(nr=nr, reason=R.NAMES[reason], last_read=last,
                        crosses_end=index + max_nr > len(entries), read_past_end=last >= len(entries),
-                       **batch_outputs(arch, profile, fl, pte, w, y, d))
+                       **b.outputs(pte, w, y, d))
 
 
 class _Memory:
@@ -297,7 +313,7 @@ def _findings(b, rule, read, g, nr, last, table_end, addr, vma_end, first_pfn, f
 def scan(space: AddressSpace, *, caller="zap", kernel="6.16", flags=None, clamp=None, oob="none",
          move_by=0, detectors=True, parallel=None) -> ScanResult:
     """Naive twin of :func:`ptebatch.scan` (``parallel`` is accepted and ignored)."""
-    preset, fl, clamp, move_by = check_walk_args(space, "scan", caller, kernel, flags, clamp, oob,
+    preset, fl, clamp, move_by = check_walk_args(space, Walk.SCAN, caller, kernel, flags, clamp, oob,
                                                  move_by)
     profile, rule = preset.profile, preset.rule
     arch = get_arch(space.arch)
@@ -388,7 +404,7 @@ def _walk_result(cls, rows, width, preset, fl, oob, **extra):
 def unmap(space: AddressSpace, *, caller="lazyfree", kernel="6.16", flags=None, oob="none",
           detectors=True, parallel=None) -> UnmapResult:
     """Naive twin of :func:`ptebatch.unmap` (``parallel`` is accepted and ignored)."""
-    preset, fl, _, _ = check_walk_args(space, "unmap", caller, kernel, flags, None, oob)
+    preset, fl, _, _ = check_walk_args(space, Walk.UNMAP, caller, kernel, flags, None, oob)
     profile, rule = preset.profile, preset.rule
     arch = get_arch(space.arch)
     mem = _Memory(space, oob)
@@ -429,13 +445,13 @@ def unmap(space: AddressSpace, *, caller="lazyfree", kernel="6.16", flags=None, 
                 read, table_end = mem.reader(g)
                 pte = b.ptep_get(read, g)
                 nr, reason, last = 1, R.SINGLE, g
-                if batch_here and rule.unmap == UNMAP_ALL_OR_NOTHING:
+                if batch_here and rule.unmap == UnmapMode.ALL_OR_NOTHING:
                     # can_batch_unmap_folio_ptes (6.15.0-6.15.6)
                     if b.pte_pfn(pte) == fpfn:
                         n, _, last, *_ = b.batch(read, g, pte, fnr, fpfn, fnr)
                         if n == fnr:
                             nr, reason = n, R.FOLIO_END
-                elif batch_here and rule.unmap == UNMAP_CLAMPED:
+                elif batch_here and rule.unmap == UnmapMode.CLAMPED:
                     # folio_unmap_pte_batch: one VMA and one page table only
                     end = pmd_addr_end(addr, vma_end)
                     n, stop, last, *_ = b.batch(read, g, pte, (end - addr) >> PAGE_SHIFT, fpfn, fnr)

@@ -1,14 +1,15 @@
 """Kernel generations and releases, as data.
 
-``folio_pte_batch`` changed twice (KERNEL.md section 3):
+``folio_pte_batch`` changed twice (docs/model.md section 3):
 
 * generation 1 (6.9-6.14): ``FPB_IGNORE_*`` flags, write and accessed always
   ignored, the loop stops on a matching PTE whose PFN is past the folio end;
   outputs ``any_writable``/``any_young``/``any_dirty``.
 * generation 1b (6.15-6.16, the XEN PV fix): as 1, but ``max_nr`` is first cut to
   the pages left in the folio and the in-loop PFN check is gone.
-* generation 2 (6.17+): ``FPB_RESPECT_*`` / ``FPB_MERGE_*`` flags, everything
-  but uffd-wp-like bits ignored unless respected; the merged PTE is returned.
+* generation 2 (6.17+): ``FPB_RESPECT_*`` / ``FPB_MERGE_*`` flags; accessed is
+  always ignored, dirty, soft-dirty and write unless respected, every other bit
+  must match; the merged PTE is returned.
 
 What each caller passes in each release is in :mod:`ptebatch.callers`.
 Everything below is tables; code elsewhere reads them.

@@ -15,8 +15,10 @@ import numpy as np
 
 from . import reasons as R
 from .arch import PAGE_SHIFT, get_arch
-from .engine import check_walk_args, make_cfg, segments
-from ._jit import walks as K
+from .callers import Walk
+from .checks import check_walk_args
+from .planning import segments
+from .releases import normaliser
 from .results import ScanResult
 
 __all__ = ["scan"]
@@ -26,7 +28,7 @@ def scan(space, *, caller="zap", kernel="6.16", flags=None, clamp=None, oob="non
          parallel=None) -> ScanResult:
     """Vectorised twin of :func:`ptebatch.scan` for ``clamp="pmd"`` (``oob`` has no effect
     there) and callers that batch every large folio and stamp nothing (zap, fork, madvise...)."""
-    preset, fl, clamp, _ = check_walk_args(space, "scan", caller, kernel, flags, clamp, oob)
+    preset, fl, clamp, _ = check_walk_args(space, Walk.SCAN, caller, kernel, flags, clamp, oob)
     profile = preset.profile
     if clamp != "pmd":
         raise ValueError("clamp: the NumPy scan supports clamp='pmd' only")
@@ -37,7 +39,9 @@ def scan(space, *, caller="zap", kernel="6.16", flags=None, clamp=None, oob="non
     arch = get_arch(space.arch)
     if arch.cont:
         raise ValueError("arch: the NumPy scan does not model pte_batch_hint > 1")
-    cfg = make_cfg(arch, profile, fl)
+    norm_ = normaliser(arch, profile.generation, fl)
+    present_bit, pfn_mask = np.uint64(arch.present), np.uint64(arch.pfn_mask)
+    cond_set, cond_clear, cond_or = (np.uint64(v) for v in (norm_.cond_set, norm_.cond_clear, norm_.cond_or))
     flat = space.ptes.reshape(-1)
     g0, g1, seg_va, _, _, seg_reason = segments(space)
     lengths = g1 - g0
@@ -45,10 +49,10 @@ def scan(space, *, caller="zap", kernel="6.16", flags=None, clamp=None, oob="non
     seg = np.repeat(np.arange(g0.size, dtype=np.int64), lengths)
     idx = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths) + g0[seg]
     pte = flat[idx]
-    present = (pte & cfg[K.C_PRESENT]) != 0
+    present = (pte & present_bit) != 0
     idx, seg, pte = idx[present], seg[present], pte[present]
 
-    pfn = (pte & cfg[K.C_PFN_MASK]) >> np.uint64(PAGE_SHIFT)
+    pfn = (pte & pfn_mask) >> np.uint64(PAGE_SHIFT)
     fpfn, fnr = space.folio_pfn, space.folio_nr
     f = np.searchsorted(fpfn, pfn, side="right") - 1
     fc = np.maximum(f, 0)
@@ -56,10 +60,10 @@ def scan(space, *, caller="zap", kernel="6.16", flags=None, clamp=None, oob="non
     fid = np.where(large, f, -1)
 
     norm = pte.copy()
-    if cfg[K.C_COND_SET]:
-        hit = ((norm & cfg[K.C_COND_SET]) == cfg[K.C_COND_SET]) & ((norm & cfg[K.C_COND_CLEAR]) == 0)
-        norm[hit] |= cfg[K.C_COND_OR]
-    norm = (norm & cfg[K.C_KEEP]) | cfg[K.C_SET]
+    if cond_set:
+        hit = ((norm & cond_set) == cond_set) & ((norm & cond_clear) == 0)
+        norm[hit] |= cond_or
+    norm = (norm & np.uint64(norm_.keep)) | np.uint64(norm_.set)
 
     cont = np.zeros(idx.size, dtype=bool)
     if idx.size > 1:
@@ -79,8 +83,8 @@ def scan(space, *, caller="zap", kernel="6.16", flags=None, clamp=None, oob="non
     nxt = idx[ends] + 1
     at_seg_end = nxt == g1[seg[ends]]
     raw = flat[np.minimum(nxt, flat.size - 1)]
-    nxt_present = (raw & cfg[K.C_PRESENT]) != 0
-    nxt_pfn = (raw & cfg[K.C_PFN_MASK]) >> np.uint64(PAGE_SHIFT)
+    nxt_present = (raw & present_bit) != 0
+    nxt_pfn = (raw & pfn_mask) >> np.uint64(PAGE_SHIFT)
     reason = np.select(
         [e_f < 0, at_folio_end, at_seg_end, ~nxt_present, nxt_pfn != pfn[ends] + np.uint64(1)],
         [R.ORDER0, R.FOLIO_END, seg_reason[seg[ends]], R.NOT_PRESENT, R.PFN_GAP],

@@ -1,4 +1,4 @@
-"""arm64 (4 KiB granule) with contpte: the encoding of KERNEL.md section 6, the
+"""arm64 (4 KiB granule) with contpte: the encoding of docs/model.md section 6, the
 pte_batch_hint jump and the young/dirty gather of section 4, as golden cases."""
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Caller presets (KERNEL.md section 5): the table, its checks, and what each preset changes."""
+"""Caller presets (docs/model.md section 5): the table, its checks, and what each preset changes."""
 
 import json
 

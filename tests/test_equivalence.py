@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import ptebatch as pb
+from ptebatch import planning
 from strategies import KERNELS, batch_calls, spaces
 
 SCAN_FIELDS = ("va", "nr", "reason", "findings")
@@ -17,14 +18,14 @@ RMAPS = [c.name for c in pb.CALLERS.values() if c.walk == "unmap"]
 
 @contextlib.contextmanager
 def engine_settings(**values):
-    old = {k: getattr(pb.engine, k) for k in values}
+    old = {k: getattr(planning, k) for k in values}
     for k, v in values.items():
-        setattr(pb.engine, k, v)
+        setattr(planning, k, v)
     try:
         yield
     finally:
         for k, v in old.items():
-            setattr(pb.engine, k, v)
+            setattr(planning, k, v)
 
 
 def threads_even_for_small_spaces():

@@ -1,4 +1,4 @@
-"""Golden cases from real bugs and from KERNEL.md's stated consequences.
+"""Golden cases from real bugs and from the stated consequences in docs/model.md.
 
 Expected values are derived from the layout in each test, not measured.
 """

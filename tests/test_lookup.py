@@ -5,8 +5,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import ptebatch as pb
-from ptebatch._jit import walks as K
-from ptebatch.engine import _folio_arrays
+from ptebatch._jit import folio_lookup as K
+from ptebatch.planning import folio_index as _folio_arrays
 
 
 @given(st.lists(st.tuples(st.integers(0, 9), st.integers(0, 3)), min_size=0, max_size=300),

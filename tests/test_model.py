@@ -10,7 +10,7 @@ from ptebatch import X86_64
 from ptebatch.releases import normaliser, resolve_flags
 
 
-# -- x86-64 encoding (KERNEL.md section 6) ----------------------------------------
+# -- x86-64 encoding (docs/model.md section 6) ----------------------------------------
 
 def test_x86_bit_positions():
     b = X86_64.bits

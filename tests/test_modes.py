@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import ptebatch as pb
-from ptebatch._jit import walks as K
-from ptebatch.engine import make_cfg
+from ptebatch._jit import zap_pte_range as K
+from ptebatch._jit.config import WALK_BATCH, make_config as make_cfg
 
 
 @pytest.mark.skipif(os.environ.get("NUMBA_BOUNDSCHECK") != "1", reason="only in the NUMBA_BOUNDSCHECK=1 pass")
@@ -25,7 +25,7 @@ def test_boundscheck_is_on():
         K.zap_segments(flat, g0, g1, va, vma, vma_end, reason, np.zeros(1, dtype=np.bool_), 0, 1,
                        np.uint64(0), -1, empty, empty,
                        np.zeros(1, dtype=np.int64), np.uint64(0), np.uint64(9),
-                       np.zeros(0, dtype=np.int8), np.uint64(0), np.uint64(0), cfg, K.WALK_BATCH, False, False,
+                       np.zeros(0, dtype=np.int8), np.uint64(0), np.uint64(0), cfg, WALK_BATCH, False, False,
                        *out, 0, 512)
 
 

@@ -229,8 +229,3 @@ def fold_contpte(flat, table_va, vma_start, vma_end, folio_pfn, folio_nr, presen
             continue
         for j in range(16):
             flat[e + j] |= cont_bit
-
-
-DISPATCHERS = {"pack_tables": pack_tables, "shuffle_within_tables": shuffle_within_tables,
-               "place_moved": place_moved, "fill_ptes": fill_ptes, "fold_contpte": fold_contpte,
-               "mix64": mix64, "apply_steps": apply_steps}

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
-from ..live.capture import DEFAULT_MAX_BYTES, PartialCaptureError, capture_detailed
+from ..live import capture as live_capture
+from ..live.capture import DEFAULT_MAX_BYTES, PartialCaptureError
 from ..live.reproduce import format_report, reproduce_thread
 from ._registry import command, int_arg
 
@@ -32,7 +33,7 @@ def _capture_args(p):
 
 @_capture_args
 def _capture(a) -> int:
-    cap = capture_detailed(a.pid, anon_only=a.anon, start=a.start, end=a.end, name=a.name, pmd=a.pmd,
+    cap = live_capture.capture_detailed(a.pid, anon_only=a.anon, start=a.start, end=a.end, name=a.name, pmd=a.pmd,
                            max_bytes=int(a.max_gib * 2**30), progress=not a.quiet)
     if cap.partial and not a.allow_partial:
         raise PartialCaptureError(f"capture of process {a.pid} is partial: {cap.problems[0]}; "

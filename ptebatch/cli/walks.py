@@ -15,7 +15,7 @@ from ._registry import command, int_arg, print_json, table
 
 def _walk_args(p, *, scan: bool) -> None:
     walk = "scan" if scan else "unmap"
-    names = [c.name for c in CALLERS.values() if c.walk == walk]
+    names = [c.name for c in CALLERS.values() if str(c.walk) == walk]
     p.add_argument("file", help="snapshot (.npz) written by AddressSpace.save or 'ptebatch generate'")
     p.add_argument("--caller", default=names[0], choices=names,
                    help="the kernel caller whose flags and rules apply; 'ptebatch callers' lists "

@@ -1,6 +1,6 @@
 """The regression corpus: real batching bugs as small layouts, buggy and fixed presets.
 
-Each :class:`Bug` is one bug of KERNEL.md section 7 on one architecture: a
+Each :class:`Bug` is one bug of docs/model.md section 7 on one architecture: a
 layout builder (in :mod:`ptebatch.layouts`, also saved under ``data/``), the
 caller, the releases that had the bug and those that fixed it, and the
 detector that must trip under every buggy release and under no fixed one.
@@ -28,7 +28,7 @@ class Bug:
     Attributes
     ----------
     number : int
-        Its number in KERNEL.md section 7.
+        Its number in docs/model.md section 7.
     title : str
     arch : str
     file : str
@@ -93,7 +93,7 @@ CORPUS: tuple[Bug, ...] = (
         ("6.15", "6.15.7", "6.16", "6.17", "6.18", "6.19"), ("7.0",), _RESTORE[1]),
 )
 
-# Bugs of KERNEL.md section 7 the model cannot show, and why.
+# Bugs of docs/model.md section 7 the model cannot show, and why.
 NOT_EXPRESSED: dict[int, str] = {
     2: "XEN PV folio-end overrun: needs XEN's PFN-to-machine-frame translation, under which "
        "advancing past the folio gave an empty PTE (PFN 0, below the folio end, so generation "
@@ -115,7 +115,7 @@ NOT_EXPRESSED: dict[int, str] = {
 
 def _run(bug: Bug, space: AddressSpace, kernel: str, impl):
     walk = CALLERS[bug.caller].walk
-    fn = getattr(impl, walk)
+    fn = getattr(impl, str(walk))
     return fn(space, caller=bug.caller, kernel=kernel, **bug.walk_args)
 
 

@@ -1,4 +1,4 @@
-"""Experiment runs: sweep kernels, callers, clamps and generator knobs; ``ptebatch generate|run|plot``.
+"""Experiment runs: sweep kernels, callers, clamps and generator knobs (``ptebatch run|plot``).
 
 :func:`experiment` returns a tidy table, one row (a dict) per setting, with the
 walk's counts and detector findings; :func:`write_rows` saves it as JSON or CSV.
@@ -15,9 +15,17 @@ import sys
 import time
 from typing import Callable, Iterable, Mapping, Sequence
 
+from .. import engine
 from .._io import atomic_write
+from ..arch import get_arch
+from ..callers import DEFAULT, Walk, get_caller
+from ..checks import CLAMPS, OOBS
 from ..reasons import FINDINGS
+from ..releases import resolve_kernel
 from ..results import SCAN_REASONS
+from ..space import AddressSpace, load
+from .generator import generate
+from .layouts import thread_layout
 
 __all__ = ["experiment", "write_rows", "read_rows", "rows_to_csv", "atomic_write", "Progress", "ROW_COLUMNS", "STOP_COLUMNS",
            "FINDING_COLUMNS", "GENERATOR_KNOBS"]
@@ -179,41 +187,74 @@ def experiment(spaces=None, *, kernels: Sequence[str] | str = ("6.15", "6.16"),
         Unknown walk, caller, kernel, clamp, architecture or knob, a caller
         whose walk is not in ``walks``, or knobs given with ``spaces``.
     """
-    import ptebatch as pb
-    from .. import engine
-    from ..arch import get_arch
-    from ..callers import DEFAULT, get_caller
-    from ..space import AddressSpace
-
     say = progress or (lambda msg: None)
+    pairs = _caller_pairs(walks, callers)
+    kernels_l, clamps_l, oob_l = _check_settings(kernels, clamps, oob, knobs)
+    jobs = _space_jobs(spaces, seeds, folios, knobs)
+    settings = []
+    for walk, caller in pairs:
+        if walk == "scan":
+            settings += [(walk, caller, k, c, o) for k in kernels_l for c in clamps_l for o in oob_l]
+        else:
+            settings += [(walk, caller, k, "-", o) for k in kernels_l for o in oob_l]
+    # compile the walks outside the timed calls
+    tiny = thread_layout()
+    for walk, caller, k, c, o in settings:
+        _walk(tiny, walk, caller, k, c, o, parallel, move_by)
+
+    rows: dict[tuple, dict] = {}
+    for j, (name, seed, setting, loader) in enumerate(jobs):
+        say(f"space {j + 1}/{len(jobs)}: loading" if seed is None
+            else f"space {j + 1}/{len(jobs)}: generating (seed {seed})")
+        space = loader()
+        for walk, caller, k, c, o in settings:
+            say(f"space {j + 1}/{len(jobs)}: {caller} {k} {c} {o}")
+            t = time.perf_counter()
+            r = _walk(space, walk, caller, k, c, o, parallel, move_by)
+            dt = time.perf_counter() - t
+            # given spaces never merge (two files may share a name); generated ones merge over seeds
+            ident = j if seed is None else (tuple((kk, str(v)) for kk, v in setting.items()),
+                                            seed if by_seed else None)
+            _accumulate(rows, (ident, walk, caller, k, c, o), name, seed, setting,
+                        _walk_row(r, walk), dt)
+        del space
+    return [_finish(row) for row in rows.values()]
+
+
+def _caller_pairs(walks, callers) -> list[tuple[str, str]]:
+    """(walk, caller) in run order: each walk's default caller, or the callers given."""
     walks_l = [str(w) for w in _as_list("walks", walks)]
     for w in walks_l:
         if w not in ("scan", "unmap"):
             raise ValueError(f"walks: must be scan or unmap, got {w!r}")
     if callers is None:
-        # today's behaviour: each walk as its default caller, scans first
-        pairs = [(w, DEFAULT[w]) for w in ("scan", "unmap") if w in walks_l]
-    else:
-        pairs = []
-        for name in _as_list("callers", callers):
-            c = get_caller(name, "callers")
-            key, walk = c.name, c.walk
-            if walk not in walks_l:
-                raise ValueError(f"walks: with callers, every caller's walk must be in walks "
-                                 f"({key!r} runs under {walk}, walks is {','.join(walks_l)}); "
-                                 f"leave walks at its default")
-            if (walk, key) not in pairs:
-                pairs.append((walk, key))
+        # each walk as its default caller, scans first
+        return [(w, DEFAULT[Walk(w)]) for w in ("scan", "unmap") if w in walks_l]
+    pairs = []
+    for name in _as_list("callers", callers):
+        c = get_caller(name, "callers")
+        key, walk = c.name, str(c.walk)
+        if walk not in walks_l:
+            raise ValueError(f"walks: with callers, every caller's walk must be in walks "
+                             f"({key!r} runs under {walk}, walks is {','.join(walks_l)}); "
+                             f"leave walks at its default")
+        if (walk, key) not in pairs:
+            pairs.append((walk, key))
+    return pairs
+
+
+def _check_settings(kernels, clamps, oob, knobs) -> tuple[list, list, list]:
+    """Kernels, clamps and oob modes as lists, each checked before any work."""
     kernels_l = [str(k) for k in _as_list("kernels", kernels)]
     for k in kernels_l:
-        pb.resolve_kernel(k)
+        resolve_kernel(k)
     clamps_l = _as_list("clamps", clamps)
     for c in clamps_l:
-        if c not in ("pmd", "folio"):
+        if c not in CLAMPS:
             raise ValueError(f"clamps: must be pmd or folio, got {c!r}")
     oob_l = _as_list("oob", oob)
     for o in oob_l:
-        if o not in ("none", "adjacent"):
+        if o not in OOBS:
             raise ValueError(f"oob: must be none or adjacent, got {o!r}")
     for name in knobs:
         if name not in GENERATOR_KNOBS:
@@ -221,8 +262,11 @@ def experiment(spaces=None, *, kernels: Sequence[str] | str = ("6.15", "6.16"),
                              f"{', '.join(GENERATOR_KNOBS)})")
     for a in _as_list("arch", knobs.get("arch", "x86_64")):
         get_arch(a)   # refuse an unknown one before any work
+    return kernels_l, clamps_l, oob_l
 
-    # (name, seed, knob settings, loader) for every space
+
+def _space_jobs(spaces, seeds, folios, knobs) -> list[tuple]:
+    """(name, seed, knob settings, loader) for every space to walk."""
     jobs = []
     if spaces is None:
         seeds_l = [int(s) for s in _as_list("seeds", seeds)]
@@ -234,72 +278,47 @@ def experiment(spaces=None, *, kernels: Sequence[str] | str = ("6.15", "6.16"),
             kw = {k: v for k, v in setting.items() if k != "folios"}
             for seed in seeds_l:
                 jobs.append(("generated", seed, setting,
-                             lambda f=setting["folios"], s=seed, kw=kw: pb.generate(f, seed=s, **kw)))
+                             lambda f=setting["folios"], s=seed, kw=kw: generate(f, seed=s, **kw)))
+        return jobs
+    if knobs:
+        raise ValueError(f"{next(iter(knobs))}: generator knobs apply only when no spaces are given")
+    if isinstance(spaces, Mapping):
+        items = list(spaces.items())
     else:
-        if knobs:
-            raise ValueError(f"{next(iter(knobs))}: generator knobs apply only when no spaces are given")
-        if isinstance(spaces, Mapping):
-            items = list(spaces.items())
-        else:
-            items = []
-            for sp in _as_list("spaces", spaces):
-                items.append((os.path.basename(os.fspath(sp)) if not isinstance(sp, AddressSpace)
-                              else f"space{len(items)}", sp))
-        for name, sp in items:
-            loader = (lambda sp=sp: sp) if isinstance(sp, AddressSpace) else (lambda sp=sp: pb.load(sp))
-            jobs.append((str(name), None, {}, loader))
-
-    settings = []
-    for walk, caller in pairs:
-        if walk == "scan":
-            settings += [(walk, caller, k, c, o) for k in kernels_l for c in clamps_l for o in oob_l]
-        else:
-            settings += [(walk, caller, k, "-", o) for k in kernels_l for o in oob_l]
-    # compile the kernels outside the timed calls
-    tiny = pb.thread_layout()
-    for walk, caller, k, c, o in settings:
-        _walk(engine, tiny, walk, caller, k, c, o, parallel, move_by)
-
-    rows: dict[tuple, dict] = {}
-    order: list[tuple] = []
-    for j, (name, seed, setting, loader) in enumerate(jobs):
-        say(f"space {j + 1}/{len(jobs)}: loading" if seed is None
-            else f"space {j + 1}/{len(jobs)}: generating (seed {seed})")
-        space = loader()
-        for walk, caller, k, c, o in settings:
-            say(f"space {j + 1}/{len(jobs)}: {caller} {k} {c} {o}")
-            t = time.perf_counter()
-            r = _walk(engine, space, walk, caller, k, c, o, parallel, move_by)
-            dt = time.perf_counter() - t
-            cells = _walk_row(r, walk)
-            # given spaces never merge (two files may share a name); generated ones merge over seeds
-            ident = j if seed is None else (tuple((kk, str(v)) for kk, v in setting.items()),
-                                            seed if by_seed else None)
-            key = (ident, walk, caller, k, c, o)
-            if key not in rows:
-                row = {"space": name, "seeds": "" if seed is None else str(seed)}
-                row.update({kk: (str(v) if kk == "sizes" and not isinstance(v, str) else v)
-                            for kk, v in setting.items()})
-                row.update({"walk": walk, "caller": caller, "kernel": k, "clamp": c, "oob": o,
-                            "seconds": 0.0})
-                row.update(cells)
-                row["seconds"] = dt
-                rows[key] = row
-                order.append(key)
-            else:
-                row = rows[key]
-                for col in COUNT_COLUMNS:
-                    row[col] += cells[col]
-                row["hist"] = _add_hist(row["hist"], cells["hist"])
-                row["seconds"] += dt
-                row["seeds"] += f",{seed}"
-        del space
-    return [_finish(rows[k]) for k in order]
+        items = []
+        for sp in _as_list("spaces", spaces):
+            items.append((os.path.basename(os.fspath(sp)) if not isinstance(sp, AddressSpace)
+                          else f"space{len(items)}", sp))
+    for name, sp in items:
+        loader = (lambda sp=sp: sp) if isinstance(sp, AddressSpace) else (lambda sp=sp: load(sp))
+        jobs.append((str(name), None, {}, loader))
+    return jobs
 
 
-def _walk(engine, space, walk, caller, kernel, clamp, oob, parallel, move_by=0):
+def _accumulate(rows: dict, key: tuple, name: str, seed, setting: dict, cells: dict,
+                dt: float) -> None:
+    """Add one walk's counts to its row (a new row, or the sum over seeds)."""
+    walk, caller, k, c, o = key[1:]
+    if key not in rows:
+        row = {"space": name, "seeds": "" if seed is None else str(seed)}
+        row.update({kk: (str(v) if kk == "sizes" and not isinstance(v, str) else v)
+                    for kk, v in setting.items()})
+        row.update({"walk": walk, "caller": caller, "kernel": k, "clamp": c, "oob": o,
+                    "seconds": 0.0})
+        row.update(cells)
+        row["seconds"] = dt
+        rows[key] = row
+        return
+    row = rows[key]
+    for col in COUNT_COLUMNS:
+        row[col] += cells[col]
+    row["hist"] = _add_hist(row["hist"], cells["hist"])
+    row["seconds"] += dt
+    row["seeds"] += f",{seed}"
+
+
+def _walk(space, walk, caller, kernel, clamp, oob, parallel, move_by=0):
     if walk == "scan":
-        from ..callers import get_caller
         return engine.scan(space, caller=caller, kernel=kernel, clamp=clamp, oob=oob,
                            move_by=move_by if get_caller(caller).takes_move_by else 0,
                            parallel=parallel)

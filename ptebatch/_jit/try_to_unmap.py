@@ -1,0 +1,173 @@
+"""``try_to_unmap_one`` (mm/rmap.c): reclaim's per-folio unmap over the VMAs that map it.
+
+First the runs of entries that map one large folio are found per segment
+(``folio_runs``, two passes: count, then write); the engine groups them by
+folio; ``unmap_chunks`` then unmaps folio by folio.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import reasons as R
+from .config import UNMAP_ALL_OR_NOTHING, UNMAP_CLAMPED
+from .folio_lookup import folio_span
+from .folio_pte_batch import batch_findings, batch_reason, folio_pte_batch, overrun_bits
+from .options import jit, prange
+from .pte import ONE, PAGE_SHIFT, PTRS_PER_PTE, ZERO, pmd_addr_end, pte_pfn, ptep_get
+
+
+@jit()
+def runs_in_segment(flat, g0, g1, folio_pfn, folio_nr, fidx, fbase, fshift, cfg, out_g, out_len,
+                     out_f, o, write):
+    """Maximal runs of entries in [g0, g1) that map the same large folio.
+
+    The PFN range of the last folio (or gap between folios) is remembered, so
+    entries of one folio cost no search.
+    """
+    pmask = cfg.present
+    n = 0
+    cur_f = -1      # folio of the open run, -1 when none is open
+    run_start = 0
+    span_f = -1     # folio (or -1: a gap) whose PFN range is [span_lo, span_hi)
+    span_lo = ONE
+    span_hi = ZERO
+    for g in range(g0, g1 + 1):
+        f = -1
+        if g < g1:
+            pte = flat[g]
+            if (pte & pmask) != ZERO and (pte & cfg.special) == ZERO:
+                pfn = pte_pfn(pte, cfg)
+                if not (span_lo <= pfn and pfn < span_hi):
+                    span_f, span_lo, span_hi = folio_span(folio_pfn, folio_nr, pfn, fidx, fbase, fshift)
+                f = span_f
+                if f >= 0 and folio_nr[f] == ONE:
+                    f = -1
+        if f != cur_f:
+            if cur_f >= 0:
+                if write:
+                    out_g[o + n] = run_start
+                    out_len[o + n] = g - run_start
+                    out_f[o + n] = cur_f
+                n += 1
+            cur_f = f
+            run_start = g
+    return n
+
+
+@jit(parallel=True)
+def folio_runs(flat, seg_g0, seg_g1, folio_pfn, folio_nr, fidx, fbase, fshift, cfg, counts,
+                offsets, out_g, out_len, out_f, out_seg, write):
+    """Runs of every segment in parallel: counts (``write`` false), then the runs."""
+    for s in prange(seg_g0.shape[0]):
+        n = runs_in_segment(flat, seg_g0[s], seg_g1[s], folio_pfn, folio_nr, fidx, fbase, fshift,
+                             cfg, out_g, out_len, out_f, offsets[s], write)
+        if write:
+            for k in range(offsets[s], offsets[s] + n):
+                out_seg[k] = s
+        else:
+            counts[s] = n
+
+
+@jit()
+def unmap_folios(flat, seg_g0, seg_va, seg_vma, seg_vma_end, run_g, run_len, run_seg,
+                 item_f, item_r0, item_r1, item_bound, i, i_end,
+                 folio_pfn, folio_nr, folio_flags, vma_flags, cfg, mode, batch_file, skip_uffd_vma,
+                 oob_adjacent, out_pfn, out_va, out_nr, out_reason, out_over, o, o_end):
+    """try_to_unmap_one over folios i..i_end-1, each over its VMAs in address order.
+
+    Runs ``item_r0[i]:item_r1[i]`` (already in address order) are where folio
+    ``item_f[i]`` is mapped.  Stops before a folio whose worst case would not
+    fit in out[o:o_end]; returns ``(i, o)``.
+    """
+    n_flat = flat.shape[0]
+    while i < i_end:
+        if o + item_bound[i] > o_end:
+            break
+        f = item_f[i]
+        fpfn = folio_pfn[f]
+        fnr = folio_nr[f]
+        fend = fpfn + fnr
+        kind = folio_flags[f] & np.uint8(3)
+        # lazyfree (anon, not swapbacked); from 7.0 also file folios (not anon)
+        batchable = kind == np.uint8(1) or (batch_file and (kind & np.uint8(1)) == np.uint8(0))
+        cur_vma = -1
+        cursor = ZERO
+        vma_done = False
+        batch_here = batchable
+        for r in range(item_r0[i], item_r1[i]):
+            s = run_seg[r]
+            vma = seg_vma[s]
+            if vma != cur_vma:
+                cur_vma = vma
+                cursor = ZERO
+                vma_done = False
+                # 7.0: no batching in a VMA registered for uffd-wp
+                batch_here = batchable and not (skip_uffd_vma
+                                                and (vma_flags[vma] & np.uint8(1)) != np.uint8(0))
+            if vma_done:
+                continue
+            g = run_g[r]
+            length = run_len[r]
+            va0 = seg_va[s] + (np.uint64(g - seg_g0[s]) << PAGE_SHIFT)
+            vma_end = seg_vma_end[s]
+            tbl_end = (g // PTRS_PER_PTE + 1) * PTRS_PER_PTE
+            limit = n_flat if oob_adjacent else tbl_end
+            k = 0
+            if cursor > va0:
+                k = min(length, np.int64((cursor - va0) >> PAGE_SHIFT))
+            while k < length:
+                gk = g + k
+                va = va0 + (np.uint64(k) << PAGE_SHIFT)
+                pte = ptep_get(flat, gk, limit, cfg)
+                pfn = pte_pfn(pte, cfg)
+                nr = 1
+                reason = R.SINGLE
+                last = gk
+                if batch_here and mode == UNMAP_ALL_OR_NOTHING:
+                    # 6.15.0-6.15.6: from the folio's first page only, max_nr = folio size
+                    if pfn == fpfn:
+                        n, stop, last, _w, _y, _d = folio_pte_batch(
+                            flat, gk, limit, pte, np.int64(fnr), fpfn, fnr, cfg)
+                        if n == np.int64(fnr):
+                            nr = n
+                            reason = R.FOLIO_END
+                elif batch_here and mode == UNMAP_CLAMPED:
+                    end = pmd_addr_end(va, vma_end)
+                    limit_reason = R.VMA_END if end == vma_end else R.PMD_END
+                    n, stop, last, _w, _y, _d = folio_pte_batch(
+                        flat, gk, limit, pte, np.int64((end - va) >> PAGE_SHIFT), fpfn, fnr, cfg)
+                    nr = n
+                    reason = batch_reason(stop, pfn, n, fend, limit_reason)
+                over = overrun_bits(last, tbl_end, gk, va, vma_end)
+                if nr > 1:
+                    over |= batch_findings(flat, gk, nr, limit, pfn, fend, cfg)
+                out_pfn[o] = fpfn
+                out_va[o] = va
+                out_nr[o] = nr
+                out_reason[o] = reason
+                out_over[o] = over
+                o += 1
+                if nr == np.int64(fnr):
+                    vma_done = True  # the whole folio went in one batch: walk done
+                    break
+                cursor = va + (np.uint64(nr) << PAGE_SHIFT)
+                k += nr
+        i += 1
+    return i, o
+
+
+@jit(parallel=True)
+def unmap_chunks(flat, seg_g0, seg_va, seg_vma, seg_vma_end, run_g, run_len, run_seg,
+                  item_f, item_r0, item_r1, item_bound, ch_i, ch_end, ch_o, ch_o_end,
+                  folio_pfn, folio_nr, folio_flags, vma_flags, cfg, mode, batch_file, skip_uffd_vma,
+                  oob_adjacent, out_pfn, out_va, out_nr, out_reason, out_over):
+    """Every chunk of folios in parallel; one output range per chunk."""
+    for k in prange(ch_i.shape[0]):
+        i, o = unmap_folios(flat, seg_g0, seg_va, seg_vma, seg_vma_end, run_g, run_len, run_seg,
+                            item_f, item_r0, item_r1, item_bound, ch_i[k], ch_end[k],
+                            folio_pfn, folio_nr, folio_flags, vma_flags, cfg, mode, batch_file,
+                            skip_uffd_vma, oob_adjacent, out_pfn, out_va, out_nr, out_reason,
+                            out_over, ch_o[k], ch_o_end[k])
+        ch_i[k] = i
+        ch_o[k] = o

@@ -1,0 +1,88 @@
+"""Argument checks shared by every implementation (JIT, naive, NumPy).
+
+Plain Python and NumPy: this module imports no compiled code, so the naive
+reference can use it without depending on what it checks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .arch import PAGE_SHIFT, PAGE_SIZE, Arch
+from .callers import Preset, Walk, resolve_caller
+from .releases import resolve_flags
+from .space import AddressSpace
+
+__all__ = ["CLAMPS", "OOBS", "as_int", "check_batch_args", "check_walk_args"]
+
+CLAMPS = ("pmd", "folio")
+OOBS = ("none", "adjacent")
+
+
+def as_int(name: str, value) -> int:
+    """``value`` as a Python int; bools and non-integers are refused, naming ``name``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name}: expected an integer, got {type(value).__name__}")
+    return int(value)
+
+
+def check_batch_args(ptes, index, max_nr, folio_pfn, folio_nr, arch: Arch, max_nr_limit: int):
+    """Validate a single-batch call; returns (index, max_nr, folio_pfn, folio_nr, pte)."""
+    if not isinstance(ptes, np.ndarray):
+        raise TypeError(f"ptes: expected a numpy.ndarray of uint64, got {type(ptes).__name__}")
+    if ptes.dtype != np.uint64:
+        raise TypeError(f"ptes: dtype must be uint64, got {ptes.dtype}")
+    if ptes.ndim != 1:
+        raise ValueError(f"ptes: must be one-dimensional (one table, or space.ptes.reshape(-1) with "
+                         f"index = table * 512 + entry), got shape {ptes.shape}")
+    if not ptes.flags.c_contiguous:
+        raise ValueError("ptes: must be C-contiguous (use np.ascontiguousarray)")
+    index = as_int("index", index)
+    max_nr = as_int("max_nr", max_nr)
+    folio_pfn = as_int("folio_pfn", folio_pfn)
+    folio_nr = as_int("folio_nr", folio_nr)
+    if not 0 <= index < ptes.shape[0]:
+        raise ValueError(f"index: {index} is outside the array of {ptes.shape[0]} entries")
+    if max_nr < 1:
+        raise ValueError(f"max_nr: must be at least 1, got {max_nr}")
+    if max_nr > max_nr_limit:
+        raise ValueError(f"max_nr: {max_nr} does not fit the kernel's max_nr type (at most {max_nr_limit})")
+    if folio_nr < 2 or folio_nr & (folio_nr - 1):
+        raise ValueError(f"folio_nr: must be a power of two >= 2 (folio_pte_batch is only called "
+                         f"for large folios), got {folio_nr}")
+    if folio_pfn < 0 or folio_pfn % folio_nr or folio_pfn + folio_nr - 1 > arch.max_pfn:
+        raise ValueError(f"folio_pfn: must be aligned to folio_nr and fit the PFN field, "
+                         f"got {folio_pfn:#x} with {folio_nr} pages")
+    pte = int(ptes[index])
+    if not pte & arch.present:
+        raise ValueError(f"ptes[{index}]: the first PTE must be present, got {pte:#x}")
+    pfn = (pte & arch.pfn_mask) >> PAGE_SHIFT
+    if not folio_pfn <= pfn < folio_pfn + folio_nr:
+        raise ValueError(f"ptes[{index}]: the first PTE maps PFN {pfn:#x}, outside the folio "
+                         f"[{folio_pfn:#x}, {folio_pfn + folio_nr:#x})")
+    return index, max_nr, folio_pfn, folio_nr, pte
+
+
+def check_walk_args(space, walk: Walk, caller, kernel, flags, clamp, oob,
+                    move_by=0) -> tuple[Preset, int, str, int]:
+    """Shared argument checks of scan/unmap (JIT and naive).
+
+    Returns ``(preset, flags, clamp, move_by)``: explicit ``flags`` replace the
+    preset's; ``clamp=None`` is ``"pmd"``, as every page-table walker cuts.
+    """
+    if not isinstance(space, AddressSpace):
+        raise TypeError(f"space: expected an AddressSpace, got {type(space).__name__}")
+    preset = resolve_caller(caller, kernel, walk=walk)
+    fl = resolve_flags(flags, preset.profile.generation, preset.flags)
+    clamp = "pmd" if clamp is None else clamp
+    if clamp not in CLAMPS:
+        raise ValueError(f"clamp: must be one of {', '.join(CLAMPS)}, got {clamp!r}")
+    if oob not in OOBS:
+        raise ValueError(f"oob: must be one of {', '.join(OOBS)}, got {oob!r}")
+    move_by = as_int("move_by", move_by)
+    if move_by % PAGE_SIZE:
+        raise ValueError(f"move_by: must be a multiple of 4096 (a page), got {move_by}")
+    if move_by and not preset.caller.takes_move_by:
+        raise ValueError(f"move_by: only a caller that moves entries to a destination (mremap) "
+                         f"takes it, not {preset.name}")
+    return preset, fl, clamp, move_by
