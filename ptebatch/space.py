@@ -54,7 +54,8 @@ _ARRAYS = (
 
 def _check_array(name: str, a: Any, dtype, ndim: int) -> np.ndarray:
     if not isinstance(a, np.ndarray):
-        raise TypeError(f"{name}: expected a numpy.ndarray of {np.dtype(dtype).name}, got {type(a).__name__}")
+        raise TypeError(f"{name}: expected a numpy.ndarray of {np.dtype(dtype).name}, "
+                        f"got {type(a).__name__}")
     if a.dtype != dtype:
         raise TypeError(f"{name}: dtype must be {np.dtype(dtype).name}, got {a.dtype} "
                         f"(convert with .astype(np.{np.dtype(dtype).name}))")
@@ -120,17 +121,27 @@ class AddressSpace:
 
     # -- validation --------------------------------------------------------
     def _validate(self) -> None:
-        arch = get_arch(self.arch)
+        """Check the schema's rules, field by field, raising on the first break."""
+        self._check_tables()
+        self._check_vmas()
+        self._check_vma_flags()
+        self._check_folios(get_arch(self.arch))
+
+    def _check_tables(self) -> None:
+        """Tables: 512 entries each, one VA per table, 2 MiB aligned and increasing."""
         ptes, tva = self.ptes, self.table_va
         if ptes.shape[1] != PTRS_PER_PTE:
-            raise ValueError(f"ptes: each table must have {PTRS_PER_PTE} entries, got shape {ptes.shape}")
+            raise ValueError(f"ptes: each table must have {PTRS_PER_PTE} entries, "
+                             f"got shape {ptes.shape}")
         if tva.shape[0] != ptes.shape[0]:
-            raise ValueError(f"table_va: length {tva.shape[0]} does not match the {ptes.shape[0]} tables in ptes")
+            raise ValueError(f"table_va: length {tva.shape[0]} does not match the "
+                             f"{ptes.shape[0]} tables in ptes")
         if tva.size:
             bad = (tva % np.uint64(PMD_SIZE)) != 0
             if bad.any():
                 i = _first_bad(bad)
-                raise ValueError(f"table_va: must be multiples of 2 MiB; entry {i} is {int(tva[i]):#x}")
+                raise ValueError(f"table_va: must be multiples of 2 MiB; "
+                                 f"entry {i} is {int(tva[i]):#x}")
             if tva.size > 1:
                 bad = tva[1:] <= tva[:-1]
                 if bad.any():
@@ -138,9 +149,12 @@ class AddressSpace:
                     raise ValueError(f"table_va: must be strictly increasing; entry {i} "
                                      f"({int(tva[i]):#x}) follows {int(tva[i - 1]):#x}")
 
+    def _check_vmas(self) -> None:
+        """VMAs: matching lengths, page-aligned, non-empty, sorted and disjoint."""
         vs, ve = self.vma_start, self.vma_end
         if vs.shape != ve.shape:
-            raise ValueError(f"vma_end: length {ve.shape[0]} does not match vma_start's {vs.shape[0]}")
+            raise ValueError(f"vma_end: length {ve.shape[0]} does not match "
+                             f"vma_start's {vs.shape[0]}")
         if vs.size:
             for name, a in (("vma_start", vs), ("vma_end", ve)):
                 bad = (a % np.uint64(PAGE_SIZE)) != 0
@@ -161,19 +175,24 @@ class AddressSpace:
                                      f"starts at {int(vs[i]):#x}, before VMA {i - 1} ends at "
                                      f"{int(ve[i - 1]):#x}")
 
-        vf = self.vma_flags
+    def _check_vma_flags(self) -> None:
+        """VMA flags: one per VMA, only the uffd-wp bit defined."""
+        vf, vs = self.vma_flags, self.vma_start
         if vf.shape != vs.shape:
-            raise ValueError(f"vma_flags: length {vf.shape[0]} does not match vma_start's {vs.shape[0]}")
+            raise ValueError(f"vma_flags: length {vf.shape[0]} does not match "
+                             f"vma_start's {vs.shape[0]}")
         bad = (vf & np.uint8(~VMA_UFFD_WP & 0xFF)) != 0
         if bad.any():
             i = _first_bad(bad)
             raise ValueError(f"vma_flags: only bit 0 (uffd-wp registered) is defined; VMA {i} has "
                              f"{int(vf[i]):#x}")
 
+    def _check_folios(self, arch) -> None:
+        """Folios: power-of-two sizes, aligned, inside ``arch``'s PFN field, sorted, disjoint."""
         fp, fn, ff = self.folio_pfn, self.folio_nr, self.folio_flags
         if not (fp.shape == fn.shape == ff.shape):
-            raise ValueError(f"folio_nr/folio_flags: lengths {fn.shape[0]}/{ff.shape[0]} do not match "
-                             f"folio_pfn's {fp.shape[0]}")
+            raise ValueError(f"folio_nr/folio_flags: lengths {fn.shape[0]}/{ff.shape[0]} "
+                             f"do not match folio_pfn's {fp.shape[0]}")
         if fp.size:
             bad = (fn == 0) | ((fn & (fn - np.uint64(1))) != 0) | (fn > np.uint64(MAX_FOLIO_NR))
             if bad.any():
@@ -183,8 +202,8 @@ class AddressSpace:
             bad = (fp & (fn - np.uint64(1))) != 0
             if bad.any():
                 i = _first_bad(bad)
-                raise ValueError(f"folio_pfn: a folio must be naturally aligned to its size; folio {i} "
-                                 f"starts at PFN {int(fp[i]):#x} with {int(fn[i])} pages")
+                raise ValueError(f"folio_pfn: a folio must be naturally aligned to its size; "
+                                 f"folio {i} starts at PFN {int(fp[i]):#x} with {int(fn[i])} pages")
             last = fp + fn - np.uint64(1)
             bad = (last < fp) | (last > np.uint64(arch.max_pfn))
             if bad.any():
@@ -206,8 +225,8 @@ class AddressSpace:
             bad = (ff & np.uint8(~(FOLIO_ANON | FOLIO_SWAPBACKED) & 0xFF)) != 0
             if bad.any():
                 i = _first_bad(bad)
-                raise ValueError(f"folio_flags: only bit 0 (anon) and bit 1 (swapbacked) are defined; "
-                                 f"folio {i} has {int(ff[i]):#x}")
+                raise ValueError(f"folio_flags: only bit 0 (anon) and bit 1 (swapbacked) are "
+                                 f"defined; folio {i} has {int(ff[i]):#x}")
 
     # -- convenience -------------------------------------------------------
     @property
@@ -338,7 +357,8 @@ def load(path) -> AddressSpace:
     except FileNotFoundError:
         raise
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
-        raise ValueError(f"{path}: not a readable ptebatch snapshot (truncated or corrupt .npz: {exc})") from None
+        raise ValueError(f"{path}: not a readable ptebatch snapshot "
+                         f"(truncated or corrupt .npz: {exc})") from None
     for key in ("format", "version", "arch"):
         if key not in fields:
             raise ValueError(f"{path}: missing field {key!r}; not a ptebatch snapshot")
@@ -347,7 +367,8 @@ def load(path) -> AddressSpace:
         raise ValueError(f"{path}: format must be {FORMAT!r}, got {str(fmt)!r}")
     ver = fields["version"]
     if ver.shape != () or ver.dtype.kind not in "iu" or int(ver) != VERSION:
-        raise ValueError(f"{path}: version must be {VERSION}, got {ver!r} (this ptebatch reads version {VERSION})")
+        raise ValueError(f"{path}: version must be {VERSION}, got {ver!r} "
+                         f"(this ptebatch reads version {VERSION})")
     arch = fields["arch"]
     if arch.shape != () or arch.dtype.kind != "U":
         raise ValueError(f"{path}: arch must be a string")

@@ -85,6 +85,8 @@ CONTPTE_HELP = ("fraction of eligible aligned 16-entry (64 KiB) blocks folded in
 _SOFT_DIRTY_DEFAULT = 0.2
 _BASE_VA = 0x10000000000   # 1 TiB, as in the thread's reproducer
 _BASE_PFN = 0x100000
+_BASE_PAGE = _BASE_VA >> PAGE_SHIFT        # first page of the unmoved region
+_FIRST_TABLE = _BASE_PAGE // PTRS_PER_PTE  # its table number (VA >> 21)
 _MAX_GAP = 32                      # pages between moved VMAs: 1 .. _MAX_GAP
 _USER_TOP = 1 << 47                # x86-64 4-level user address space
 _THRESH_BITS = 21                  # per-entry rates are resolved to 1 / 2**21
@@ -212,7 +214,8 @@ def generate(n_folios: int, *, seed: int = 0, sizes: str | Mapping[int, float] =
              vma_split: float = 0.0, lazyfree: float = 0.3, write: float = 0.9,
              young: float = 0.5, dirty: float = 0.3, soft_dirty: float | None = None,
              uffd_wp: float = 0.0, mixed_write: float = 0.0, arch: str = "x86_64",
-             contpte: float | None = None, progress: Callable[[str], None] | None = None) -> AddressSpace:
+             contpte: float | None = None,
+             progress: Callable[[str], None] | None = None) -> AddressSpace:
     """Make a seeded synthetic address space.
 
     Parameters
@@ -309,7 +312,8 @@ def generate(n_folios: int, *, seed: int = 0, sizes: str | Mapping[int, float] =
                  uffd_wp=uffd_wp, mixed_write=mixed_write)
     for name, v in rates.items():
         rates[name] = _check_rate(name, v)
-    if isinstance(vma_tables, bool) or not isinstance(vma_tables, (int, np.integer)) or vma_tables < 1:
+    if isinstance(vma_tables, bool) or not isinstance(vma_tables, (int, np.integer)) \
+            or vma_tables < 1:
         raise ValueError(f"vma_tables: must be an integer >= 1, got {vma_tables!r}")
     mix = parse_sizes(sizes)
     a = get_arch(arch)
@@ -327,8 +331,9 @@ def generate(n_folios: int, *, seed: int = 0, sizes: str | Mapping[int, float] =
     need = n * (mean_nr * 8 * (1 + 1 / vma_tables) + _FOLIO_BYTES)
     avail = _available_bytes()
     if need > avail:
-        raise ValueError(f"n_folios: {n:,} folios of this size mix need about {need / 2**30:,.1f} GiB, "
-                         f"more than the {avail / 2**30:,.1f} GiB available")
+        raise ValueError(f"n_folios: {n:,} folios of this size mix need about "
+                         f"{need / 2**30:,.1f} GiB, more than the {avail / 2**30:,.1f} GiB "
+                         f"available")
     if n * mean_nr * PAGE_SIZE * 2.2 > _USER_TOP - _BASE_VA:
         raise ValueError(f"n_folios: {n:,} folios of this size mix do not fit the 128 TiB "
                          f"user address space")
@@ -338,136 +343,50 @@ def generate(n_folios: int, *, seed: int = 0, sizes: str | Mapping[int, float] =
 
 
 def _build(n, seed, orders_k, p, r, shuffle_pfn, vma_tables, a, say) -> AddressSpace:
-    # One random stream per purpose: changing one knob leaves the other draws alone, so a
-    # sweep compares like with like (moved=0.1 moves a subset of the folios moved=0.2 moves).
-    def stream(i: int):
-        return np.random.default_rng([seed, i])
-
+    """Lay out and encode the space; each step draws from its own numbered stream."""
     say("orders")
-    order = orders_k.astype(np.uint8)[stream(0).choice(orders_k.size, size=n, p=p)]
+    order = _draw_orders(_stream(seed, 0), orders_k, p, n)
     nr = np.uint64(1) << order.astype(np.uint64)
     large = order > 0
 
     # Which folios move, which are mapped in part, and how.
-    is_moved = _bits(stream(1), n, r["moved"])
-    lo = np.zeros(n, dtype=np.uint16)
-    hi = nr.astype(np.uint16)
-    rng = stream(2)
-    part = np.flatnonzero(_bits(rng, n, r["partial"]) & large)
-    if part.size:
-        cut = _uniform_int(rng, np.ones(part.size, np.uint64), nr[part] - np.uint64(1)).astype(np.uint16)
-        head = rng.random(part.size) < 0.5
-        lo[part] = np.where(head, cut, 0)
-        hi[part] = np.where(head, hi[part], cut)
+    is_moved = _bits(_stream(seed, 1), n, r["moved"])
+    lo, hi = _draw_partial_maps(_stream(seed, 2), nr, large, r["partial"])
 
-    # Unmoved folios: naturally aligned, packed into tables, sizes mixed inside tables.
     say("virtual layout")
     stay = np.flatnonzero(~is_moved)
     vbase = np.empty(n, dtype=np.uint64)
-    span = vma_tables * PTRS_PER_PTE
-    base_page = _BASE_VA >> PAGE_SHIFT
-    main_pages = 0
-    if stay.size:
-        off = _layout(stream(3), order[stay])
-        main_pages = int(np.max(off + nr[stay]))
-        # VMAs of `span` pages with a one-table gap after each
-        vbase[stay] = np.uint64(base_page) + (off // np.uint64(span)) * np.uint64(span + PTRS_PER_PTE) \
-            + off % np.uint64(span)
-        del off
-    n_main_vmas = -(-main_pages // span)
-    main_start = np.uint64(base_page) + np.arange(n_main_vmas, dtype=np.uint64) * np.uint64(span + PTRS_PER_PTE)
-    main_end = main_start + np.uint64(span)
-    if n_main_vmas:
-        main_end[-1] = main_start[-1] + np.uint64(main_pages - (n_main_vmas - 1) * span)
-    main_top = int(main_end[-1]) if n_main_vmas else base_page
-
-    # VMA splits through unmoved large folios.
-    rng = stream(4)
-    split = stay[_bits(rng, stay.size, r["vma_split"]) & large[stay]]
-    split_at = vbase[split] + _uniform_int(rng, np.ones(split.size, np.uint64), nr[split] - np.uint64(1))
-
-    # Moved folios: own VMA each, packed after the unmoved region and a 2 MiB gap.
+    main_start, main_end, main_top = _lay_out_unmoved(_stream(seed, 3), vbase, stay, order, nr,
+                                                      vma_tables)
+    split_at = _draw_vma_splits(_stream(seed, 4), vbase, stay, nr, large, r["vma_split"])
     mv = np.flatnonzero(is_moved)
-    m = (hi[mv] - lo[mv]).astype(np.uint64)
-    rng = stream(5)
-    strad = _bits(rng, mv.size, r["straddle"]) & (m > np.uint64(1))
-    gap = rng.integers(1, _MAX_GAP + 1, mv.size).astype(np.uint64)
-    before = _uniform_int(rng, np.ones(mv.size, np.uint64), np.maximum(m, np.uint64(2)) - np.uint64(1))
-    spread = _uniform_int(rng, np.zeros(mv.size, np.uint64),
-                          np.minimum(np.uint64(PTRS_PER_PTE) - m, np.uint64(_MAX_GAP)))
-    moved_from = (main_top + 2 * PTRS_PER_PTE - 1) // PTRS_PER_PTE * PTRS_PER_PTE
-    m_start, top = G.place_moved(m, strad, gap, before, spread, np.uint64(moved_from))
-    del gap, before, spread
-    vbase[mv] = m_start - lo[mv].astype(np.uint64)
-    if int(top) << PAGE_SHIFT > _USER_TOP:
-        raise ValueError("n_folios: the space does not fit the 128 TiB user address space")
+    m_start, m, top = _lay_out_moved(_stream(seed, 5), vbase, mv, lo, hi, main_top, r["straddle"])
 
-    # Physical layout: packed the same way from another folio order, or the virtual order.
     say("physical layout")
     if shuffle_pfn:
-        # a random folio order, so physical tables do not hold the virtual tables' folios
-        rng = stream(6)
-        perm = rng.permutation(n)
-        poff = np.empty(n, dtype=np.uint64)
-        poff[perm] = _layout(rng, order[perm])
-        del perm
-        pfn = np.uint64(_BASE_PFN) + poff
-        del poff
+        pfn = _shuffled_pfns(_stream(seed, 6), order)
     else:
-        pfn = np.empty(n, dtype=np.uint64)
-        pfn[stay] = np.uint64(_BASE_PFN) + (vbase[stay] - np.uint64(base_page))
-        moff = _layout(stream(6), order[mv], shuffle_tables=False)
-        past = -(-(main_top - base_page) // PTRS_PER_PTE) * PTRS_PER_PTE + PTRS_PER_PTE
-        pfn[mv] = np.uint64(_BASE_PFN + past) + moff
+        pfn = _pfns_following_vas(_stream(seed, 6), order, vbase, stay, mv, main_top)
     if int(pfn.max()) + PTRS_PER_PTE > a.max_pfn:
         raise ValueError(f"n_folios: the folios do not fit the {a.name} PFN field")
 
-    # Tables: every 2 MiB region that holds a mapped page.
     say("tables")
-    first_t = base_page // PTRS_PER_PTE
-    used = np.zeros(int(top) // PTRS_PER_PTE + 1 - first_t, dtype=bool)
-    t0 = (vbase[stay] >> np.uint64(9)).astype(np.int64) - first_t
-    used[t0] = True
-    del t0
-    used[(m_start >> np.uint64(9)).astype(np.int64) - first_t] = True
-    used[((m_start + m - np.uint64(1)) >> np.uint64(9)).astype(np.int64) - first_t] = True
-    rank = np.cumsum(used, dtype=np.int64) - 1
-    table_va = ((np.flatnonzero(used).astype(np.uint64) + np.uint64(first_t)) << np.uint64(21))
-    del used
+    rank, table_va = _used_tables(vbase, stay, m_start, m, top)
 
     # Per-folio bits, then one pass that writes every PTE.
     say("bits")
-    f_write = _bits(stream(7), n, r["write"])
-    fbits = np.full(n, np.uint64(a.base_bits | a.make_bits["present"]), dtype=np.uint64)
-    for name, on in (("write", f_write), ("soft_dirty", _bits(stream(8), n, r["soft_dirty"])),
-                     ("uffd_wp", _bits(stream(9), n, r["uffd_wp"]))):
-        if on.any():
-            mask = a.make_bits.get(name, 0)
-            if not mask:
-                raise ValueError(f"{name}: {a.name} has no such PTE bit")
-            fbits[on] |= np.uint64(mask)
-    wp_from = nr.astype(np.uint16)
-    rng = stream(10)
-    mixw = np.flatnonzero(_bits(rng, n, r["mixed_write"]) & f_write & large)
-    wp_from[mixw] = _uniform_int(rng, np.ones(mixw.size, np.uint64), nr[mixw] - np.uint64(1))
-    del f_write, mixw
-    flags = np.where(_bits(stream(11), n, r["lazyfree"]), FOLIO_ANON, FOLIO_ANON | FOLIO_SWAPBACKED).astype(np.uint8)
-    key = np.uint64(int(stream(12).integers(0, 1 << 63)))
+    fbits, f_write = _folio_pte_bits(seed, n, r, a)
+    wp_from = _draw_write_protect_from(_stream(seed, 10), nr, large, f_write, r["mixed_write"])
+    del f_write
+    flags = _draw_folio_flags(_stream(seed, 11), n, r["lazyfree"])
+    key = np.uint64(int(_stream(seed, 12).integers(0, 1 << 63)))
 
     say("ptes")
-    ptes = np.zeros((table_va.size, PTRS_PER_PTE), dtype=np.uint64)
-    G.fill_ptes(ptes.reshape(-1), rank, np.uint64(first_t), vbase, pfn, lo, hi, wp_from, fbits, key,
-                _threshold(r["holes"]), _threshold(r["young"]), _threshold(r["dirty"]),
-                np.uint64(a.make_bits["young"]), _steps(a.make_dirty), _steps(a.ops["wrprotect"]))
+    ptes = _fill_ptes(table_va, rank, vbase, pfn, lo, hi, wp_from, fbits, key, r, a)
     del rank, fbits, wp_from
 
     say("vmas")
-    starts = np.concatenate((main_start, split_at))
-    ends = np.concatenate((main_end, split_at))
-    starts.sort()
-    ends.sort()
-    vma_start = np.concatenate((starts, m_start)) << np.uint64(PAGE_SHIFT)
-    vma_end = np.concatenate((ends, m_start + m)) << np.uint64(PAGE_SHIFT)
+    vma_start, vma_end = _make_vmas(main_start, main_end, split_at, m_start, m)
 
     say("folios")
     big = np.flatnonzero(large)
@@ -477,21 +396,228 @@ def _build(n, seed, orders_k, p, r, shuffle_pfn, vma_tables, a, say) -> AddressS
 
     if r["contpte"] > 0.0:
         say("contpte")
-        # a stream of its own (13): folding never redraws the other knobs' numbers
-        cont_key = np.uint64(int(stream(13).integers(0, 1 << 63)))
-        G.fold_contpte(ptes.reshape(-1), table_va, vma_start, vma_end, folio_pfn, folio_nr,
-                       np.uint64(a.present), np.uint64(a.special), np.uint64(a.pfn_mask),
-                       _steps(a.ops["mkclean"] + a.ops["mkold"]), np.uint64(a.cont), cont_key,
-                       _threshold(r["contpte"]))
+        _fold_contpte(_stream(seed, 13), ptes, table_va, vma_start, vma_end, folio_pfn, folio_nr,
+                      r["contpte"], a)
     vma_flags = None
     if r["uffd_wp"] > 0.0:
-        # a PTE carries uffd-wp only in a VMA registered for it: register those VMAs
         say("vma flags")
-        hit = np.flatnonzero(ptes.reshape(-1) & np.uint64(a.uffd_wp))
-        va = table_va[hit // PTRS_PER_PTE] + (hit % PTRS_PER_PTE).astype(np.uint64) * np.uint64(PAGE_SIZE)
-        v = np.searchsorted(vma_start, va, side="right") - 1
-        inside = (v >= 0) & (va < vma_end[np.maximum(v, 0)])
-        vma_flags = np.zeros(vma_start.size, dtype=np.uint8)
-        vma_flags[v[inside]] = VMA_UFFD_WP
-    return AddressSpace(ptes, table_va, vma_start, vma_end, folio_pfn, folio_nr, flags[big], arch=a.name,
-                        vma_flags=vma_flags)
+        vma_flags = _uffd_wp_vma_flags(ptes, table_va, vma_start, vma_end, a)
+    return AddressSpace(ptes, table_va, vma_start, vma_end, folio_pfn, folio_nr, flags[big],
+                        arch=a.name, vma_flags=vma_flags)
+
+
+def _stream(seed: int, i: int) -> np.random.Generator:
+    """Random stream ``i`` of ``seed``.
+
+    One stream per purpose: changing one knob leaves the other draws alone, so a sweep
+    compares like with like (moved=0.1 moves a subset of the folios moved=0.2 moves).
+    """
+    return np.random.default_rng([seed, i])
+
+
+def _draw_orders(rng, orders_k: np.ndarray, p: np.ndarray, n: int) -> np.ndarray:
+    """Each folio's order (uint8), drawn from the size mix ``p`` over ``orders_k``."""
+    return orders_k.astype(np.uint8)[rng.choice(orders_k.size, size=n, p=p)]
+
+
+def _draw_partial_maps(rng, nr: np.ndarray, large: np.ndarray,
+                       rate: float) -> tuple[np.ndarray, np.ndarray]:
+    """Mapped page range [lo, hi) of each folio: a ``rate`` of large ones lose a head or tail."""
+    n = nr.size
+    lo = np.zeros(n, dtype=np.uint16)
+    hi = nr.astype(np.uint16)
+    part = np.flatnonzero(_bits(rng, n, rate) & large)
+    if part.size:
+        cut = _uniform_int(rng, np.ones(part.size, np.uint64),
+                           nr[part] - np.uint64(1)).astype(np.uint16)
+        head = rng.random(part.size) < 0.5
+        lo[part] = np.where(head, cut, 0)
+        hi[part] = np.where(head, hi[part], cut)
+    return lo, hi
+
+
+def _lay_out_unmoved(rng, vbase: np.ndarray, stay: np.ndarray, order: np.ndarray, nr: np.ndarray,
+                     vma_tables: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Pack unmoved folios into VMAs of ``vma_tables`` tables; sets ``vbase[stay]``.
+
+    The folios are naturally aligned, packed into tables with sizes mixed inside
+    tables, and each VMA is followed by a one-table gap.  Returns the VMAs' first
+    and end pages and the page just past the region.
+    """
+    span = vma_tables * PTRS_PER_PTE
+    stride = np.uint64(span + PTRS_PER_PTE)
+    main_pages = 0
+    if stay.size:
+        off = _layout(rng, order[stay])
+        main_pages = int(np.max(off + nr[stay]))
+        vbase[stay] = np.uint64(_BASE_PAGE) + (off // np.uint64(span)) * stride \
+            + off % np.uint64(span)
+        del off
+    n_main_vmas = -(-main_pages // span)
+    main_start = np.uint64(_BASE_PAGE) + np.arange(n_main_vmas, dtype=np.uint64) * stride
+    main_end = main_start + np.uint64(span)
+    if n_main_vmas:
+        main_end[-1] = main_start[-1] + np.uint64(main_pages - (n_main_vmas - 1) * span)
+    main_top = int(main_end[-1]) if n_main_vmas else _BASE_PAGE
+    return main_start, main_end, main_top
+
+
+def _draw_vma_splits(rng, vbase: np.ndarray, stay: np.ndarray, nr: np.ndarray, large: np.ndarray,
+                     rate: float) -> np.ndarray:
+    """Pages where a VMA boundary cuts an unmoved large folio (a ``rate`` of them)."""
+    split = stay[_bits(rng, stay.size, rate) & large[stay]]
+    return vbase[split] + _uniform_int(rng, np.ones(split.size, np.uint64),
+                                       nr[split] - np.uint64(1))
+
+
+def _lay_out_moved(rng, vbase: np.ndarray, mv: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+                   main_top: int, straddle: float):
+    """Give each moved folio its own VMA past the unmoved region; sets ``vbase[mv]``.
+
+    The VMAs start after a 2 MiB gap, at any page offset, a ``straddle`` fraction
+    of them across a 2 MiB boundary.  Returns each VMA's first page and length in
+    pages, and the page just past the last one.
+    """
+    m = (hi[mv] - lo[mv]).astype(np.uint64)
+    strad = _bits(rng, mv.size, straddle) & (m > np.uint64(1))
+    gap = rng.integers(1, _MAX_GAP + 1, mv.size).astype(np.uint64)
+    before = _uniform_int(rng, np.ones(mv.size, np.uint64),
+                          np.maximum(m, np.uint64(2)) - np.uint64(1))
+    spread = _uniform_int(rng, np.zeros(mv.size, np.uint64),
+                          np.minimum(np.uint64(PTRS_PER_PTE) - m, np.uint64(_MAX_GAP)))
+    moved_from = (main_top + 2 * PTRS_PER_PTE - 1) // PTRS_PER_PTE * PTRS_PER_PTE
+    m_start, top = G.place_moved(m, strad, gap, before, spread, np.uint64(moved_from))
+    del gap, before, spread
+    vbase[mv] = m_start - lo[mv].astype(np.uint64)
+    if int(top) << PAGE_SHIFT > _USER_TOP:
+        raise ValueError("n_folios: the space does not fit the 128 TiB user address space")
+    return m_start, m, top
+
+
+def _shuffled_pfns(rng, order: np.ndarray) -> np.ndarray:
+    """PFNs packed like the virtual layout but from a random folio order.
+
+    A random order, so physical tables do not hold the virtual tables' folios.
+    """
+    n = order.size
+    perm = rng.permutation(n)
+    poff = np.empty(n, dtype=np.uint64)
+    poff[perm] = _layout(rng, order[perm])
+    del perm
+    return np.uint64(_BASE_PFN) + poff
+
+
+def _pfns_following_vas(rng, order: np.ndarray, vbase: np.ndarray, stay: np.ndarray,
+                        mv: np.ndarray, main_top: int) -> np.ndarray:
+    """PFNs in virtual order: unmoved folios mirror their addresses, moved ones follow."""
+    pfn = np.empty(order.size, dtype=np.uint64)
+    pfn[stay] = np.uint64(_BASE_PFN) + (vbase[stay] - np.uint64(_BASE_PAGE))
+    moff = _layout(rng, order[mv], shuffle_tables=False)
+    past = -(-(main_top - _BASE_PAGE) // PTRS_PER_PTE) * PTRS_PER_PTE + PTRS_PER_PTE
+    pfn[mv] = np.uint64(_BASE_PFN + past) + moff
+    return pfn
+
+
+def _used_tables(vbase: np.ndarray, stay: np.ndarray, m_start: np.ndarray, m: np.ndarray,
+                 top) -> tuple[np.ndarray, np.ndarray]:
+    """Tables for every 2 MiB region holding a mapped page: each region's row, and their VAs.
+
+    The row (rank) array is indexed by region number counted from ``_FIRST_TABLE``.
+    """
+    used = np.zeros(int(top) // PTRS_PER_PTE + 1 - _FIRST_TABLE, dtype=bool)
+    t0 = (vbase[stay] >> np.uint64(9)).astype(np.int64) - _FIRST_TABLE
+    used[t0] = True
+    del t0
+    used[(m_start >> np.uint64(9)).astype(np.int64) - _FIRST_TABLE] = True
+    used[((m_start + m - np.uint64(1)) >> np.uint64(9)).astype(np.int64) - _FIRST_TABLE] = True
+    rank = np.cumsum(used, dtype=np.int64) - 1
+    table_va = ((np.flatnonzero(used).astype(np.uint64) + np.uint64(_FIRST_TABLE))
+                << np.uint64(21))
+    return rank, table_va
+
+
+def _folio_pte_bits(seed: int, n: int, r: dict, a: Arch) -> tuple[np.ndarray, np.ndarray]:
+    """Bits every PTE of a folio shares (present, write, soft-dirty, uffd-wp), and its write flag.
+
+    Raises ValueError if a folio needs a bit the architecture lacks.
+    """
+    f_write = _bits(_stream(seed, 7), n, r["write"])
+    fbits = np.full(n, np.uint64(a.base_bits | a.make_bits["present"]), dtype=np.uint64)
+    for name, on in (("write", f_write),
+                     ("soft_dirty", _bits(_stream(seed, 8), n, r["soft_dirty"])),
+                     ("uffd_wp", _bits(_stream(seed, 9), n, r["uffd_wp"]))):
+        if on.any():
+            mask = a.make_bits.get(name, 0)
+            if not mask:
+                raise ValueError(f"{name}: {a.name} has no such PTE bit")
+            fbits[on] |= np.uint64(mask)
+    return fbits, f_write
+
+
+def _draw_write_protect_from(rng, nr: np.ndarray, large: np.ndarray, f_write: np.ndarray,
+                             rate: float) -> np.ndarray:
+    """First read-only page of each folio: a random page in a ``rate`` of writable large ones.
+
+    The other folios get their size (no page write-protected).
+    """
+    wp_from = nr.astype(np.uint16)
+    mixw = np.flatnonzero(_bits(rng, nr.size, rate) & f_write & large)
+    wp_from[mixw] = _uniform_int(rng, np.ones(mixw.size, np.uint64), nr[mixw] - np.uint64(1))
+    return wp_from
+
+
+def _draw_folio_flags(rng, n: int, lazyfree: float) -> np.ndarray:
+    """Folio flags (uint8): anon, and swap-backed unless the folio is lazyfree."""
+    return np.where(_bits(rng, n, lazyfree), FOLIO_ANON,
+                    FOLIO_ANON | FOLIO_SWAPBACKED).astype(np.uint8)
+
+
+def _fill_ptes(table_va, rank, vbase, pfn, lo, hi, wp_from, fbits, key, r: dict,
+               a: Arch) -> np.ndarray:
+    """Allocate the tables and write every PTE in one parallel pass (holes, young, dirty)."""
+    ptes = np.zeros((table_va.size, PTRS_PER_PTE), dtype=np.uint64)
+    G.fill_ptes(ptes.reshape(-1), rank, np.uint64(_FIRST_TABLE), vbase, pfn, lo, hi, wp_from,
+                fbits, key, _threshold(r["holes"]), _threshold(r["young"]),
+                _threshold(r["dirty"]), np.uint64(a.make_bits["young"]), _steps(a.make_dirty),
+                _steps(a.ops["wrprotect"]))
+    return ptes
+
+
+def _make_vmas(main_start, main_end, split_at, m_start, m) -> tuple[np.ndarray, np.ndarray]:
+    """VMA byte ranges: the unmoved region's VMAs cut at ``split_at``, then the moved ones."""
+    starts = np.concatenate((main_start, split_at))
+    ends = np.concatenate((main_end, split_at))
+    starts.sort()
+    ends.sort()
+    vma_start = np.concatenate((starts, m_start)) << np.uint64(PAGE_SHIFT)
+    vma_end = np.concatenate((ends, m_start + m)) << np.uint64(PAGE_SHIFT)
+    return vma_start, vma_end
+
+
+def _fold_contpte(rng, ptes, table_va, vma_start, vma_end, folio_pfn, folio_nr, rate: float,
+                  a: Arch) -> None:
+    """Set the CONT bit on a ``rate`` of eligible 16-entry blocks, in place.
+
+    The blocks are picked by a key from a stream of their own (13), so folding
+    never redraws the other knobs' numbers.
+    """
+    cont_key = np.uint64(int(rng.integers(0, 1 << 63)))
+    G.fold_contpte(ptes.reshape(-1), table_va, vma_start, vma_end, folio_pfn, folio_nr,
+                   np.uint64(a.present), np.uint64(a.special), np.uint64(a.pfn_mask),
+                   _steps(a.ops["mkclean"] + a.ops["mkold"]), np.uint64(a.cont), cont_key,
+                   _threshold(rate))
+
+
+def _uffd_wp_vma_flags(ptes, table_va, vma_start, vma_end, a: Arch) -> np.ndarray:
+    """VMA flags registering uffd-wp on every VMA that holds a uffd-wp PTE.
+
+    A PTE carries uffd-wp only in a VMA registered for it.
+    """
+    hit = np.flatnonzero(ptes.reshape(-1) & np.uint64(a.uffd_wp))
+    va = table_va[hit // PTRS_PER_PTE] \
+        + (hit % PTRS_PER_PTE).astype(np.uint64) * np.uint64(PAGE_SIZE)
+    v = np.searchsorted(vma_start, va, side="right") - 1
+    inside = (v >= 0) & (va < vma_end[np.maximum(v, 0)])
+    vma_flags = np.zeros(vma_start.size, dtype=np.uint8)
+    vma_flags[v[inside]] = VMA_UFFD_WP
+    return vma_flags
