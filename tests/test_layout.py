@@ -1,0 +1,154 @@
+"""The house rules of the package layout, checked on the source.
+
+The import graph is read statically (``ast``), so a rule holds for every
+module whether or not a test happens to import it.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+import ptebatch as pb
+
+ROOT = os.path.dirname(os.path.abspath(pb.__file__))
+README = os.path.join(ROOT, os.pardir, "README.md")
+
+
+def _modules() -> dict[str, str]:
+    """Dotted module name -> path, for every module of the package."""
+    out = {}
+    for folder, _dirs, files in os.walk(ROOT):
+        for f in files:
+            if f.endswith(".py"):
+                path = os.path.join(folder, f)
+                rel = os.path.relpath(path, os.path.dirname(ROOT))[:-3].replace(os.sep, ".")
+                out[rel.removesuffix(".__init__")] = path
+    return out
+
+
+MODULES = _modules()
+
+
+def _imports(name: str, *, top_level_only: bool) -> set[str]:
+    """Modules ``name`` imports (package-internal ones resolved to module names)."""
+    path = MODULES[name]
+    tree = ast.parse(open(path).read())
+    package = name if path.endswith("__init__.py") else name.rpartition(".")[0]
+    nodes = tree.body if top_level_only else list(ast.walk(tree))
+    out = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[:len(base) - node.level + 1]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module
+            subs = {f"{mod}.{a.name}" for a in node.names} & MODULES.keys()
+            # "from . import engine" imports a module; "from .arch import X" imports .arch
+            out.update(subs if subs and not node.module else subs | {mod})
+    return out
+
+
+def _closure(name: str) -> set[str]:
+    """Everything ``name`` loads at import time through the package's own modules."""
+    seen, todo = set(), [name]
+    while todo:
+        m = todo.pop()
+        for dep in _imports(m, top_level_only=True):
+            if dep not in seen:
+                seen.add(dep)
+                if dep in MODULES and dep != "ptebatch":
+                    todo.append(dep)
+    return seen
+
+
+def test_the_package_has_the_modules_the_readme_names():
+    for name in ("ptebatch.arch", "ptebatch.releases", "ptebatch.callers", "ptebatch.engine",
+                 "ptebatch.naive", "ptebatch.checks", "ptebatch._jit.folio_pte_batch",
+                 "ptebatch._jit.pte", "ptebatch._jit.options", "ptebatch.cli"):
+        assert name in MODULES, name
+
+
+def test_no_library_module_imports_the_cli():
+    # ptebatch.__main__ is the CLI's entry point (python -m ptebatch)
+    offenders = {m for m in MODULES if not m.startswith(("ptebatch.cli", "ptebatch.__main__"))
+                 and any(d == "ptebatch.cli" or d.startswith("ptebatch.cli.")
+                         for d in _imports(m, top_level_only=False))}
+    assert not offenders
+
+
+def test_the_import_graph_has_no_cycle():
+    graph = {m: {d for d in _imports(m, top_level_only=True) if d in MODULES} for m in MODULES}
+    # a module's package is imported before it: that edge is not a cycle of ours
+    for m in graph:
+        graph[m].discard("ptebatch")
+    state: dict[str, int] = {}
+
+    def visit(m, stack):
+        state[m] = 1
+        for d in graph[m]:
+            if state.get(d) == 1:
+                raise AssertionError(" -> ".join(stack + [m, d]))
+            if d not in state:
+                visit(d, stack + [m])
+        state[m] = 2
+
+    for m in graph:
+        if m not in state:
+            visit(m, [])
+
+
+@pytest.mark.parametrize("name", ["ptebatch.naive", "ptebatch.checks"])
+def test_the_reference_imports_nothing_compiled(name):
+    loaded = _closure(name)
+    compiled = {m for m in loaded if m == "numba" or m.startswith("numba.")
+                or m.startswith("ptebatch._jit") or m in ("ptebatch.engine", "ptebatch.planning")}
+    assert not compiled, f"{name} loads {sorted(compiled)}"
+
+
+def test_only_the_options_module_imports_numba():
+    users = {m for m in MODULES for d in _imports(m, top_level_only=False)
+             if d == "numba" or d.startswith("numba.")}
+    assert users == {"ptebatch._jit.options"}
+
+
+def test_no_library_module_imports_ctypes_at_import_time():
+    users = {m for m in MODULES if not m.startswith("ptebatch.cli")
+             and "ctypes" in _imports(m, top_level_only=True)}
+    assert not users
+
+
+def test_import_ptebatch_loads_neither_argparse_nor_the_cli():
+    code = ("import sys, ptebatch\n"
+            "print(sorted(m for m in sys.modules if m == 'argparse' or m.startswith('ptebatch.cli')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_every_name_in_the_readme_api_table_works():
+    with open(README) as fh:
+        text = fh.read()
+    section = text[text.index("## Python API"):]
+    section = section[:section.index("\n### ")]
+    names = []
+    for row in re.findall(r"^\| (.+?) \|", section, flags=re.M):
+        for code in re.findall(r"`([^`]+)`", row):
+            m = re.match(r"[A-Za-z_][\w.]*", code)
+            if m:
+                names.append(m.group(0).rstrip("."))
+    assert len(names) >= 15
+    for dotted in names:
+        obj = pb
+        for part in dotted.split("."):
+            if part == "*":
+                continue
+            obj = getattr(obj, part)   # AttributeError names what the README promises wrongly
