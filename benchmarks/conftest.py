@@ -3,13 +3,17 @@ import sys
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))  # shared hypothesis profile
+sys.path.insert(
+    0, os.path.join(os.path.dirname(__file__), "..", "tests")
+)  # shared hypothesis profile
 import conftest as _tests_conftest  # noqa: E402,F401
 
 
 def pytest_collection_modifyitems(config, items):
     if os.environ.get("NUMBA_DISABLE_JIT") == "1":
-        skip = pytest.mark.skip(reason="NUMBA_DISABLE_JIT=1: timing plain-Python kernels measures nothing")
+        skip = pytest.mark.skip(
+            reason="NUMBA_DISABLE_JIT=1: timing plain-Python kernels measures nothing"
+        )
         for item in items:
             if "benchmarks" in str(item.fspath):
                 item.add_marker(skip)
@@ -32,8 +36,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         for other in ("naive", "numpy", "jit-parallel"):
             t_other = best.get((walk, other, case))
             if t_other:
-                ratio, label = (t_other / t, f"jit-serial vs {other}") if other != "jit-parallel" \
+                ratio, label = (
+                    (t_other / t, f"jit-serial vs {other}")
+                    if other != "jit-parallel"
                     else (t / t_other, "jit-parallel vs jit-serial")
+                )
                 rows.append(f"{walk:12} {case:14} {label:28} {ratio:9.2f}x")
     if rows:
         terminalreporter.write_sep("-", "speed ratios (min times, same run)")

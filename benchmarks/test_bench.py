@@ -69,13 +69,18 @@ def test_single_batch(benchmark, impl):
     assert r.nr >= 1
 
 
-GEN_SIZES = {"small": [10_000], "medium": [10_000, 100_000], "large": [100_000, 1_000_000],
-             "huge": [1_000_000, 10_000_000]}[TIER]
+GEN_SIZES = {
+    "small": [10_000],
+    "medium": [10_000, 100_000],
+    "large": [100_000, 1_000_000],
+    "huge": [1_000_000, 10_000_000],
+}[TIER]
 
 
 @pytest.mark.parametrize("n_folios", GEN_SIZES)
 def test_generate(benchmark, n_folios):
     from ptebatch import generate
+
     generate(1000, seed=1)  # compile outside the timing
     space = benchmark(generate, n_folios, seed=1)
     assert space.info()["folios"] > 0

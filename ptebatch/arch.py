@@ -13,8 +13,8 @@ kernels, so an architecture is added in one place.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 import numpy as np
 
@@ -92,7 +92,9 @@ class Arch:
     base_bits: int
     special: int = 0
     cont: int = 0
-    ops_before: Mapping[str, tuple[tuple[int, int, int], tuple[Step, ...]]] = field(default_factory=dict)
+    ops_before: Mapping[str, tuple[tuple[int, int, int], tuple[Step, ...]]] = field(
+        default_factory=dict
+    )
     make_dirty: tuple[Step, ...] | None = None
     max_pfn: int = field(init=False)
 
@@ -125,8 +127,19 @@ class Arch:
         return bool(hw_set) and (pte & hw_set) == hw_set and not (pte & hw_clear)
 
     # -- vectorised helpers --------------------------------------------------
-    def make_pte(self, pfn, *, present=True, write=False, young=False, dirty=False,
-                 soft_dirty=False, uffd_wp=False, nx=False, extra=0):
+    def make_pte(
+        self,
+        pfn,
+        *,
+        present=True,
+        write=False,
+        young=False,
+        dirty=False,
+        soft_dirty=False,
+        uffd_wp=False,
+        nx=False,
+        extra=0,
+    ):
         """Encode PTEs from PFNs and bit switches (NumPy broadcasting).
 
         Parameters
@@ -151,8 +164,14 @@ class Arch:
         if np.any(pfn > np.uint64(self.max_pfn)):
             raise ValueError(f"pfn: exceeds the {self.name} PFN field (max {self.max_pfn:#x})")
         pte = (pfn << np.uint64(PAGE_SHIFT)) | np.uint64(self.base_bits)
-        for name, on in (("present", present), ("write", write), ("young", young),
-                         ("soft_dirty", soft_dirty), ("uffd_wp", uffd_wp), ("nx", nx)):
+        for name, on in (
+            ("present", present),
+            ("write", write),
+            ("young", young),
+            ("soft_dirty", soft_dirty),
+            ("uffd_wp", uffd_wp),
+            ("nx", nx),
+        ):
             mask = self.make_bits.get(name, 0)
             if not mask:
                 if np.any(on):
@@ -168,7 +187,9 @@ class Arch:
 
     def pte_pfn(self, ptes):
         """PFN of each PTE."""
-        return (np.asarray(ptes, dtype=np.uint64) & np.uint64(self.pfn_mask)) >> np.uint64(PAGE_SHIFT)
+        return (np.asarray(ptes, dtype=np.uint64) & np.uint64(self.pfn_mask)) >> np.uint64(
+            PAGE_SHIFT
+        )
 
     def pte_present(self, ptes):
         """``pte_present`` of each PTE."""
@@ -206,7 +227,9 @@ class Arch:
     def _steps(steps, ptes):
         p = np.array(ptes, dtype=np.uint64, copy=True)
         for cond_set, cond_clear, set_, clear in steps:
-            hit = ((p & np.uint64(cond_set)) == np.uint64(cond_set)) & ((p & np.uint64(cond_clear)) == 0)
+            hit = ((p & np.uint64(cond_set)) == np.uint64(cond_set)) & (
+                (p & np.uint64(cond_clear)) == 0
+            )
             p = np.where(hit, (p | np.uint64(set_)) & np.uint64(~clear & U64), p)
         return p
 
@@ -254,10 +277,24 @@ def _set(mask: int) -> tuple[Step, ...]:
 
 # x86-64 (arch/x86/include/asm/pgtable_types.h).  The user-shadow-stack
 # SavedDirty bit (58) is not modelled: wrprotect of a dirty PTE keeps bit 6.
-_X86 = {name: _bit(n) for name, n in (
-    ("PRESENT", 0), ("RW", 1), ("USER", 2), ("PWT", 3), ("PCD", 4), ("ACCESSED", 5),
-    ("DIRTY", 6), ("PAT", 7), ("GLOBAL", 8), ("SPECIAL", 9), ("UFFD_WP", 10),
-    ("SOFT_DIRTY", 11), ("NX", 63))}
+_X86 = {
+    name: _bit(n)
+    for name, n in (
+        ("PRESENT", 0),
+        ("RW", 1),
+        ("USER", 2),
+        ("PWT", 3),
+        ("PCD", 4),
+        ("ACCESSED", 5),
+        ("DIRTY", 6),
+        ("PAT", 7),
+        ("GLOBAL", 8),
+        ("SPECIAL", 9),
+        ("UFFD_WP", 10),
+        ("SOFT_DIRTY", 11),
+        ("NX", 63),
+    )
+}
 _X86["PFN"] = ((1 << 52) - 1) & ~((1 << 12) - 1)
 _X86["PKEY"] = 0xF << 59
 
@@ -282,9 +319,15 @@ X86_64 = Arch(
         # pte_mkdirty sets soft-dirty too
         "mkdirty": _set(_X86["DIRTY"] | _X86["SOFT_DIRTY"]),
     },
-    make_bits={"present": _X86["PRESENT"], "write": _X86["RW"], "young": _X86["ACCESSED"],
-               "dirty": _X86["DIRTY"], "soft_dirty": _X86["SOFT_DIRTY"],
-               "uffd_wp": _X86["UFFD_WP"], "nx": _X86["NX"]},
+    make_bits={
+        "present": _X86["PRESENT"],
+        "write": _X86["RW"],
+        "young": _X86["ACCESSED"],
+        "dirty": _X86["DIRTY"],
+        "soft_dirty": _X86["SOFT_DIRTY"],
+        "uffd_wp": _X86["UFFD_WP"],
+        "nx": _X86["NX"],
+    },
     base_bits=_X86["USER"],
     special=_X86["SPECIAL"],
 )
@@ -293,10 +336,24 @@ X86_64 = Arch(
 # pgtable.h).  The write bit is DBM: a writable PTE is clean while read-only
 # (bit 7) is set and the MMU clears read-only on the first write, so "dirty" is
 # the software bit or (write and not read-only).  No soft-dirty bit.
-_A64 = {name: _bit(n) for name, n in (
-    ("VALID", 0), ("PAGE", 1), ("USER", 6), ("RDONLY", 7), ("AF", 10), ("NG", 11),
-    ("WRITE", 51), ("CONT", 52), ("PXN", 53), ("UXN", 54), ("DIRTY", 55), ("SPECIAL", 56),
-    ("UFFD_WP", 58))}
+_A64 = {
+    name: _bit(n)
+    for name, n in (
+        ("VALID", 0),
+        ("PAGE", 1),
+        ("USER", 6),
+        ("RDONLY", 7),
+        ("AF", 10),
+        ("NG", 11),
+        ("WRITE", 51),
+        ("CONT", 52),
+        ("PXN", 53),
+        ("UXN", 54),
+        ("DIRTY", 55),
+        ("SPECIAL", 56),
+        ("UFFD_WP", 58),
+    )
+}
 _A64["ATTRINDX"] = 0x7 << 2
 _A64["SH"] = 0x3 << 8
 _A64["PFN"] = ((1 << 48) - 1) & ~((1 << 12) - 1)
@@ -316,16 +373,24 @@ ARM64 = Arch(
         "mkclean": ((0, 0, _A64["RDONLY"], _A64["DIRTY"]),),
         "clear_soft_dirty": (),
         # save the hardware dirty state in the software bit before losing it
-        "wrprotect": ((_A64["WRITE"], _A64["RDONLY"], _A64["DIRTY"], 0),
-                      (0, 0, _A64["RDONLY"], _A64["WRITE"])),
+        "wrprotect": (
+            (_A64["WRITE"], _A64["RDONLY"], _A64["DIRTY"], 0),
+            (0, 0, _A64["RDONLY"], _A64["WRITE"]),
+        ),
         "mkold": _clear(_A64["AF"]),
         # 6.18+ (143937ca51cc): clear read-only only if software dirty
         "mkwrite": ((0, 0, _A64["WRITE"], 0), (_A64["DIRTY"], 0, 0, _A64["RDONLY"])),
         "mkyoung": _set(_A64["AF"]),
         "mkdirty": ((0, 0, _A64["DIRTY"], 0), (_A64["WRITE"], 0, 0, _A64["RDONLY"])),
     },
-    make_bits={"present": _A64["VALID"], "write": _A64["WRITE"], "young": _A64["AF"],
-               "dirty": _A64["DIRTY"], "uffd_wp": _A64["UFFD_WP"], "nx": _A64["UXN"]},
+    make_bits={
+        "present": _A64["VALID"],
+        "write": _A64["WRITE"],
+        "young": _A64["AF"],
+        "dirty": _A64["DIRTY"],
+        "uffd_wp": _A64["UFFD_WP"],
+        "nx": _A64["UXN"],
+    },
     # a user data page: page descriptor, normal memory (AttrIndx 0), inner
     # shareable, not global, never executable at EL1, clean (read-only set)
     base_bits=_A64["PAGE"] | _A64["USER"] | _A64["SH"] | _A64["NG"] | _A64["PXN"] | _A64["RDONLY"],
@@ -346,4 +411,6 @@ def get_arch(arch) -> Arch:
     try:
         return ARCHES[str(arch)]
     except KeyError:
-        raise ValueError(f"arch: unknown architecture {arch!r} (known: {', '.join(ARCHES)})") from None
+        raise ValueError(
+            f"arch: unknown architecture {arch!r} (known: {', '.join(ARCHES)})"
+        ) from None

@@ -15,18 +15,16 @@ import subprocess
 import sys
 import time
 import tracemalloc
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Callable
 
 import numpy as np
 
-from . import engine
-
-from . import naive
+from . import engine, naive
 from ._jit.options import num_threads
-from .workloads.generator import generate
 from .space import AddressSpace
+from .workloads.generator import generate
 
 __all__ = ["IMPLS", "CASES", "Case", "space_for", "measure_ratios", "compile_times"]
 
@@ -39,26 +37,34 @@ class Impl:
     scan: Callable
     unmap: Callable | None
     limits: dict = field(default_factory=dict)  # keyword values it supports, if restricted
-    arches: tuple = ("x86_64", "arm64")         # space encodings it supports
+    arches: tuple = ("x86_64", "arm64")  # space encodings it supports
 
     def supports(self, space: AddressSpace, kw: dict) -> bool:
         """Whether it models ``space`` walked with keywords ``kw``."""
         defaults = {"clamp": "pmd", "caller": "zap"}
         return space.arch in self.arches and all(
-            kw.get(k, defaults.get(k)) in allowed for k, allowed in self.limits.items())
+            kw.get(k, defaults.get(k)) in allowed for k, allowed in self.limits.items()
+        )
 
 
 def _jit(parallel: bool) -> Impl:
     return Impl(
         name="jit-parallel" if parallel else "jit-serial",
         scan=lambda space, **kw: engine.scan(space, parallel=parallel, **kw),
-        unmap=lambda space, **kw: engine.unmap(space, parallel=parallel, **kw))
+        unmap=lambda space, **kw: engine.unmap(space, parallel=parallel, **kw),
+    )
 
 
 def _numpy_impl() -> Impl:
     from .vectorized import scan as np_scan
-    return Impl(name="numpy", scan=np_scan, unmap=None, limits={"clamp": ("pmd",), "caller": ("zap",)},
-                arches=("x86_64",))
+
+    return Impl(
+        name="numpy",
+        scan=np_scan,
+        unmap=None,
+        limits={"clamp": ("pmd",), "caller": ("zap",)},
+        arches=("x86_64",),
+    )
 
 
 IMPLS: dict[str, Impl] = {
@@ -80,7 +86,7 @@ class Case:
     n_folios: int
     knobs: tuple = ()
     seed: int = 1
-    tier: str = "small"   # small: every test pass; medium: jitted passes; large/huge: benchmarks
+    tier: str = "small"  # small: every test pass; medium: jitted passes; large/huge: benchmarks
 
     @property
     def arch(self) -> str:
@@ -94,22 +100,31 @@ def _case(name, n, tier, **knobs) -> Case:
     return Case(name, n, tuple(sorted(knobs.items())), tier=tier)
 
 
-CASES: dict[str, Case] = {c.name: c for c in [
-    _case("mixed-10k", 10_000, "small", sizes="mixed", moved=0.1),
-    _case("4k-10k", 10_000, "small", sizes="4k"),
-    _case("thp-1k", 1_000, "small", sizes="thp", moved=0.2),
-    _case("straddle-10k", 10_000, "small", sizes="mthp64", moved=0.5, straddle=1.0, lazyfree=0.5),
-    _case("mixed-100k", 100_000, "medium", sizes="mixed", moved=0.1),
-    _case("mthp16-100k", 100_000, "medium", sizes="mthp16", moved=0.1, holes=0.01),
-    _case("mixed-1m", 1_000_000, "large", sizes="mixed", moved=0.1),
-    _case("4k-1m", 1_000_000, "large", sizes="4k"),
-    _case("thp-100k", 100_000, "large", sizes="thp", moved=0.1),
-    _case("straddle-1m", 1_000_000, "large", sizes="mthp64", moved=0.5, straddle=1.0, lazyfree=0.5),
-    _case("mixed-10m", 10_000_000, "huge", sizes="mixed", moved=0.1),
-    # arm64 with contpte blocks (the generator folds every eligible aligned 16-page run)
-    _case("arm64-10k", 10_000, "small", sizes="mixed", moved=0.1, arch="arm64", mixed_write=0.2),
-    _case("arm64-1m", 1_000_000, "large", sizes="mixed", moved=0.1, arch="arm64"),
-]}
+CASES: dict[str, Case] = {
+    c.name: c
+    for c in [
+        _case("mixed-10k", 10_000, "small", sizes="mixed", moved=0.1),
+        _case("4k-10k", 10_000, "small", sizes="4k"),
+        _case("thp-1k", 1_000, "small", sizes="thp", moved=0.2),
+        _case(
+            "straddle-10k", 10_000, "small", sizes="mthp64", moved=0.5, straddle=1.0, lazyfree=0.5
+        ),
+        _case("mixed-100k", 100_000, "medium", sizes="mixed", moved=0.1),
+        _case("mthp16-100k", 100_000, "medium", sizes="mthp16", moved=0.1, holes=0.01),
+        _case("mixed-1m", 1_000_000, "large", sizes="mixed", moved=0.1),
+        _case("4k-1m", 1_000_000, "large", sizes="4k"),
+        _case("thp-100k", 100_000, "large", sizes="thp", moved=0.1),
+        _case(
+            "straddle-1m", 1_000_000, "large", sizes="mthp64", moved=0.5, straddle=1.0, lazyfree=0.5
+        ),
+        _case("mixed-10m", 10_000_000, "huge", sizes="mixed", moved=0.1),
+        # arm64 with contpte blocks (the generator folds every eligible aligned 16-page run)
+        _case(
+            "arm64-10k", 10_000, "small", sizes="mixed", moved=0.1, arch="arm64", mixed_write=0.2
+        ),
+        _case("arm64-1m", 1_000_000, "large", sizes="mixed", moved=0.1, arch="arm64"),
+    ]
+}
 
 TIERS = ("small", "medium", "large", "huge")
 
@@ -127,6 +142,7 @@ def cases_up_to(tier: str) -> list[str]:
 
 
 # -- measurements ----------------------------------------------------------------
+
 
 def _best(fn, repeat: int) -> float:
     best = float("inf")
@@ -157,48 +173,96 @@ def measure_ratios(quick: bool = True) -> list[dict]:
 
     t_naive = _best(lambda: naive.scan(small), 2 if quick else 3)
     t_ser = _best(lambda: engine.scan(small, parallel=False), reps * 4)
-    rows.append({"name": "scan jit-serial / naive", "measured": t_naive / t_ser, "target": 200.0,
-                 "note": f"mixed-10k, {small.info()['present_ptes']:,} present PTEs"})
+    rows.append(
+        {
+            "name": "scan jit-serial / naive",
+            "measured": t_naive / t_ser,
+            "target": 200.0,
+            "note": f"mixed-10k, {small.info()['present_ptes']:,} present PTEs",
+        }
+    )
     t_naive_u = _best(lambda: naive.unmap(small), 2 if quick else 3)
     t_ser_u = _best(lambda: engine.unmap(small, parallel=False), reps * 4)
-    rows.append({"name": "unmap jit-serial / naive", "measured": t_naive_u / t_ser_u, "target": 100.0,
-                 "note": "mixed-10k"})
+    rows.append(
+        {
+            "name": "unmap jit-serial / naive",
+            "measured": t_naive_u / t_ser_u,
+            "target": 100.0,
+            "note": "mixed-10k",
+        }
+    )
 
     engine.scan(big, parallel=False)
     t_s = _best(lambda: engine.scan(big, parallel=False), reps)
     t_p = _best(lambda: engine.scan(big, parallel=True), reps)
-    rows.append({"name": "scan jit-parallel / jit-serial", "measured": t_s / t_p, "target": 1.8,
-                 "note": f"{'mixed-100k' if quick else 'mixed-1m'}, {num_threads()} threads"})
+    rows.append(
+        {
+            "name": "scan jit-parallel / jit-serial",
+            "measured": t_s / t_p,
+            "target": 1.8,
+            "note": f"{'mixed-100k' if quick else 'mixed-1m'}, {num_threads()} threads",
+        }
+    )
     t_su = _best(lambda: engine.unmap(big, parallel=False), reps)
     t_pu = _best(lambda: engine.unmap(big, parallel=True), reps)
-    rows.append({"name": "unmap jit-parallel / jit-serial", "measured": t_su / t_pu, "target": 1.5,
-                 "note": "same space"})
+    rows.append(
+        {
+            "name": "unmap jit-parallel / jit-serial",
+            "measured": t_su / t_pu,
+            "target": 1.5,
+            "note": "same space",
+        }
+    )
     t_stream = _best(lambda: _stream(big), reps)
     present = big.info()["present_ptes"]
-    rows.append({"name": "scan jit-serial / streaming read", "measured": t_stream / t_s, "target": None,
-                 "note": f"serial {present / t_s / 1e9:.2f} G present PTEs/s, "
-                         f"{big.ptes.size / t_s / 1e9:.2f} G entries/s; stream "
-                         f"{big.ptes.size / t_stream / 1e9:.2f} G entries/s"})
+    rows.append(
+        {
+            "name": "scan jit-serial / streaming read",
+            "measured": t_stream / t_s,
+            "target": None,
+            "note": f"serial {present / t_s / 1e9:.2f} G present PTEs/s, "
+            f"{big.ptes.size / t_s / 1e9:.2f} G entries/s; stream "
+            f"{big.ptes.size / t_stream / 1e9:.2f} G entries/s",
+        }
+    )
     if "numpy" in IMPLS:
         t_np = _best(lambda: IMPLS["numpy"].scan(big), max(2, reps // 2))
-        rows.append({"name": "scan jit-serial / numpy", "measured": t_np / t_s, "target": None,
-                     "note": "vectorised NumPy scan, clamp=pmd"})
+        rows.append(
+            {
+                "name": "scan jit-serial / numpy",
+                "measured": t_np / t_s,
+                "target": None,
+                "note": "vectorised NumPy scan, clamp=pmd",
+            }
+        )
 
     # arm64 with contpte: the hint jumps whole blocks
     a64 = space_for("arm64-10k")
     engine.scan(a64, parallel=False)
     t_na = _best(lambda: naive.scan(a64), 2 if quick else 3)
     t_sa = _best(lambda: engine.scan(a64, parallel=False), reps * 4)
-    rows.append({"name": "arm64 scan jit-serial / naive", "measured": t_na / t_sa, "target": 200.0,
-                 "note": f"arm64-10k, contpte, {a64.info()['present_ptes']:,} present PTEs"})
+    rows.append(
+        {
+            "name": "arm64 scan jit-serial / naive",
+            "measured": t_na / t_sa,
+            "target": 200.0,
+            "note": f"arm64-10k, contpte, {a64.info()['present_ptes']:,} present PTEs",
+        }
+    )
 
     # what the per-batch detectors cost where they re-read a batch's entries
     kw = dict(kernel="6.16", parallel=False)
     engine.unmap(big, detectors=False, **kw)
     t_off = _best(lambda: engine.unmap(big, detectors=False, **kw), reps)
     t_on = _best(lambda: engine.unmap(big, **kw), reps)
-    rows.append({"name": "unmap detectors off / on", "measured": t_off / t_on, "target": None,
-                 "note": "lazyfree 6.16 re-reads every batch for the spread detector"})
+    rows.append(
+        {
+            "name": "unmap detectors off / on",
+            "measured": t_off / t_on,
+            "target": None,
+            "note": "lazyfree 6.16 re-reads every batch for the spread detector",
+        }
+    )
     return rows
 
 
@@ -213,9 +277,12 @@ def peak_memory(case_name: str = "mixed-100k") -> dict:
         r = fn(space)
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
-        out[walk] = {"peak_bytes": int(peak), "batches": r.batches,
-                     "peak_over_input": round(peak / space.ptes.nbytes, 4),
-                     "bytes_per_batch": round(peak / max(r.batches, 1), 1)}
+        out[walk] = {
+            "peak_bytes": int(peak),
+            "batches": r.batches,
+            "peak_over_input": round(peak / space.ptes.nbytes, 4),
+            "bytes_per_batch": round(peak / max(r.batches, 1), 1),
+        }
     return out
 
 
@@ -228,7 +295,8 @@ t1 = time.perf_counter(); pb.scan(sp)
 t2 = time.perf_counter(); pb.unmap(sp)
 t3 = time.perf_counter(); pb.folio_pte_batch(sp.ptes.reshape(-1), 511, 1, int(sp.folio_pfn[0]), 16)
 t4 = time.perf_counter()
-print(json.dumps({"import": t1 - t0, "scan": t2 - t1, "unmap": t3 - t2, "folio_pte_batch": t4 - t3}))
+print(json.dumps({"import": t1 - t0, "scan": t2 - t1, "unmap": t3 - t2,
+                  "folio_pte_batch": t4 - t3}))
 """
 
 
@@ -240,11 +308,18 @@ def compile_times(cache_dir: str | None = None) -> dict:
     second loads it.  Also once without the cache.
     """
     import tempfile
+
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir or tmp, PTEBATCH_NUMBA_CACHE="1")
         for label in ("compile", "cache_load"):
-            p = subprocess.run([sys.executable, "-c", _COMPILE_SNIPPET], env=env, capture_output=True,
-                               text=True, timeout=600, check=True)
+            p = subprocess.run(
+                [sys.executable, "-c", _COMPILE_SNIPPET],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=600,
+                check=True,
+            )
             out[label] = json.loads(p.stdout.strip().splitlines()[-1])
     return out

@@ -33,8 +33,10 @@ def check_batch_args(ptes, index, max_nr, folio_pfn, folio_nr, arch: Arch, max_n
     if ptes.dtype != np.uint64:
         raise TypeError(f"ptes: dtype must be uint64, got {ptes.dtype}")
     if ptes.ndim != 1:
-        raise ValueError(f"ptes: must be one-dimensional (one table, or space.ptes.reshape(-1) with "
-                         f"index = table * 512 + entry), got shape {ptes.shape}")
+        raise ValueError(
+            f"ptes: must be one-dimensional (one table, or space.ptes.reshape(-1) with "
+            f"index = table * 512 + entry), got shape {ptes.shape}"
+        )
     if not ptes.flags.c_contiguous:
         raise ValueError("ptes: must be C-contiguous (use np.ascontiguousarray)")
     index = as_int("index", index)
@@ -46,25 +48,34 @@ def check_batch_args(ptes, index, max_nr, folio_pfn, folio_nr, arch: Arch, max_n
     if max_nr < 1:
         raise ValueError(f"max_nr: must be at least 1, got {max_nr}")
     if max_nr > max_nr_limit:
-        raise ValueError(f"max_nr: {max_nr} does not fit the kernel's max_nr type (at most {max_nr_limit})")
+        raise ValueError(
+            f"max_nr: {max_nr} does not fit the kernel's max_nr type (at most {max_nr_limit})"
+        )
     if folio_nr < 2 or folio_nr & (folio_nr - 1):
-        raise ValueError(f"folio_nr: must be a power of two >= 2 (folio_pte_batch is only called "
-                         f"for large folios), got {folio_nr}")
+        raise ValueError(
+            f"folio_nr: must be a power of two >= 2 (folio_pte_batch is only called "
+            f"for large folios), got {folio_nr}"
+        )
     if folio_pfn < 0 or folio_pfn % folio_nr or folio_pfn + folio_nr - 1 > arch.max_pfn:
-        raise ValueError(f"folio_pfn: must be aligned to folio_nr and fit the PFN field, "
-                         f"got {folio_pfn:#x} with {folio_nr} pages")
+        raise ValueError(
+            f"folio_pfn: must be aligned to folio_nr and fit the PFN field, "
+            f"got {folio_pfn:#x} with {folio_nr} pages"
+        )
     pte = int(ptes[index])
     if not pte & arch.present:
         raise ValueError(f"ptes[{index}]: the first PTE must be present, got {pte:#x}")
     pfn = (pte & arch.pfn_mask) >> PAGE_SHIFT
     if not folio_pfn <= pfn < folio_pfn + folio_nr:
-        raise ValueError(f"ptes[{index}]: the first PTE maps PFN {pfn:#x}, outside the folio "
-                         f"[{folio_pfn:#x}, {folio_pfn + folio_nr:#x})")
+        raise ValueError(
+            f"ptes[{index}]: the first PTE maps PFN {pfn:#x}, outside the folio "
+            f"[{folio_pfn:#x}, {folio_pfn + folio_nr:#x})"
+        )
     return index, max_nr, folio_pfn, folio_nr, pte
 
 
-def check_walk_args(space, walk: Walk, caller, kernel, flags, clamp, oob,
-                    move_by=0) -> tuple[Preset, int, str, int]:
+def check_walk_args(
+    space, walk: Walk, caller, kernel, flags, clamp, oob, move_by=0
+) -> tuple[Preset, int, str, int]:
     """Shared argument checks of scan/unmap (JIT and naive).
 
     Returns ``(preset, flags, clamp, move_by)``: explicit ``flags`` replace the
@@ -83,6 +94,8 @@ def check_walk_args(space, walk: Walk, caller, kernel, flags, clamp, oob,
     if move_by % PAGE_SIZE:
         raise ValueError(f"move_by: must be a multiple of 4096 (a page), got {move_by}")
     if move_by and not preset.caller.takes_move_by:
-        raise ValueError(f"move_by: only a caller that moves entries to a destination (mremap) "
-                         f"takes it, not {preset.name}")
+        raise ValueError(
+            f"move_by: only a caller that moves entries to a destination (mremap) "
+            f"takes it, not {preset.name}"
+        )
     return preset, fl, clamp, move_by

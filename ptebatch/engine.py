@@ -16,8 +16,16 @@ from ._jit.options import threads
 from .arch import PAGE_SHIFT, PMD_SIZE, PTRS_PER_PTE, Arch, get_arch
 from .callers import Walk
 from .checks import check_batch_args, check_walk_args
-from .planning import (chunk_bounds, derived, drive, folio_index, n_chunks, order_table, segments,
-                       use_threads)
+from .planning import (
+    chunk_bounds,
+    derived,
+    drive,
+    folio_index,
+    n_chunks,
+    order_table,
+    segments,
+    use_threads,
+)
 from .releases import KernelProfile, resolve_flags, resolve_kernel
 from .results import BatchResult, ScanResult, UnmapResult
 from .space import FOLIO_ANON, FOLIO_SWAPBACKED, AddressSpace
@@ -25,13 +33,21 @@ from .space import FOLIO_ANON, FOLIO_SWAPBACKED, AddressSpace
 __all__ = ["folio_pte_batch", "scan", "unmap"]
 
 
-def batch_outputs(arch: Arch, profile: KernelProfile, flags: int, pte: int,
-                  any_writable: bool, any_young: bool, any_dirty: bool) -> dict:
+def batch_outputs(
+    arch: Arch,
+    profile: KernelProfile,
+    flags: int,
+    pte: int,
+    any_writable: bool,
+    any_young: bool,
+    any_dirty: bool,
+) -> dict:
     """The generation's extra outputs from the accumulated bits."""
     gen = profile.generation
     if gen.outputs == "any":
-        return dict(any_writable=bool(any_writable), any_young=bool(any_young),
-                    any_dirty=bool(any_dirty))
+        return dict(
+            any_writable=bool(any_writable), any_young=bool(any_young), any_dirty=bool(any_dirty)
+        )
     merged, v = pte, profile.version
     if flags & gen.flags["FPB_MERGE_WRITE"] and any_writable:
         merged = arch.apply("mkwrite", merged, v)
@@ -43,8 +59,9 @@ def batch_outputs(arch: Arch, profile: KernelProfile, flags: int, pte: int,
     return dict(pte=merged)
 
 
-def folio_pte_batch(ptes, index, max_nr, folio_pfn, folio_nr, *, flags=0, kernel="6.16",
-                    arch="x86_64") -> BatchResult:
+def folio_pte_batch(
+    ptes, index, max_nr, folio_pfn, folio_nr, *, flags=0, kernel="6.16", arch="x86_64"
+) -> BatchResult:
     """Count the PTEs from ``ptes[index]`` that map consecutive pages of one folio.
 
     Parameters
@@ -78,24 +95,40 @@ def folio_pte_batch(ptes, index, max_nr, folio_pfn, folio_nr, *, flags=0, kernel
     profile = resolve_kernel(kernel)
     fl = resolve_flags(flags, profile.generation, 0)
     index, max_nr, folio_pfn, folio_nr, pte = check_batch_args(
-        ptes, index, max_nr, folio_pfn, folio_nr, arch, profile.generation.max_nr_limit)
+        ptes, index, max_nr, folio_pfn, folio_nr, arch, profile.generation.max_nr_limit
+    )
     cfg = make_config(arch, profile, fl)
-    nr, stop, last, w, y, d, pte = FPB.folio_pte_batch_one(ptes, np.int64(index), np.int64(max_nr),
-                                                         np.uint64(folio_pfn), np.uint64(folio_nr),
-                                                         cfg)
+    nr, stop, last, w, y, d, pte = FPB.folio_pte_batch_one(
+        ptes, np.int64(index), np.int64(max_nr), np.uint64(folio_pfn), np.uint64(folio_nr), cfg
+    )
     nr, stop, last, pte = int(nr), int(stop), int(last), int(pte)
     pfn = (pte & arch.pfn_mask) >> PAGE_SHIFT
     reason = R.FOLIO_END if pfn + nr == folio_pfn + folio_nr else stop
-    return BatchResult(nr=nr, reason=R.NAMES[reason], last_read=last,
-                       crosses_end=index + max_nr > ptes.shape[0],
-                       read_past_end=last >= ptes.shape[0],
-                       **batch_outputs(arch, profile, fl, pte, w, y, d))
+    return BatchResult(
+        nr=nr,
+        reason=R.NAMES[reason],
+        last_read=last,
+        crosses_end=index + max_nr > ptes.shape[0],
+        read_past_end=last >= ptes.shape[0],
+        **batch_outputs(arch, profile, fl, pte, w, y, d),
+    )
 
 
 # -- walks -------------------------------------------------------------------
 
-def scan(space: AddressSpace, *, caller="zap", kernel="6.16", flags=None, clamp=None, oob="none",
-         move_by: int = 0, detectors: bool = True, parallel: bool = True) -> ScanResult:
+
+def scan(
+    space: AddressSpace,
+    *,
+    caller="zap",
+    kernel="6.16",
+    flags=None,
+    clamp=None,
+    oob="none",
+    move_by: int = 0,
+    detectors: bool = True,
+    parallel: bool = True,
+) -> ScanResult:
     """Walk every VMA as a page-table walker does and record each batch.
 
     Parameters
@@ -138,16 +171,18 @@ def scan(space: AddressSpace, *, caller="zap", kernel="6.16", flags=None, clamp=
     ScanResult
         One row per batch, with its detector bits (``findings``).
     """
-    preset, fl, clamp, move_by = check_walk_args(space, Walk.SCAN, caller, kernel, flags, clamp, oob,
-                                                 move_by)
+    preset, fl, clamp, move_by = check_walk_args(
+        space, Walk.SCAN, caller, kernel, flags, clamp, oob, move_by
+    )
     profile = preset.profile
     arch = get_arch(space.arch)
     cfg = make_config(arch, profile, fl, preset.rule.spread if detectors else (), detectors)
     walk = int(preset.rule.batching)
     flat = space.ptes.reshape(-1)
     shift = move_by % PMD_SIZE if preset.rule.dst_clamp else 0
-    g0, g1, va, vma, vma_end, seg_reason = derived(space, ("segments", shift),
-                                                    lambda sp: segments(sp, shift))
+    g0, g1, va, vma, vma_end, seg_reason = derived(
+        space, ("segments", shift), lambda sp: segments(sp, shift)
+    )
     if preset.caller.moves_tables and move_by % PMD_SIZE == 0:
         # mremap moves a whole table by its PMD when source and destination are aligned
         seg_move = (g1 - g0 == PTRS_PER_PTE) & (g0 % PTRS_PER_PTE == 0)
@@ -173,23 +208,70 @@ def scan(space: AddressSpace, *, caller="zap", kernel="6.16", flags=None, clamp=
         cva, cvm = carry_va[active], carry_vma[active]
         pres, mov = np.zeros(active.size, dtype=np.int64), np.zeros(active.size, dtype=np.int64)
         with threads(parallel):
-            zap_pte_range.zap_chunks(flat, g0, g1, va, vma, vma_end, seg_reason, seg_move, ch_pos, ch_end, cva,
-                         cvm, ch_o, ch_o_end, pres, mov, fpfn, fnr, fidx, fbase, fshift, forder,
-                         obase, oshift, cfg, walk, clamp_folio, oob == "adjacent", *bufs)
+            zap_pte_range.zap_chunks(
+                flat,
+                g0,
+                g1,
+                va,
+                vma,
+                vma_end,
+                seg_reason,
+                seg_move,
+                ch_pos,
+                ch_end,
+                cva,
+                cvm,
+                ch_o,
+                ch_o_end,
+                pres,
+                mov,
+                fpfn,
+                fnr,
+                fidx,
+                fbase,
+                fshift,
+                forder,
+                obase,
+                oshift,
+                cfg,
+                walk,
+                clamp_folio,
+                oob == "adjacent",
+                *bufs,
+            )
         carry_va[active], carry_vma[active] = cva, cvm
         present[active] += pres
         moved[active] += mov
 
     out_va, out_nr, out_reason, out_over = drive(
-        run_round, weights, starts, ends, (np.uint64, np.uint32, np.uint8, np.uint8))
-    return ScanResult(caller=preset.name, kernel=profile.name, generation=profile.generation.name,
-                      flags=profile.generation.describe_flags(fl), oob=oob, va=out_va, nr=out_nr,
-                      reason=out_reason, findings=out_over, clamp=clamp,
-                      present_ptes=int(present.sum()), tables_moved=int(moved.sum()))
+        run_round, weights, starts, ends, (np.uint64, np.uint32, np.uint8, np.uint8)
+    )
+    return ScanResult(
+        caller=preset.name,
+        kernel=profile.name,
+        generation=profile.generation.name,
+        flags=profile.generation.describe_flags(fl),
+        oob=oob,
+        va=out_va,
+        nr=out_nr,
+        reason=out_reason,
+        findings=out_over,
+        clamp=clamp,
+        present_ptes=int(present.sum()),
+        tables_moved=int(moved.sum()),
+    )
 
 
-def unmap(space: AddressSpace, *, caller="lazyfree", kernel="6.16", flags=None, oob="none",
-          detectors: bool = True, parallel: bool = True) -> UnmapResult:
+def unmap(
+    space: AddressSpace,
+    *,
+    caller="lazyfree",
+    kernel="6.16",
+    flags=None,
+    oob="none",
+    detectors: bool = True,
+    parallel: bool = True,
+) -> UnmapResult:
     """Model reclaim's try_to_unmap_one for every mapped large folio.
 
     Folios are taken in PFN order; each is unmapped from every VMA that maps
@@ -239,8 +321,24 @@ def unmap(space: AddressSpace, *, caller="lazyfree", kernel="6.16", flags=None, 
     counts = np.zeros(g0.size, dtype=np.int64)
     dummy_i = np.zeros(0, dtype=np.int64)
     with threads(parallel):
-        try_to_unmap.folio_runs(flat, g0, g1, fpfn, fnr, fidx, fbase, fshift, cfg, counts, counts,
-                     dummy_i, dummy_i, dummy_i, dummy_i, False)
+        try_to_unmap.folio_runs(
+            flat,
+            g0,
+            g1,
+            fpfn,
+            fnr,
+            fidx,
+            fbase,
+            fshift,
+            cfg,
+            counts,
+            counts,
+            dummy_i,
+            dummy_i,
+            dummy_i,
+            dummy_i,
+            False,
+        )
     offsets = np.concatenate(([0], np.cumsum(counts)))[:-1].astype(np.int64)
     n_runs = int(counts.sum())
     run_g = np.empty(n_runs, dtype=np.int64)
@@ -248,8 +346,24 @@ def unmap(space: AddressSpace, *, caller="lazyfree", kernel="6.16", flags=None, 
     run_f = np.empty(n_runs, dtype=np.int64)
     run_seg = np.empty(n_runs, dtype=np.int64)
     with threads(parallel):
-        try_to_unmap.folio_runs(flat, g0, g1, fpfn, fnr, fidx, fbase, fshift, cfg, counts, offsets,
-                     run_g, run_len, run_f, run_seg, True)
+        try_to_unmap.folio_runs(
+            flat,
+            g0,
+            g1,
+            fpfn,
+            fnr,
+            fidx,
+            fbase,
+            fshift,
+            cfg,
+            counts,
+            offsets,
+            run_g,
+            run_len,
+            run_f,
+            run_seg,
+            True,
+        )
 
     # 2. group runs by folio, keeping address order inside each folio
     order = np.argsort(run_f, kind="stable")
@@ -267,16 +381,50 @@ def unmap(space: AddressSpace, *, caller="lazyfree", kernel="6.16", flags=None, 
 
     def run_round(ch_pos, ch_end, ch_o, ch_o_end, bufs, active):
         with threads(parallel):
-            try_to_unmap.unmap_chunks(flat, g0, va, vma, vma_end, run_g, run_len, run_seg, item_f, item_r0,
-                           item_r1, item_bound, ch_pos, ch_end, ch_o, ch_o_end, fpfn, fnr,
-                           space.folio_flags, space.vma_flags, cfg, mode, preset.rule.file_folios,
-                           preset.rule.skip_uffd_wp_vmas, oob == "adjacent",
-                           *bufs)
+            try_to_unmap.unmap_chunks(
+                flat,
+                g0,
+                va,
+                vma,
+                vma_end,
+                run_g,
+                run_len,
+                run_seg,
+                item_f,
+                item_r0,
+                item_r1,
+                item_bound,
+                ch_pos,
+                ch_end,
+                ch_o,
+                ch_o_end,
+                fpfn,
+                fnr,
+                space.folio_flags,
+                space.vma_flags,
+                cfg,
+                mode,
+                preset.rule.file_folios,
+                preset.rule.skip_uffd_wp_vmas,
+                oob == "adjacent",
+                *bufs,
+            )
 
     out_pfn, out_va, out_nr, out_reason, out_over = drive(
-        run_round, item_bound, starts, ends, (np.uint64, np.uint64, np.uint32, np.uint8, np.uint8))
+        run_round, item_bound, starts, ends, (np.uint64, np.uint64, np.uint32, np.uint8, np.uint8)
+    )
     lazy = (space.folio_flags[item_f] & np.uint8(FOLIO_ANON | FOLIO_SWAPBACKED)) == FOLIO_ANON
-    return UnmapResult(caller=preset.name, kernel=profile.name, generation=profile.generation.name,
-                       flags=profile.generation.describe_flags(fl), oob=oob, va=out_va, nr=out_nr,
-                       reason=out_reason, findings=out_over, folio_pfn=out_pfn,
-                       folios=int(item_f.size), lazyfree_folios=int(np.count_nonzero(lazy)))
+    return UnmapResult(
+        caller=preset.name,
+        kernel=profile.name,
+        generation=profile.generation.name,
+        flags=profile.generation.describe_flags(fl),
+        oob=oob,
+        va=out_va,
+        nr=out_nr,
+        reason=out_reason,
+        findings=out_over,
+        folio_pfn=out_pfn,
+        folios=int(item_f.size),
+        lazyfree_folios=int(np.count_nonzero(lazy)),
+    )

@@ -14,11 +14,11 @@ import numpy as np
 
 from . import reasons as R
 from .arch import PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, PTRS_PER_PTE, U64, get_arch
+from .callers import UnmapMode, Walk
 from .checks import check_batch_args, check_walk_args
+from .releases import resolve_flags, resolve_kernel
 from .results import BatchResult, ScanResult, UnmapResult
 from .space import FOLIO_ANON, FOLIO_SWAPBACKED, VMA_UFFD_WP, AddressSpace
-from .callers import UnmapMode, Walk
-from .releases import resolve_flags, resolve_kernel
 
 __all__ = ["folio_pte_batch", "scan", "unmap", "pmd_addr_end"]
 
@@ -94,8 +94,11 @@ class _Batcher:
         """What the caller gets besides nr: gen 1/1b fill its any_* pointers; gen 2
         (folio_pte_batch_flags) merges write, young and dirty into its copy of the PTE."""
         if self.gen.name in ("1", "1b"):
-            return dict(any_writable=bool(any_writable), any_young=bool(any_young),
-                        any_dirty=bool(any_dirty))
+            return dict(
+                any_writable=bool(any_writable),
+                any_young=bool(any_young),
+                any_dirty=bool(any_dirty),
+            )
         a, f, v = self.arch, self.flags, self.profile.version
         if f & self.gen.flags["FPB_MERGE_WRITE"] and any_writable:
             pte = a.apply("mkwrite", pte, v)
@@ -118,8 +121,9 @@ class _Batcher:
         """Returns (nr, stop, last_read, any_writable, any_young, any_dirty)."""
         if self.gen.name == "2":
             return self._batch_v2(read, start, pte, max_nr, folio_pfn, folio_nr)
-        return self._batch_v1(read, start, pte, max_nr, folio_pfn, folio_nr,
-                              xen_pv_fix=self.gen.name == "1b")
+        return self._batch_v1(
+            read, start, pte, max_nr, folio_pfn, folio_nr, xen_pv_fix=self.gen.name == "1b"
+        )
 
     def _batch_v1(self, read, start, pte, max_nr, folio_pfn, folio_nr, xen_pv_fix):
         folio_end_pfn = folio_pfn + folio_nr
@@ -183,14 +187,16 @@ def _reason(stop, first_pfn, nr, folio_pfn, folio_nr, limit_reason):
     return limit_reason if stop == R.MAX_NR else stop
 
 
-def folio_pte_batch(ptes, index, max_nr, folio_pfn, folio_nr, *, flags=0, kernel="6.16",
-                    arch="x86_64") -> BatchResult:
+def folio_pte_batch(
+    ptes, index, max_nr, folio_pfn, folio_nr, *, flags=0, kernel="6.16", arch="x86_64"
+) -> BatchResult:
     """Naive twin of :func:`ptebatch.folio_pte_batch` (same arguments and result)."""
     arch = get_arch(arch)
     profile = resolve_kernel(kernel)
     fl = resolve_flags(flags, profile.generation, 0)
     index, max_nr, folio_pfn, folio_nr, pte = check_batch_args(
-        ptes, index, max_nr, folio_pfn, folio_nr, arch, profile.generation.max_nr_limit)
+        ptes, index, max_nr, folio_pfn, folio_nr, arch, profile.generation.max_nr_limit
+    )
     entries = ptes.tolist()
 
     def read(i):
@@ -200,9 +206,14 @@ def folio_pte_batch(ptes, index, max_nr, folio_pfn, folio_nr, *, flags=0, kernel
     pte = b.ptep_get(read, index)
     nr, stop, last, w, y, d = b.batch(read, index, pte, max_nr, folio_pfn, folio_nr)
     reason = _reason(stop, b.pte_pfn(pte), nr, folio_pfn, folio_nr, R.MAX_NR)
-    return BatchResult(nr=nr, reason=R.NAMES[reason], last_read=last,
-                       crosses_end=index + max_nr > len(entries), read_past_end=last >= len(entries),
-                       **b.outputs(pte, w, y, d))
+    return BatchResult(
+        nr=nr,
+        reason=R.NAMES[reason],
+        last_read=last,
+        crosses_end=index + max_nr > len(entries),
+        read_past_end=last >= len(entries),
+        **b.outputs(pte, w, y, d),
+    )
 
 
 class _Memory:
@@ -242,6 +253,7 @@ class _Memory:
                 return 0
             t, e = divmod(i, PTRS_PER_PTE)
             return self.row(t)[e] if t < n_rows else 0
+
         return read, table_end
 
     def vm_normal_folio(self, pte, arch):
@@ -286,22 +298,25 @@ class _Memory:
                 addr += PAGE_SIZE
 
 
-def _findings(b, rule, read, g, nr, last, table_end, addr, vma_end, first_pfn, folio_end,
-              detectors=True):
+def _findings(
+    b, rule, read, g, nr, last, table_end, addr, vma_end, first_pfn, folio_end, detectors=True
+):
     """The detector bits of one batch (see ptebatch.reasons)."""
     found = 0
     if last >= table_end:
-        found |= R.OVER_TABLE           # KASAN would flag this load
+        found |= R.OVER_TABLE  # KASAN would flag this load
     if addr + (last - g) * PAGE_SIZE >= vma_end:
         found |= R.OVER_VMA
     if first_pfn + nr > folio_end:
         found |= R.PAST_FOLIO
     if nr > 1 and detectors:
         arch = b.arch
-        prop = {"write": lambda e: bool(e & arch.write),
-                "soft_dirty": lambda e: bool(e & arch.soft_dirty),
-                "dirty": arch.is_dirty}
-        entries = [read(i) for i in range(g, g + nr)]   # raw, skipped or not
+        prop = {
+            "write": lambda e: bool(e & arch.write),
+            "soft_dirty": lambda e: bool(e & arch.soft_dirty),
+            "dirty": arch.is_dirty,
+        }
+        entries = [read(i) for i in range(g, g + nr)]  # raw, skipped or not
         for name in rule.spread:
             if len({prop[name](e) for e in entries}) > 1:
                 found |= R.SPREAD
@@ -310,11 +325,22 @@ def _findings(b, rule, read, g, nr, last, table_end, addr, vma_end, first_pfn, f
     return found
 
 
-def scan(space: AddressSpace, *, caller="zap", kernel="6.16", flags=None, clamp=None, oob="none",
-         move_by=0, detectors=True, parallel=None) -> ScanResult:
+def scan(
+    space: AddressSpace,
+    *,
+    caller="zap",
+    kernel="6.16",
+    flags=None,
+    clamp=None,
+    oob="none",
+    move_by=0,
+    detectors=True,
+    parallel=None,
+) -> ScanResult:
     """Naive twin of :func:`ptebatch.scan` (``parallel`` is accepted and ignored)."""
-    preset, fl, clamp, move_by = check_walk_args(space, Walk.SCAN, caller, kernel, flags, clamp, oob,
-                                                 move_by)
+    preset, fl, clamp, move_by = check_walk_args(
+        space, Walk.SCAN, caller, kernel, flags, clamp, oob, move_by
+    )
     profile, rule = preset.profile, preset.rule
     arch = get_arch(space.arch)
     mem = _Memory(space, oob)
@@ -353,9 +379,27 @@ def scan(space: AddressSpace, *, caller="zap", kernel="6.16", flags=None, clamp=
                 nr, stop, last = 1, R.MAX_NR, g
             else:
                 nr, stop, last, *_ = b.batch(read, g, pte, max_nr, fpfn, fnr)
-            rows.append((addr, nr, _reason(stop, pfn, nr, fpfn, fnr, limit_reason),
-                         _findings(b, rule, read, g, nr, last, table_end, addr, vma_end, pfn,
-                                   fpfn + fnr, detectors)))
+            rows.append(
+                (
+                    addr,
+                    nr,
+                    _reason(stop, pfn, nr, fpfn, fnr, limit_reason),
+                    _findings(
+                        b,
+                        rule,
+                        read,
+                        g,
+                        nr,
+                        last,
+                        table_end,
+                        addr,
+                        vma_end,
+                        pfn,
+                        fpfn + fnr,
+                        detectors,
+                    ),
+                )
+            )
             addr += nr * PAGE_SIZE
             g += nr
         return addr
@@ -377,15 +421,28 @@ def scan(space: AddressSpace, *, caller="zap", kernel="6.16", flags=None, clamp=
                 tva = mem.next_table(addr)
                 addr = vma_end if tva is None else max(next_, min(tva, vma_end))
                 continue
-            if (preset.caller.moves_tables and move_by % PMD_SIZE == 0 and addr % PMD_SIZE == 0
-                    and next_ - addr == PMD_SIZE):
+            if (
+                preset.caller.moves_tables
+                and move_by % PMD_SIZE == 0
+                and addr % PMD_SIZE == 0
+                and next_ - addr == PMD_SIZE
+            ):
                 # move_page_tables: a PMD-sized extent moves by its PMD entry (move_pgt_entry)
                 tables_moved += 1
                 addr = next_
                 continue
             addr = max(pte_range(addr, next_, vma_end, limit_reason), next_)
-    return _walk_result(ScanResult, rows, 4, preset, fl, oob, clamp=clamp, present_ptes=present,
-                        tables_moved=tables_moved)
+    return _walk_result(
+        ScanResult,
+        rows,
+        4,
+        preset,
+        fl,
+        oob,
+        clamp=clamp,
+        present_ptes=present,
+        tables_moved=tables_moved,
+    )
 
 
 def _walk_result(cls, rows, width, preset, fl, oob, **extra):
@@ -396,13 +453,30 @@ def _walk_result(cls, rows, width, preset, fl, oob, **extra):
         cols = cols[1:]
     arrays = [np.array(c, dtype=dt) for c, dt in zip(cols, dtypes)]
     profile = preset.profile
-    return cls(caller=preset.name, kernel=profile.name, generation=profile.generation.name,
-               flags=profile.generation.describe_flags(fl), oob=oob, va=arrays[0], nr=arrays[1],
-               reason=arrays[2], findings=arrays[3], **extra)
+    return cls(
+        caller=preset.name,
+        kernel=profile.name,
+        generation=profile.generation.name,
+        flags=profile.generation.describe_flags(fl),
+        oob=oob,
+        va=arrays[0],
+        nr=arrays[1],
+        reason=arrays[2],
+        findings=arrays[3],
+        **extra,
+    )
 
 
-def unmap(space: AddressSpace, *, caller="lazyfree", kernel="6.16", flags=None, oob="none",
-          detectors=True, parallel=None) -> UnmapResult:
+def unmap(
+    space: AddressSpace,
+    *,
+    caller="lazyfree",
+    kernel="6.16",
+    flags=None,
+    oob="none",
+    detectors=True,
+    parallel=None,
+) -> UnmapResult:
     """Naive twin of :func:`ptebatch.unmap` (``parallel`` is accepted and ignored)."""
     preset, fl, _, _ = check_walk_args(space, Walk.UNMAP, caller, kernel, flags, None, oob)
     profile, rule = preset.profile, preset.rule
@@ -428,8 +502,9 @@ def unmap(space: AddressSpace, *, caller="lazyfree", kernel="6.16", flags=None, 
         swapbacked = bool(mem.folio_flags[f] & FOLIO_SWAPBACKED)
         lazyfree_folios += anon and not swapbacked
         # "We only support lazyfree (or, from 7.0, file) folios batching for now"
-        batchable = rule.batches and (anon and not swapbacked if not rule.file_folios
-                                      else not (anon and swapbacked))
+        batchable = rule.batches and (
+            anon and not swapbacked if not rule.file_folios else not (anon and swapbacked)
+        )
         by_vma: dict[int, list] = {}
         for v, addr, g, vma_end in rmap[f]:
             by_vma.setdefault(v, []).append((addr, g, vma_end))
@@ -437,8 +512,9 @@ def unmap(space: AddressSpace, *, caller="lazyfree", kernel="6.16", flags=None, 
             # try_to_unmap_one: page_vma_mapped_walk over this VMA
             cursor = 0
             # 7.0 does not batch in a VMA registered for uffd-wp (userfaultfd_wp(vma))
-            batch_here = batchable and not (rule.skip_uffd_wp_vmas
-                                            and space.vma_flags[v] & VMA_UFFD_WP)
+            batch_here = batchable and not (
+                rule.skip_uffd_wp_vmas and space.vma_flags[v] & VMA_UFFD_WP
+            )
             for addr, g, vma_end in by_vma[v]:
                 if addr < cursor:
                     continue  # cleared by the previous batch
@@ -456,13 +532,39 @@ def unmap(space: AddressSpace, *, caller="lazyfree", kernel="6.16", flags=None, 
                     end = pmd_addr_end(addr, vma_end)
                     n, stop, last, *_ = b.batch(read, g, pte, (end - addr) >> PAGE_SHIFT, fpfn, fnr)
                     nr = n
-                    reason = _reason(stop, b.pte_pfn(pte), n, fpfn, fnr,
-                                     R.VMA_END if end == vma_end else R.PMD_END)
-                rows.append((fpfn, addr, nr, reason,
-                             _findings(b, rule, read, g, nr, last, table_end, addr, vma_end,
-                                       b.pte_pfn(pte), fpfn + fnr, detectors)))
+                    reason = _reason(
+                        stop,
+                        b.pte_pfn(pte),
+                        n,
+                        fpfn,
+                        fnr,
+                        R.VMA_END if end == vma_end else R.PMD_END,
+                    )
+                rows.append(
+                    (
+                        fpfn,
+                        addr,
+                        nr,
+                        reason,
+                        _findings(
+                            b,
+                            rule,
+                            read,
+                            g,
+                            nr,
+                            last,
+                            table_end,
+                            addr,
+                            vma_end,
+                            b.pte_pfn(pte),
+                            fpfn + fnr,
+                            detectors,
+                        ),
+                    )
+                )
                 if nr == fnr:
                     break  # walk_done
                 cursor = addr + nr * PAGE_SIZE
-    return _walk_result(UnmapResult, rows, 5, preset, fl, oob, folios=len(rmap),
-                        lazyfree_folios=lazyfree_folios)
+    return _walk_result(
+        UnmapResult, rows, 5, preset, fl, oob, folios=len(rmap), lazyfree_folios=lazyfree_folios
+    )

@@ -42,12 +42,14 @@ def segments(space: AddressSpace, move_by: int = 0):
     if not shift:
         return g0, g1, lo, vma, vma_end, reason
     # the one destination boundary inside each segment, if any
-    cut_va = lo + ((np.uint64(PMD_SIZE) - ((lo + np.uint64(shift)) & np.uint64(PMD_SIZE - 1)))
-                   & np.uint64(PMD_SIZE - 1))
+    cut_va = lo + (
+        (np.uint64(PMD_SIZE) - ((lo + np.uint64(shift)) & np.uint64(PMD_SIZE - 1)))
+        & np.uint64(PMD_SIZE - 1)
+    )
     cut_g = g0 + ((cut_va - lo) >> np.uint64(PAGE_SHIFT)).astype(np.int64)
     cut = (cut_g > g0) & (cut_g < g1)
     n = g0.size + int(np.count_nonzero(cut))
-    first = np.arange(g0.size) + np.cumsum(cut) - cut      # row of each segment's first piece
+    first = np.arange(g0.size) + np.cumsum(cut) - cut  # row of each segment's first piece
     out = [np.empty(n, dtype=a.dtype) for a in (g0, g1, lo, vma, vma_end, reason)]
     for o, a in zip(out, (g0, g1, lo, vma, vma_end, reason)):
         o[first] = a
@@ -85,7 +87,9 @@ def table_segments(space: AddressSpace):
     return g0, g1, lo, vma, vma_end, reason
 
 
-def chunk_bounds(weights: np.ndarray, n_chunks: int, allowed: np.ndarray | None = None) -> np.ndarray:
+def chunk_bounds(
+    weights: np.ndarray, n_chunks: int, allowed: np.ndarray | None = None
+) -> np.ndarray:
     """Split items into about n_chunks contiguous ranges of similar weight.
 
     ``allowed[i]`` says whether a chunk may start at item i.  Returns the start
@@ -182,7 +186,7 @@ def folio_index(space: AddressSpace):
 # An order table costs one byte per bucket; past this many bytes per listed folio
 # (very sparse PFNs) the kernels search the folio arrays instead.
 ORDER_TABLE_BYTES_PER_FOLIO = 64
-ORDER_TABLE_MIN_BYTES = 1 << 20   # always allowed, however few the folios
+ORDER_TABLE_MIN_BYTES = 1 << 20  # always allowed, however few the folios
 
 
 def order_table(space: AddressSpace):
@@ -203,7 +207,7 @@ def order_table(space: AddressSpace):
     if nb > max(ORDER_TABLE_BYTES_PER_FOLIO * int(lp.size), ORDER_TABLE_MIN_BYTES):
         return empty
     table = np.full(nb, -1, dtype=np.int8)
-    per = (ln >> np.uint64(shift)).astype(np.int64)          # buckets per folio
+    per = (ln >> np.uint64(shift)).astype(np.int64)  # buckets per folio
     first = ((lp >> np.uint64(shift)) - np.uint64(base)).astype(np.int64)
     rep = np.repeat(first - (np.cumsum(per) - per), per) + np.arange(int(per.sum()))
     order = np.array([int(n).bit_length() - 1 for n in np.unique(ln)], dtype=np.int8)

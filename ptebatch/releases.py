@@ -18,13 +18,21 @@ Everything below is tables; code elsewhere reads them.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Mapping
 
 from .arch import U64, Arch
 
-__all__ = ["Generation", "KernelProfile", "GENERATIONS", "resolve_kernel", "resolve_flags",
-           "parse_version", "Normaliser", "normaliser"]
+__all__ = [
+    "Generation",
+    "KernelProfile",
+    "GENERATIONS",
+    "resolve_kernel",
+    "resolve_flags",
+    "parse_version",
+    "Normaliser",
+    "normaliser",
+]
 
 
 @dataclass(frozen=True)
@@ -83,31 +91,67 @@ class Generation:
 
 
 _GEN1_FLAGS = {"FPB_IGNORE_DIRTY": 1 << 0, "FPB_IGNORE_SOFT_DIRTY": 1 << 1}
-_GEN1_IGNORE = (("dirty", "if", "FPB_IGNORE_DIRTY"),
-                ("soft_dirty", "if", "FPB_IGNORE_SOFT_DIRTY"),
-                ("young", "always", None),   # pte_wrprotect(pte_mkold(pte))
-                ("write", "always", None))
+_GEN1_IGNORE = (
+    ("dirty", "if", "FPB_IGNORE_DIRTY"),
+    ("soft_dirty", "if", "FPB_IGNORE_SOFT_DIRTY"),
+    ("young", "always", None),  # pte_wrprotect(pte_mkold(pte))
+    ("write", "always", None),
+)
 
-GEN1 = Generation("1", "6.9-6.14", _GEN1_FLAGS, _GEN1_IGNORE, cut_at_folio_end=False,
-                  pfn_check_in_loop=True, outputs="any", representative="6.14",
-                  max_nr_limit=2**31 - 1)
-GEN1B = Generation("1b", "6.15-6.16", _GEN1_FLAGS, _GEN1_IGNORE, cut_at_folio_end=True,
-                   pfn_check_in_loop=False, outputs="any", representative="6.16",
-                   max_nr_limit=2**31 - 1)
+GEN1 = Generation(
+    "1",
+    "6.9-6.14",
+    _GEN1_FLAGS,
+    _GEN1_IGNORE,
+    cut_at_folio_end=False,
+    pfn_check_in_loop=True,
+    outputs="any",
+    representative="6.14",
+    max_nr_limit=2**31 - 1,
+)
+GEN1B = Generation(
+    "1b",
+    "6.15-6.16",
+    _GEN1_FLAGS,
+    _GEN1_IGNORE,
+    cut_at_folio_end=True,
+    pfn_check_in_loop=False,
+    outputs="any",
+    representative="6.16",
+    max_nr_limit=2**31 - 1,
+)
 GEN2 = Generation(
-    "2", "6.17+",
-    {"FPB_RESPECT_DIRTY": 1 << 0, "FPB_RESPECT_SOFT_DIRTY": 1 << 1, "FPB_RESPECT_WRITE": 1 << 2,
-     "FPB_MERGE_WRITE": 1 << 3, "FPB_MERGE_YOUNG_DIRTY": 1 << 4},
-    (("dirty", "unless", "FPB_RESPECT_DIRTY"),
-     ("soft_dirty", "unless", "FPB_RESPECT_SOFT_DIRTY"),
-     ("write", "unless", "FPB_RESPECT_WRITE"),
-     ("young", "always", None)),
-    cut_at_folio_end=True, pfn_check_in_loop=False, outputs="merge", representative="6.18",
-    max_nr_limit=2**32 - 1)
+    "2",
+    "6.17+",
+    {
+        "FPB_RESPECT_DIRTY": 1 << 0,
+        "FPB_RESPECT_SOFT_DIRTY": 1 << 1,
+        "FPB_RESPECT_WRITE": 1 << 2,
+        "FPB_MERGE_WRITE": 1 << 3,
+        "FPB_MERGE_YOUNG_DIRTY": 1 << 4,
+    },
+    (
+        ("dirty", "unless", "FPB_RESPECT_DIRTY"),
+        ("soft_dirty", "unless", "FPB_RESPECT_SOFT_DIRTY"),
+        ("write", "unless", "FPB_RESPECT_WRITE"),
+        ("young", "always", None),
+    ),
+    cut_at_folio_end=True,
+    pfn_check_in_loop=False,
+    outputs="merge",
+    representative="6.18",
+    max_nr_limit=2**32 - 1,
+)
 
 GENERATIONS: dict[str, Generation] = {"1": GEN1, "1b": GEN1B, "2": GEN2}
 
-_PROP_OP = {"dirty": "mkclean", "soft_dirty": "clear_soft_dirty", "write": "wrprotect", "young": "mkold"}
+_PROP_OP = {
+    "dirty": "mkclean",
+    "soft_dirty": "clear_soft_dirty",
+    "write": "wrprotect",
+    "young": "mkold",
+}
+
 
 @dataclass(frozen=True)
 class KernelProfile:
@@ -144,8 +188,10 @@ def parse_version(text: str) -> tuple[int, int, int]:
     """``"6.15.7"`` / ``"v6.16"`` to a tuple; raises ValueError naming the rule."""
     m = _VERSION_RE.fullmatch(text.strip())
     if m is None:
-        raise ValueError(f"kernel: {text!r} is not a release version like '6.16' or '6.15.7' "
-                         "(release candidates are not modelled)")
+        raise ValueError(
+            f"kernel: {text!r} is not a release version like '6.16' or '6.15.7' "
+            "(release candidates are not modelled)"
+        )
     return int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
 
 
@@ -176,7 +222,9 @@ def resolve_kernel(kernel) -> KernelProfile:
     if isinstance(kernel, Generation):
         kernel = kernel.representative
     if not isinstance(kernel, str):
-        raise TypeError(f"kernel: expected a version string such as '6.16', got {type(kernel).__name__}")
+        raise TypeError(
+            f"kernel: expected a version string such as '6.16', got {type(kernel).__name__}"
+        )
     text = kernel.strip()
     if text.lower().startswith("gen"):
         gen = GENERATIONS.get(text[3:].lower())
@@ -185,8 +233,10 @@ def resolve_kernel(kernel) -> KernelProfile:
         text = gen.representative
     version = parse_version(text)
     if version < FIRST_RELEASE:
-        raise ValueError(f"kernel: {kernel!r} predates the modelled folio_pte_batch "
-                         "(ptebatch models 6.9 and later)")
+        raise ValueError(
+            f"kernel: {kernel!r} predates the modelled folio_pte_batch "
+            "(ptebatch models 6.9 and later)"
+        )
     gen = [g for first, g in _RELEASES if first <= version][-1]
     return KernelProfile(version, gen)
 
@@ -206,11 +256,14 @@ def resolve_flags(flags, gen: Generation, default: int) -> int:
     for bit in gen.flags.values():
         allowed |= bit
     if isinstance(flags, bool):
-        raise TypeError("flags: expected an int, a string of flag names or a sequence of names, got bool")
+        raise TypeError(
+            "flags: expected an int, a string of flag names or a sequence of names, got bool"
+        )
     if isinstance(flags, int):
         if flags < 0 or flags & ~allowed:
-            raise ValueError(f"flags: {flags:#x} has bits outside generation {gen.name}'s flags "
-                             f"({_vocab(gen)})")
+            raise ValueError(
+                f"flags: {flags:#x} has bits outside generation {gen.name}'s flags ({_vocab(gen)})"
+            )
         return flags
     if isinstance(flags, str):
         names: Iterable = [p for p in re.split(r"[|,\s]+", flags) if p and p != "0"]
@@ -218,8 +271,10 @@ def resolve_flags(flags, gen: Generation, default: int) -> int:
         try:
             names = list(flags)
         except TypeError:
-            raise TypeError(f"flags: expected an int, a string or a sequence of names, "
-                            f"got {type(flags).__name__}") from None
+            raise TypeError(
+                f"flags: expected an int, a string or a sequence of names, "
+                f"got {type(flags).__name__}"
+            ) from None
     out = 0
     for name in names:
         if not isinstance(name, str):
@@ -230,8 +285,10 @@ def resolve_flags(flags, gen: Generation, default: int) -> int:
         if key not in gen.flags:
             other = [g.name for g in GENERATIONS.values() if key in g.flags]
             hint = f" (it belongs to generation {'/'.join(other)})" if other else ""
-            raise ValueError(f"flags: {name!r} is not a flag of generation {gen.name} "
-                             f"({gen.kernels}){hint}; its flags are {_vocab(gen)}")
+            raise ValueError(
+                f"flags: {name!r} is not a flag of generation {gen.name} "
+                f"({gen.kernels}){hint}; its flags are {_vocab(gen)}"
+            )
         out |= gen.flags[key]
     return out
 
@@ -260,7 +317,7 @@ def normaliser(arch: Arch, gen: Generation, flags: int) -> Normaliser:
     steps = [s for prop in gen.ignored(flags) for s in arch.ops[_PROP_OP[prop]]]
     cond = (0, 0, 0)
     keep, set_ = U64, 0
-    for i, (cs, cc, s, c) in enumerate(steps):
+    for cs, cc, s, c in steps:
         if cs or cc:
             # A condition on bits an earlier step forced can be decided now.
             forced_set = set_
@@ -275,11 +332,13 @@ def normaliser(arch: Arch, gen: Generation, flags: int) -> Normaliser:
                 # (arm64 gen 1: mkold, then wrprotect saving hardware dirty).
                 touched = (~keep | set_) & U64
                 if cond != (0, 0, 0) or touched & (cs | cc | s):
-                    raise NotImplementedError(f"{arch.name}: normalisation needs more than one "
-                                              "leading conditional step")
+                    raise NotImplementedError(
+                        f"{arch.name}: normalisation needs more than one leading conditional step"
+                    )
                 if not cs or c:
-                    raise NotImplementedError(f"{arch.name}: a conditional step must test set bits "
-                                              "and only set bits")
+                    raise NotImplementedError(
+                        f"{arch.name}: a conditional step must test set bits and only set bits"
+                    )
                 cond = (cs, cc, s)
                 continue
         keep &= ~c & U64

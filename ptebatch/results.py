@@ -56,9 +56,26 @@ def _reason_counts(reason: np.ndarray, names) -> dict:
     return {name: int(counts[R.NAMES.index(name)]) for name in names}
 
 
-SCAN_REASONS = ("folio_end", "pmd_end", "vma_end", "dst_pmd_end", "not_present", "pfn_gap",
-                "bit_mismatch", "order0", "single")
-UNMAP_REASONS = ("folio_end", "pmd_end", "vma_end", "not_present", "pfn_gap", "bit_mismatch", "single")
+SCAN_REASONS = (
+    "folio_end",
+    "pmd_end",
+    "vma_end",
+    "dst_pmd_end",
+    "not_present",
+    "pfn_gap",
+    "bit_mismatch",
+    "order0",
+    "single",
+)
+UNMAP_REASONS = (
+    "folio_end",
+    "pmd_end",
+    "vma_end",
+    "not_present",
+    "pfn_gap",
+    "bit_mismatch",
+    "single",
+)
 
 
 @dataclass
@@ -110,11 +127,16 @@ class _WalkResult:
     def _common(self, reasons) -> dict:
         h = self.hist
         return {
-            "caller": self.caller, "kernel": self.kernel, "generation": self.generation,
-            "flags": list(self.flags), "oob": self.oob, "batches": self.batches,
+            "caller": self.caller,
+            "kernel": self.kernel,
+            "generation": self.generation,
+            "flags": list(self.flags),
+            "oob": self.oob,
+            "batches": self.batches,
             "ptes_batched": int(self.nr.sum(dtype=np.uint64)),
             "mean_batch": round(self.mean_batch, 6),
-            "table_overruns": self.table_overruns, "vma_overruns": self.vma_overruns,
+            "table_overruns": self.table_overruns,
+            "vma_overruns": self.vma_overruns,
             "findings": self.finding_counts,
             "stop_reasons": _reason_counts(self.reason, reasons),
             "batch_size_hist": {str(n): int(c) for n, c in enumerate(h) if c},
@@ -162,8 +184,12 @@ class ScanResult(_WalkResult):
 
     def summary(self) -> dict:
         """JSON-ready dict of the counts (no per-batch arrays)."""
-        out = {"walk": "scan", "clamp": self.clamp, "present_ptes": self.present_ptes,
-               "tables_moved": self.tables_moved}
+        out = {
+            "walk": "scan",
+            "clamp": self.clamp,
+            "present_ptes": self.present_ptes,
+            "tables_moved": self.tables_moved,
+        }
         out.update(self._common(SCAN_REASONS))
         return out
 
@@ -196,7 +222,11 @@ class UnmapResult(_WalkResult):
 
     def summary(self) -> dict:
         """JSON-ready dict of the counts (no per-row arrays)."""
-        out = {"walk": "unmap", "folios": self.folios, "lazyfree_folios": self.lazyfree_folios,
-               "batched_steps": int(np.count_nonzero(self.nr > 1))}
+        out = {
+            "walk": "unmap",
+            "folios": self.folios,
+            "lazyfree_folios": self.lazyfree_folios,
+            "batched_steps": int(np.count_nonzero(self.nr > 1)),
+        }
         out.update(self._common(UNMAP_REASONS))
         return out

@@ -30,14 +30,21 @@ import numpy as np
 from ._io import atomic_write
 from .arch import PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, PTRS_PER_PTE, get_arch
 
-__all__ = ["AddressSpace", "load", "FOLIO_ANON", "FOLIO_SWAPBACKED", "VMA_UFFD_WP", "FORMAT",
-           "VERSION"]
+__all__ = [
+    "AddressSpace",
+    "load",
+    "FOLIO_ANON",
+    "FOLIO_SWAPBACKED",
+    "VMA_UFFD_WP",
+    "FORMAT",
+    "VERSION",
+]
 
 FORMAT = "ptebatch.snapshot"
 VERSION = 1
 FOLIO_ANON = 1
 FOLIO_SWAPBACKED = 2
-VMA_UFFD_WP = 1   # the VMA is registered for userfaultfd write-protect
+VMA_UFFD_WP = 1  # the VMA is registered for userfaultfd write-protect
 # Orders above this are not folios of any kernel we model (x86-64 MAX_PAGE_ORDER is 10).
 MAX_FOLIO_NR = 1 << 18
 
@@ -54,11 +61,14 @@ _ARRAYS = (
 
 def _check_array(name: str, a: Any, dtype, ndim: int) -> np.ndarray:
     if not isinstance(a, np.ndarray):
-        raise TypeError(f"{name}: expected a numpy.ndarray of {np.dtype(dtype).name}, "
-                        f"got {type(a).__name__}")
+        raise TypeError(
+            f"{name}: expected a numpy.ndarray of {np.dtype(dtype).name}, got {type(a).__name__}"
+        )
     if a.dtype != dtype:
-        raise TypeError(f"{name}: dtype must be {np.dtype(dtype).name}, got {a.dtype} "
-                        f"(convert with .astype(np.{np.dtype(dtype).name}))")
+        raise TypeError(
+            f"{name}: dtype must be {np.dtype(dtype).name}, got {a.dtype} "
+            f"(convert with .astype(np.{np.dtype(dtype).name}))"
+        )
     if a.ndim != ndim:
         raise ValueError(f"{name}: must have {ndim} dimension(s), got shape {a.shape}")
     if not a.flags.c_contiguous:
@@ -107,10 +117,27 @@ class AddressSpace:
     bypasses both: copy, edit, and build a new space.
     """
 
-    def __init__(self, ptes, table_va, vma_start, vma_end, folio_pfn, folio_nr, folio_flags,
-                 arch: str = "x86_64", vma_flags=None):
-        args = dict(ptes=ptes, table_va=table_va, vma_start=vma_start, vma_end=vma_end,
-                    folio_pfn=folio_pfn, folio_nr=folio_nr, folio_flags=folio_flags)
+    def __init__(
+        self,
+        ptes,
+        table_va,
+        vma_start,
+        vma_end,
+        folio_pfn,
+        folio_nr,
+        folio_flags,
+        arch: str = "x86_64",
+        vma_flags=None,
+    ):
+        args = dict(
+            ptes=ptes,
+            table_va=table_va,
+            vma_start=vma_start,
+            vma_end=vma_end,
+            folio_pfn=folio_pfn,
+            folio_nr=folio_nr,
+            folio_flags=folio_flags,
+        )
         for name, dtype, ndim in _ARRAYS:
             setattr(self, name, _check_array(name, args[name], dtype, ndim))
         if vma_flags is None:
@@ -131,102 +158,130 @@ class AddressSpace:
         """Tables: 512 entries each, one VA per table, 2 MiB aligned and increasing."""
         ptes, tva = self.ptes, self.table_va
         if ptes.shape[1] != PTRS_PER_PTE:
-            raise ValueError(f"ptes: each table must have {PTRS_PER_PTE} entries, "
-                             f"got shape {ptes.shape}")
+            raise ValueError(
+                f"ptes: each table must have {PTRS_PER_PTE} entries, got shape {ptes.shape}"
+            )
         if tva.shape[0] != ptes.shape[0]:
-            raise ValueError(f"table_va: length {tva.shape[0]} does not match the "
-                             f"{ptes.shape[0]} tables in ptes")
+            raise ValueError(
+                f"table_va: length {tva.shape[0]} does not match the {ptes.shape[0]} tables in ptes"
+            )
         if tva.size:
             bad = (tva % np.uint64(PMD_SIZE)) != 0
             if bad.any():
                 i = _first_bad(bad)
-                raise ValueError(f"table_va: must be multiples of 2 MiB; "
-                                 f"entry {i} is {int(tva[i]):#x}")
+                raise ValueError(
+                    f"table_va: must be multiples of 2 MiB; entry {i} is {int(tva[i]):#x}"
+                )
             if tva.size > 1:
                 bad = tva[1:] <= tva[:-1]
                 if bad.any():
                     i = _first_bad(bad) + 1
-                    raise ValueError(f"table_va: must be strictly increasing; entry {i} "
-                                     f"({int(tva[i]):#x}) follows {int(tva[i - 1]):#x}")
+                    raise ValueError(
+                        f"table_va: must be strictly increasing; entry {i} "
+                        f"({int(tva[i]):#x}) follows {int(tva[i - 1]):#x}"
+                    )
 
     def _check_vmas(self) -> None:
         """VMAs: matching lengths, page-aligned, non-empty, sorted and disjoint."""
         vs, ve = self.vma_start, self.vma_end
         if vs.shape != ve.shape:
-            raise ValueError(f"vma_end: length {ve.shape[0]} does not match "
-                             f"vma_start's {vs.shape[0]}")
+            raise ValueError(
+                f"vma_end: length {ve.shape[0]} does not match vma_start's {vs.shape[0]}"
+            )
         if vs.size:
             for name, a in (("vma_start", vs), ("vma_end", ve)):
                 bad = (a % np.uint64(PAGE_SIZE)) != 0
                 if bad.any():
                     i = _first_bad(bad)
-                    raise ValueError(f"{name}: must be page-aligned (multiples of 4096); "
-                                     f"entry {i} is {int(a[i]):#x}")
+                    raise ValueError(
+                        f"{name}: must be page-aligned (multiples of 4096); "
+                        f"entry {i} is {int(a[i]):#x}"
+                    )
             bad = vs >= ve
             if bad.any():
                 i = _first_bad(bad)
-                raise ValueError(f"vma_end: must be above vma_start; VMA {i} is "
-                                 f"[{int(vs[i]):#x}, {int(ve[i]):#x})")
+                raise ValueError(
+                    f"vma_end: must be above vma_start; VMA {i} is "
+                    f"[{int(vs[i]):#x}, {int(ve[i]):#x})"
+                )
             if vs.size > 1:
                 bad = vs[1:] < ve[:-1]
                 if bad.any():
                     i = _first_bad(bad) + 1
-                    raise ValueError(f"vma_start: VMAs must be sorted and non-overlapping; VMA {i} "
-                                     f"starts at {int(vs[i]):#x}, before VMA {i - 1} ends at "
-                                     f"{int(ve[i - 1]):#x}")
+                    raise ValueError(
+                        f"vma_start: VMAs must be sorted and non-overlapping; VMA {i} "
+                        f"starts at {int(vs[i]):#x}, before VMA {i - 1} ends at "
+                        f"{int(ve[i - 1]):#x}"
+                    )
 
     def _check_vma_flags(self) -> None:
         """VMA flags: one per VMA, only the uffd-wp bit defined."""
         vf, vs = self.vma_flags, self.vma_start
         if vf.shape != vs.shape:
-            raise ValueError(f"vma_flags: length {vf.shape[0]} does not match "
-                             f"vma_start's {vs.shape[0]}")
+            raise ValueError(
+                f"vma_flags: length {vf.shape[0]} does not match vma_start's {vs.shape[0]}"
+            )
         bad = (vf & np.uint8(~VMA_UFFD_WP & 0xFF)) != 0
         if bad.any():
             i = _first_bad(bad)
-            raise ValueError(f"vma_flags: only bit 0 (uffd-wp registered) is defined; VMA {i} has "
-                             f"{int(vf[i]):#x}")
+            raise ValueError(
+                f"vma_flags: only bit 0 (uffd-wp registered) is defined; VMA {i} has "
+                f"{int(vf[i]):#x}"
+            )
 
     def _check_folios(self, arch) -> None:
         """Folios: power-of-two sizes, aligned, inside ``arch``'s PFN field, sorted, disjoint."""
         fp, fn, ff = self.folio_pfn, self.folio_nr, self.folio_flags
         if not (fp.shape == fn.shape == ff.shape):
-            raise ValueError(f"folio_nr/folio_flags: lengths {fn.shape[0]}/{ff.shape[0]} "
-                             f"do not match folio_pfn's {fp.shape[0]}")
+            raise ValueError(
+                f"folio_nr/folio_flags: lengths {fn.shape[0]}/{ff.shape[0]} "
+                f"do not match folio_pfn's {fp.shape[0]}"
+            )
         if fp.size:
             bad = (fn == 0) | ((fn & (fn - np.uint64(1))) != 0) | (fn > np.uint64(MAX_FOLIO_NR))
             if bad.any():
                 i = _first_bad(bad)
-                raise ValueError(f"folio_nr: must be a power of two from 1 to {MAX_FOLIO_NR}; "
-                                 f"folio {i} has {int(fn[i])}")
+                raise ValueError(
+                    f"folio_nr: must be a power of two from 1 to {MAX_FOLIO_NR}; "
+                    f"folio {i} has {int(fn[i])}"
+                )
             bad = (fp & (fn - np.uint64(1))) != 0
             if bad.any():
                 i = _first_bad(bad)
-                raise ValueError(f"folio_pfn: a folio must be naturally aligned to its size; "
-                                 f"folio {i} starts at PFN {int(fp[i]):#x} with {int(fn[i])} pages")
+                raise ValueError(
+                    f"folio_pfn: a folio must be naturally aligned to its size; "
+                    f"folio {i} starts at PFN {int(fp[i]):#x} with {int(fn[i])} pages"
+                )
             last = fp + fn - np.uint64(1)
             bad = (last < fp) | (last > np.uint64(arch.max_pfn))
             if bad.any():
                 i = _first_bad(bad)
-                raise ValueError(f"folio_pfn: folio {i} (PFN {int(fp[i]):#x}) exceeds the "
-                                 f"{arch.name} PFN field")
+                raise ValueError(
+                    f"folio_pfn: folio {i} (PFN {int(fp[i]):#x}) exceeds the {arch.name} PFN field"
+                )
             if fp.size > 1:
                 bad = fp[1:] <= fp[:-1]
                 if bad.any():
                     i = _first_bad(bad) + 1
-                    raise ValueError(f"folio_pfn: must be strictly increasing; folio {i} "
-                                     f"({int(fp[i]):#x}) follows {int(fp[i - 1]):#x}")
+                    raise ValueError(
+                        f"folio_pfn: must be strictly increasing; folio {i} "
+                        f"({int(fp[i]):#x}) follows {int(fp[i - 1]):#x}"
+                    )
                 bad = fp[1:] <= last[:-1]
                 if bad.any():
                     i = _first_bad(bad) + 1
-                    raise ValueError(f"folio_pfn: folios must not overlap; folio {i} starts at "
-                                     f"PFN {int(fp[i]):#x} inside folio {i - 1} "
-                                     f"({int(fp[i - 1]):#x}, {int(fn[i - 1])} pages)")
+                    raise ValueError(
+                        f"folio_pfn: folios must not overlap; folio {i} starts at "
+                        f"PFN {int(fp[i]):#x} inside folio {i - 1} "
+                        f"({int(fp[i - 1]):#x}, {int(fn[i - 1])} pages)"
+                    )
             bad = (ff & np.uint8(~(FOLIO_ANON | FOLIO_SWAPBACKED) & 0xFF)) != 0
             if bad.any():
                 i = _first_bad(bad)
-                raise ValueError(f"folio_flags: only bit 0 (anon) and bit 1 (swapbacked) are "
-                                 f"defined; folio {i} has {int(ff[i]):#x}")
+                raise ValueError(
+                    f"folio_flags: only bit 0 (anon) and bit 1 (swapbacked) are "
+                    f"defined; folio {i} has {int(ff[i]):#x}"
+                )
 
     # -- convenience -------------------------------------------------------
     @property
@@ -248,8 +303,12 @@ class AddressSpace:
         sizes, counts = np.unique(self.folio_nr, return_counts=True)
         lazy = (self.folio_flags & np.uint8(FOLIO_ANON | FOLIO_SWAPBACKED)) == FOLIO_ANON
         return {
-            "format": FORMAT, "version": VERSION, "arch": self.arch,
-            "tables": self.n_tables, "vmas": self.n_vmas, "folios": self.n_folios,
+            "format": FORMAT,
+            "version": VERSION,
+            "arch": self.arch,
+            "tables": self.n_tables,
+            "vmas": self.n_vmas,
+            "folios": self.n_folios,
             "lazyfree_folios": int(np.count_nonzero(lazy)),
             "uffd_wp_vmas": int(np.count_nonzero(self.vma_flags & np.uint8(VMA_UFFD_WP))),
             "folio_sizes": {str(int(s)): int(c) for s, c in zip(sizes, counts)},
@@ -258,20 +317,35 @@ class AddressSpace:
         }
 
     def __repr__(self) -> str:
-        return (f"AddressSpace(arch={self.arch!r}, tables={self.n_tables}, vmas={self.n_vmas}, "
-                f"folios={self.n_folios})")
+        return (
+            f"AddressSpace(arch={self.arch!r}, tables={self.n_tables}, vmas={self.n_vmas}, "
+            f"folios={self.n_folios})"
+        )
 
     def __eq__(self, other) -> bool:
         if not isinstance(other, AddressSpace):
             return NotImplemented
-        return self.arch == other.arch and np.array_equal(self.vma_flags, other.vma_flags) and all(
-            np.array_equal(getattr(self, n), getattr(other, n)) for n, _, _ in _ARRAYS)
+        return (
+            self.arch == other.arch
+            and np.array_equal(self.vma_flags, other.vma_flags)
+            and all(np.array_equal(getattr(self, n), getattr(other, n)) for n, _, _ in _ARRAYS)
+        )
 
     __hash__ = None  # type: ignore[assignment]
 
     @classmethod
-    def from_entries(cls, va, pte, vma_start, vma_end, folio_pfn=(), folio_nr=(), folio_flags=(),
-                     arch: str = "x86_64", vma_flags=None) -> "AddressSpace":
+    def from_entries(
+        cls,
+        va,
+        pte,
+        vma_start,
+        vma_end,
+        folio_pfn=(),
+        folio_nr=(),
+        folio_flags=(),
+        arch: str = "x86_64",
+        vma_flags=None,
+    ) -> AddressSpace:
         """Build a space from individual PTEs.
 
         Parameters
@@ -300,14 +374,19 @@ class AddressSpace:
         if np.unique(flat).size != flat.size:
             raise ValueError("va: the same address is given twice")
         ptes.reshape(-1)[flat] = pte
-        return cls(ptes, table_va.astype(np.uint64),
-                   np.asarray(vma_start, dtype=np.uint64).reshape(-1).copy(),
-                   np.asarray(vma_end, dtype=np.uint64).reshape(-1).copy(),
-                   np.asarray(folio_pfn, dtype=np.uint64).reshape(-1).copy(),
-                   np.asarray(folio_nr, dtype=np.uint64).reshape(-1).copy(),
-                   np.asarray(folio_flags, dtype=np.uint8).reshape(-1).copy(),
-                   arch=arch, vma_flags=None if vma_flags is None
-                   else np.asarray(vma_flags, dtype=np.uint8).reshape(-1).copy())
+        return cls(
+            ptes,
+            table_va.astype(np.uint64),
+            np.asarray(vma_start, dtype=np.uint64).reshape(-1).copy(),
+            np.asarray(vma_end, dtype=np.uint64).reshape(-1).copy(),
+            np.asarray(folio_pfn, dtype=np.uint64).reshape(-1).copy(),
+            np.asarray(folio_nr, dtype=np.uint64).reshape(-1).copy(),
+            np.asarray(folio_flags, dtype=np.uint8).reshape(-1).copy(),
+            arch=arch,
+            vma_flags=None
+            if vma_flags is None
+            else np.asarray(vma_flags, dtype=np.uint8).reshape(-1).copy(),
+        )
 
     # -- persistence -------------------------------------------------------
     def save(self, path) -> None:
@@ -322,10 +401,17 @@ class AddressSpace:
         path : str or os.PathLike
             Destination; written exactly as named (no suffix is added).
         """
+
         def write(fh):
-            np.savez(fh, format=np.array(FORMAT), version=np.array(VERSION, dtype=np.int64),
-                     arch=np.array(self.arch), vma_flags=self.vma_flags,
-                     **{name: getattr(self, name) for name, _, _ in _ARRAYS})
+            np.savez(
+                fh,
+                format=np.array(FORMAT),
+                version=np.array(VERSION, dtype=np.int64),
+                arch=np.array(self.arch),
+                vma_flags=self.vma_flags,
+                **{name: getattr(self, name) for name, _, _ in _ARRAYS},
+            )
+
         atomic_write(path, write)
 
 
@@ -357,8 +443,9 @@ def load(path) -> AddressSpace:
     except FileNotFoundError:
         raise
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
-        raise ValueError(f"{path}: not a readable ptebatch snapshot "
-                         f"(truncated or corrupt .npz: {exc})") from None
+        raise ValueError(
+            f"{path}: not a readable ptebatch snapshot (truncated or corrupt .npz: {exc})"
+        ) from None
     for key in ("format", "version", "arch"):
         if key not in fields:
             raise ValueError(f"{path}: missing field {key!r}; not a ptebatch snapshot")
@@ -367,8 +454,10 @@ def load(path) -> AddressSpace:
         raise ValueError(f"{path}: format must be {FORMAT!r}, got {str(fmt)!r}")
     ver = fields["version"]
     if ver.shape != () or ver.dtype.kind not in "iu" or int(ver) != VERSION:
-        raise ValueError(f"{path}: version must be {VERSION}, got {ver!r} "
-                         f"(this ptebatch reads version {VERSION})")
+        raise ValueError(
+            f"{path}: version must be {VERSION}, got {ver!r} "
+            f"(this ptebatch reads version {VERSION})"
+        )
     arch = fields["arch"]
     if arch.shape != () or arch.dtype.kind != "U":
         raise ValueError(f"{path}: arch must be a string")
@@ -376,7 +465,10 @@ def load(path) -> AddressSpace:
     if missing:
         raise ValueError(f"{path}: missing field {missing[0]!r}")
     try:
-        return AddressSpace(**{n: fields[n] for n, _, _ in _ARRAYS}, arch=str(arch),
-                            vma_flags=fields.get("vma_flags"))
+        return AddressSpace(
+            **{n: fields[n] for n, _, _ in _ARRAYS},
+            arch=str(arch),
+            vma_flags=fields.get("vma_flags"),
+        )
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"{path}: {exc}") from None

@@ -24,8 +24,9 @@ from .results import ScanResult
 __all__ = ["scan"]
 
 
-def scan(space, *, caller="zap", kernel="6.16", flags=None, clamp=None, oob="none",
-         parallel=None) -> ScanResult:
+def scan(
+    space, *, caller="zap", kernel="6.16", flags=None, clamp=None, oob="none", parallel=None
+) -> ScanResult:
     """Vectorised twin of :func:`ptebatch.scan` for ``clamp="pmd"`` (``oob`` has no effect
     there) and callers that batch every large folio and stamp nothing (zap, fork, madvise...)."""
     preset, fl, clamp, _ = check_walk_args(space, Walk.SCAN, caller, kernel, flags, clamp, oob)
@@ -34,20 +35,28 @@ def scan(space, *, caller="zap", kernel="6.16", flags=None, clamp=None, oob="non
         raise ValueError("clamp: the NumPy scan supports clamp='pmd' only")
     r = preset.rule
     if not r.batches or r.need_hint or r.dst_clamp or r.spread:
-        raise ValueError(f"caller: the NumPy scan models callers that always batch and stamp "
-                         f"nothing; {preset.name} on {profile.name} does not")
+        raise ValueError(
+            f"caller: the NumPy scan models callers that always batch and stamp "
+            f"nothing; {preset.name} on {profile.name} does not"
+        )
     arch = get_arch(space.arch)
     if arch.cont:
         raise ValueError("arch: the NumPy scan does not model pte_batch_hint > 1")
     norm_ = normaliser(arch, profile.generation, fl)
     present_bit, pfn_mask = np.uint64(arch.present), np.uint64(arch.pfn_mask)
-    cond_set, cond_clear, cond_or = (np.uint64(v) for v in (norm_.cond_set, norm_.cond_clear, norm_.cond_or))
+    cond_set, cond_clear, cond_or = (
+        np.uint64(v) for v in (norm_.cond_set, norm_.cond_clear, norm_.cond_or)
+    )
     flat = space.ptes.reshape(-1)
     g0, g1, seg_va, _, _, seg_reason = segments(space)
     lengths = g1 - g0
     total = int(lengths.sum())
     seg = np.repeat(np.arange(g0.size, dtype=np.int64), lengths)
-    idx = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths) + g0[seg]
+    idx = (
+        np.arange(total, dtype=np.int64)
+        - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        + g0[seg]
+    )
     pte = flat[idx]
     present = (pte & present_bit) != 0
     idx, seg, pte = idx[present], seg[present], pte[present]
@@ -56,7 +65,11 @@ def scan(space, *, caller="zap", kernel="6.16", flags=None, clamp=None, oob="non
     fpfn, fnr = space.folio_pfn, space.folio_nr
     f = np.searchsorted(fpfn, pfn, side="right") - 1
     fc = np.maximum(f, 0)
-    large = (f >= 0) & (pfn - fpfn[fc] < fnr[fc]) & (fnr[fc] > 1) if fpfn.size else np.zeros(pfn.size, bool)
+    large = (
+        (f >= 0) & (pfn - fpfn[fc] < fnr[fc]) & (fnr[fc] > 1)
+        if fpfn.size
+        else np.zeros(pfn.size, bool)
+    )
     fid = np.where(large, f, -1)
 
     norm = pte.copy()
@@ -67,10 +80,15 @@ def scan(space, *, caller="zap", kernel="6.16", flags=None, clamp=None, oob="non
 
     cont = np.zeros(idx.size, dtype=bool)
     if idx.size > 1:
-        cont[1:] = ((idx[1:] == idx[:-1] + 1) & (seg[1:] == seg[:-1]) & (fid[1:] == fid[:-1])
-                    & (fid[1:] >= 0) & (norm[1:] == norm[:-1] + np.uint64(1 << PAGE_SHIFT)))
+        cont[1:] = (
+            (idx[1:] == idx[:-1] + 1)
+            & (seg[1:] == seg[:-1])
+            & (fid[1:] == fid[:-1])
+            & (fid[1:] >= 0)
+            & (norm[1:] == norm[:-1] + np.uint64(1 << PAGE_SHIFT))
+        )
     starts = np.flatnonzero(~cont)
-    ends = np.append(starts[1:], idx.size) - 1          # last entry of each batch
+    ends = np.append(starts[1:], idx.size) - 1  # last entry of each batch
     nr = (ends - starts + 1).astype(np.uint32)
     s_seg = seg[starts]
     va = seg_va[s_seg] + ((idx[starts] - g0[s_seg]).astype(np.uint64) << np.uint64(PAGE_SHIFT))
@@ -78,8 +96,11 @@ def scan(space, *, caller="zap", kernel="6.16", flags=None, clamp=None, oob="non
     # What stopped each batch.
     e_f = fid[ends]
     e_fc = np.maximum(e_f, 0)
-    at_folio_end = (e_f >= 0) & (pfn[ends] + np.uint64(1) == fpfn[e_fc] + fnr[e_fc]) if fpfn.size \
+    at_folio_end = (
+        (e_f >= 0) & (pfn[ends] + np.uint64(1) == fpfn[e_fc] + fnr[e_fc])
+        if fpfn.size
         else np.zeros(ends.size, bool)
+    )
     nxt = idx[ends] + 1
     at_seg_end = nxt == g1[seg[ends]]
     raw = flat[np.minimum(nxt, flat.size - 1)]
@@ -88,9 +109,19 @@ def scan(space, *, caller="zap", kernel="6.16", flags=None, clamp=None, oob="non
     reason = np.select(
         [e_f < 0, at_folio_end, at_seg_end, ~nxt_present, nxt_pfn != pfn[ends] + np.uint64(1)],
         [R.ORDER0, R.FOLIO_END, seg_reason[seg[ends]], R.NOT_PRESENT, R.PFN_GAP],
-        default=R.BIT_MISMATCH).astype(np.uint8)
+        default=R.BIT_MISMATCH,
+    ).astype(np.uint8)
     # with the table clamp and no contpte hint no detector can trip
-    return ScanResult(caller=preset.name, kernel=profile.name, generation=profile.generation.name,
-                      flags=profile.generation.describe_flags(fl), oob=oob, va=va.astype(np.uint64),
-                      nr=nr, reason=reason, findings=np.zeros(nr.size, dtype=np.uint8), clamp=clamp,
-                      present_ptes=int(present.sum()))
+    return ScanResult(
+        caller=preset.name,
+        kernel=profile.name,
+        generation=profile.generation.name,
+        flags=profile.generation.describe_flags(fl),
+        oob=oob,
+        va=va.astype(np.uint64),
+        nr=nr,
+        reason=reason,
+        findings=np.zeros(nr.size, dtype=np.uint8),
+        clamp=clamp,
+        present_ptes=int(present.sum()),
+    )

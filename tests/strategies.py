@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import strategies as st
 
-from ptebatch import ARM64, AddressSpace, X86_64
+from ptebatch import ARM64, X86_64, AddressSpace
 from ptebatch.arch import PAGE_SIZE, PMD_SIZE
 
 BASE_VA = 0x7F0000000000
@@ -21,16 +21,25 @@ ARCHES = [X86_64, ARM64]
 # Bits a PTE may differ in.  x86-64: write, user, accessed, dirty, global, special,
 # uffd-wp, soft-dirty, a pkey bit, NX.  arm64: user, read-only, accessed, nG, write (DBM),
 # contiguous, PXN, UXN, software dirty, special, uffd-wp, bit 63.
-FLIP_BITS = {"x86_64": [1, 2, 5, 6, 8, 9, 10, 11, 59, 63],
-             "arm64": [6, 7, 10, 11, 51, 52, 53, 54, 55, 56, 58, 63]}
+FLIP_BITS = {
+    "x86_64": [1, 2, 5, 6, 8, 9, 10, 11, 59, 63],
+    "arm64": [6, 7, 10, 11, 51, 52, 53, 54, 55, 56, 58, 63],
+}
 # NX everywhere: bit 63 on x86-64 breaks signed or float arithmetic; arm64's UXN plus bit 63.
 NX_ALL = {"x86_64": 1 << 63, "arm64": (1 << 54) | (1 << 63)}
 
 
 def entry_bits(arch, write, young, dirty, soft_dirty):
     """A PTE with PFN 0 and the given states (soft-dirty only where the arch has it)."""
-    return int(arch.make_pte(0, write=write, young=young, dirty=dirty,
-                             soft_dirty=soft_dirty and bool(arch.soft_dirty)))
+    return int(
+        arch.make_pte(
+            0,
+            write=write,
+            young=young,
+            dirty=dirty,
+            soft_dirty=soft_dirty and bool(arch.soft_dirty),
+        )
+    )
 
 
 def fold_contpte(arch, flat, folio_pfn, folio_nr, blocks):
@@ -39,20 +48,21 @@ def fold_contpte(arch, flat, folio_pfn, folio_nr, blocks):
     but for young and dirty.  ``blocks`` picks which foldable blocks to fold."""
     pfn_mask = np.uint64(arch.pfn_mask)
     for b in range(0, flat.size, 16):
-        block = flat[b:b + 16]
+        block = flat[b : b + 16]
         if not arch.cont or not all(int(e) & arch.present for e in block):
             continue
         pfns = (block & pfn_mask) >> np.uint64(12)
         p0 = int(pfns[0])
         if p0 % 16 or not np.array_equal(pfns, np.arange(p0, p0 + 16, dtype=np.uint64)):
             continue
-        if not any(fp <= p0 and p0 + 16 <= fp + fn and fn >= 16
-                   for fp, fn in zip(folio_pfn, folio_nr)):
+        if not any(
+            fp <= p0 and p0 + 16 <= fp + fn and fn >= 16 for fp, fn in zip(folio_pfn, folio_nr)
+        ):
             continue
         attrs = arch.pte_mkold(arch.pte_mkclean(block)) & ~pfn_mask
         if (attrs != attrs[0]).any() or int(block[0]) & arch.special or not next(blocks):
             continue
-        flat[b:b + 16] = block | np.uint64(arch.cont)
+        flat[b : b + 16] = block | np.uint64(arch.cont)
 
 
 @st.composite
@@ -70,7 +80,9 @@ def spaces(draw, max_tables: int = 3, arch=None):
     if arch is None:
         arch = draw(st.sampled_from(ARCHES))
     n_tables = draw(st.integers(1, max_tables))
-    slots = sorted(draw(st.lists(st.integers(0, 4), min_size=n_tables, max_size=n_tables, unique=True)))
+    slots = sorted(
+        draw(st.lists(st.integers(0, 4), min_size=n_tables, max_size=n_tables, unique=True))
+    )
     table_va = [BASE_VA + s * PMD_SIZE for s in slots]
     n_entries = n_tables * 512
     ptes = np.zeros((n_tables, 512), dtype=np.uint64)
@@ -88,8 +100,9 @@ def spaces(draw, max_tables: int = 3, arch=None):
         folio_flags.append(draw(st.integers(0, 3)))
         cursor += nr
 
-    near_end = st.builds(lambda t, back: t * 512 + 511 - back, st.integers(0, n_tables - 1),
-                         st.integers(0, 20))
+    near_end = st.builds(
+        lambda t, back: t * 512 + 511 - back, st.integers(0, n_tables - 1), st.integers(0, 20)
+    )
     position = st.one_of(st.integers(0, n_entries - 1), near_end)
 
     def bits(draw_base):
@@ -115,8 +128,12 @@ def spaces(draw, max_tables: int = 3, arch=None):
     # Order-0 pages (PFNs in no listed folio), and a page just past some folio.
     for _ in range(draw(st.integers(0, 4))):
         g = draw(position)
-        pfn = draw(st.one_of(st.integers(1, BASE_PFN - 1),
-                             st.sampled_from([p + n for p, n in zip(folio_pfn, folio_nr)] or [7])))
+        pfn = draw(
+            st.one_of(
+                st.integers(1, BASE_PFN - 1),
+                st.sampled_from([p + n for p, n in zip(folio_pfn, folio_nr)] or [7]),
+            )
+        )
         flat[g] = np.uint64((pfn << 12) | int(arch.make_pte(0, write=True)))
     if arch.cont:
         # per-entry young/dirty after the fold, as the MMU sets them
@@ -141,7 +158,9 @@ def spaces(draw, max_tables: int = 3, arch=None):
 
     # VMAs: page-aligned, sorted, disjoint, around and across the tables.
     lo, hi = BASE_VA - PMD_SIZE, BASE_VA + 6 * PMD_SIZE
-    cuts = sorted(set(draw(st.lists(st.integers(0, (hi - lo) // PAGE_SIZE), min_size=2, max_size=6))))
+    cuts = sorted(
+        set(draw(st.lists(st.integers(0, (hi - lo) // PAGE_SIZE), min_size=2, max_size=6)))
+    )
     if len(cuts) % 2:
         cuts = cuts[:-1]
     vma_start = [lo + c * PAGE_SIZE for c in cuts[0::2]]
@@ -149,12 +168,17 @@ def spaces(draw, max_tables: int = 3, arch=None):
     if not vma_start or draw(st.booleans()):
         # one VMA covering every table, the common case
         vma_start, vma_end = [table_va[0]], [table_va[-1] + PMD_SIZE]
-    return AddressSpace(ptes, np.array(table_va, dtype=np.uint64),
-                        np.array(vma_start, dtype=np.uint64), np.array(vma_end, dtype=np.uint64),
-                        np.array(folio_pfn, dtype=np.uint64), np.array(folio_nr, dtype=np.uint64),
-                        np.array(folio_flags, dtype=np.uint8), arch=arch.name,
-                        vma_flags=np.array([draw(st.sampled_from([0, 0, 1])) for _ in vma_start],
-                                           dtype=np.uint8))
+    return AddressSpace(
+        ptes,
+        np.array(table_va, dtype=np.uint64),
+        np.array(vma_start, dtype=np.uint64),
+        np.array(vma_end, dtype=np.uint64),
+        np.array(folio_pfn, dtype=np.uint64),
+        np.array(folio_nr, dtype=np.uint64),
+        np.array(folio_flags, dtype=np.uint8),
+        arch=arch.name,
+        vma_flags=np.array([draw(st.sampled_from([0, 0, 1])) for _ in vma_start], dtype=np.uint8),
+    )
 
 
 @st.composite
@@ -169,9 +193,10 @@ def batch_calls(draw, arch=None):
     index = draw(st.integers(0, n - 1))
     first = draw(st.integers(0, nr - 1))
     if arch.cont and draw(st.booleans()):
-        index = min(index - index % 16 + first % 16, n - 1)   # foldable alignment
-    base = entry_bits(arch, draw(st.booleans()), draw(st.booleans()), draw(st.booleans()),
-                      draw(st.booleans()))
+        index = min(index - index % 16 + first % 16, n - 1)  # foldable alignment
+    base = entry_bits(
+        arch, draw(st.booleans()), draw(st.booleans()), draw(st.booleans()), draw(st.booleans())
+    )
     run = draw(st.integers(1, n - index + 2))  # the next folio's first page may follow
     lead = 0
     if arch.cont and draw(st.booleans()):
@@ -182,11 +207,14 @@ def batch_calls(draw, arch=None):
         arr[index + k] = np.uint64(((folio_pfn + first + k) << 12) | base)
     if arch.cont:
         fold_contpte(arch, arr, [folio_pfn], [nr], iter(lambda: draw(st.booleans()), None))
-        for _ in range(draw(st.integers(0, 3))):   # the MMU's per-entry young/dirty updates
+        for _ in range(draw(st.integers(0, 3))):  # the MMU's per-entry young/dirty updates
             g = draw(st.integers(0, n - 1))
             if arr[g]:
-                arr[g] = arch.mark_dirty(arch.pte_mkyoung(arr[g])) if draw(st.booleans()) \
+                arr[g] = (
+                    arch.mark_dirty(arch.pte_mkyoung(arr[g]))
+                    if draw(st.booleans())
                     else arch.pte_mkyoung(arr[g])
+                )
     for _ in range(draw(st.integers(0, 4))):
         g = draw(st.integers(0, n - 1))
         if g == index:

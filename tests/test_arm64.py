@@ -7,8 +7,8 @@ import pytest
 import ptebatch as pb
 from ptebatch import ARM64, X86_64
 from ptebatch.naive import _Batcher
-from ptebatch.space import FOLIO_ANON, FOLIO_SWAPBACKED
 from ptebatch.releases import GENERATIONS, normaliser
+from ptebatch.space import FOLIO_ANON, FOLIO_SWAPBACKED
 
 B = ARM64.bits
 CONT = ARM64.cont
@@ -17,8 +17,21 @@ PFN = 0x80000
 
 
 def test_arm64_bit_positions():
-    want = {"VALID": 0, "PAGE": 1, "USER": 6, "RDONLY": 7, "AF": 10, "NG": 11, "WRITE": 51,
-            "CONT": 52, "PXN": 53, "UXN": 54, "DIRTY": 55, "SPECIAL": 56, "UFFD_WP": 58}
+    want = {
+        "VALID": 0,
+        "PAGE": 1,
+        "USER": 6,
+        "RDONLY": 7,
+        "AF": 10,
+        "NG": 11,
+        "WRITE": 51,
+        "CONT": 52,
+        "PXN": 53,
+        "UXN": 54,
+        "DIRTY": 55,
+        "SPECIAL": 56,
+        "UFFD_WP": 58,
+    }
     assert {k: B[k].bit_length() - 1 for k in want} == want
     assert ARM64.pfn_mask == sum(1 << i for i in range(12, 48))
     assert (B["ATTRINDX"], B["SH"]) == (0b111 << 2, 0b11 << 8)
@@ -27,11 +40,11 @@ def test_arm64_bit_positions():
 
 def test_arm64_dirty_is_software_dirty_or_writable_and_not_read_only():
     clean_rw = ARM64.make_pte(1, write=True)
-    assert int(clean_rw) & B["RDONLY"] and int(clean_rw) & B["WRITE"]   # DBM: writable, clean
+    assert int(clean_rw) & B["RDONLY"] and int(clean_rw) & B["WRITE"]  # DBM: writable, clean
     assert not ARM64.is_dirty(int(clean_rw))
     hw_dirty = int(clean_rw) & ~B["RDONLY"]
     assert ARM64.is_dirty(hw_dirty) and int(ARM64.make_pte(1, write=True, dirty=True)) == hw_dirty
-    sw_dirty_ro = ARM64.make_pte(1, dirty=True)                         # read-only: software bit
+    sw_dirty_ro = ARM64.make_pte(1, dirty=True)  # read-only: software bit
     assert int(sw_dirty_ro) & B["DIRTY"] and ARM64.is_dirty(int(sw_dirty_ro))
     with pytest.raises(ValueError, match="soft_dirty: arm64 has no such PTE bit"):
         ARM64.make_pte(1, soft_dirty=True)
@@ -45,7 +58,7 @@ def test_arm64_operations_as_the_kernel_defines_them():
     wp = ARM64.apply("wrprotect", hw_dirty)
     assert wp == (hw_dirty | B["DIRTY"] | B["RDONLY"]) & ~B["WRITE"] and ARM64.is_dirty(wp)
     clean = int(ARM64.make_pte(1, write=True))
-    assert ARM64.apply("wrprotect", clean) == clean & ~B["WRITE"]        # nothing to save
+    assert ARM64.apply("wrprotect", clean) == clean & ~B["WRITE"]  # nothing to save
     assert ARM64.apply("mkold", hw_dirty) == hw_dirty & ~B["AF"]
     # pte_mkdirty: software dirty, and read-only cleared if writable
     assert ARM64.apply("mkdirty", clean) == (clean | B["DIRTY"]) & ~B["RDONLY"]
@@ -80,8 +93,9 @@ def test_compiled_normaliser_equals_the_kernels_clear_ignored(arch, gen):
 def block_table(n=32, *, cont=True, write=True, **bits):
     """One arm64 table: a 32-page folio in entries 0-31 (two aligned 16-entry blocks)."""
     arr = np.zeros(512, dtype=np.uint64)
-    arr[:n] = ARM64.make_pte(PFN + np.arange(n, dtype=np.uint64), write=write,
-                             extra=CONT if cont else 0, **bits)
+    arr[:n] = ARM64.make_pte(
+        PFN + np.arange(n, dtype=np.uint64), write=write, extra=CONT if cont else 0, **bits
+    )
     return arr
 
 
@@ -91,7 +105,7 @@ def test_hint_jumps_to_the_end_of_the_block_without_reading():
     # from entry 5 the hint is 16 - 5 = 11; the next read is entry 16, whose hint is 16
     assert (r.nr, r.reason, r.last_read) == (27, "folio_end", 16)
     r = pb.folio_pte_batch(arr, 5, 3, PFN, 32, kernel="6.18", arch="arm64")
-    assert (r.nr, r.last_read) == (3, 5)      # clipped to max_nr, nothing read
+    assert (r.nr, r.last_read) == (3, 5)  # clipped to max_nr, nothing read
     # entries inside a block are not read: a hole in one goes unnoticed by the batch
     holed = arr.copy()
     holed[20] = 0
@@ -100,10 +114,11 @@ def test_hint_jumps_to_the_end_of_the_block_without_reading():
 
 def test_gathered_dirty_decides_a_batch_that_respects_dirty():
     arr = block_table()
-    arr[9] = ARM64.mark_dirty(arr[9])          # the MMU dirtied one entry of block 0
+    arr[9] = ARM64.mark_dirty(arr[9])  # the MMU dirtied one entry of block 0
     # ptep_get of entry 0 is dirty (gathered), of entry 16 clean: they differ in dirty
-    r = pb.folio_pte_batch(arr, 0, 32, PFN, 32, kernel="6.18", arch="arm64",
-                           flags="FPB_RESPECT_DIRTY")
+    r = pb.folio_pte_batch(
+        arr, 0, 32, PFN, 32, kernel="6.18", arch="arm64", flags="FPB_RESPECT_DIRTY"
+    )
     assert (r.nr, r.reason) == (16, "bit_mismatch")
     assert ARM64.is_dirty(r.pte) and not ARM64.is_dirty(int(arr[0]))
     assert pb.folio_pte_batch(arr, 0, 32, PFN, 32, kernel="6.18", arch="arm64").nr == 32
@@ -128,8 +143,16 @@ def two_small_folios_in_one_block():
     never builds one; it shows what a hint past the folio end does)."""
     va = BASE + 4096 * np.arange(16, dtype=np.uint64)
     ptes = ARM64.make_pte(PFN + np.arange(16, dtype=np.uint64), write=True, extra=CONT)
-    return pb.AddressSpace.from_entries(va, ptes, [BASE], [BASE + 16 * 4096], [PFN, PFN + 8],
-                                        [8, 8], [FOLIO_ANON | FOLIO_SWAPBACKED] * 2, arch="arm64")
+    return pb.AddressSpace.from_entries(
+        va,
+        ptes,
+        [BASE],
+        [BASE + 16 * 4096],
+        [PFN, PFN + 8],
+        [8, 8],
+        [FOLIO_ANON | FOLIO_SWAPBACKED] * 2,
+        arch="arm64",
+    )
 
 
 @pytest.mark.parametrize("impl", [pb, pb.naive], ids=["jit", "naive"])
@@ -145,16 +168,32 @@ def test_past_folio_detector_gen1_trusts_the_hint_gen1b_cuts_at_the_folio(impl):
 def test_uffd_wp_detector_sees_a_skipped_entry(impl):
     va = BASE + 4096 * np.arange(16, dtype=np.uint64)
     ptes = ARM64.make_pte(PFN + np.arange(16, dtype=np.uint64), write=True, extra=CONT)
-    ptes[7] |= np.uint64(B["UFFD_WP"])      # never read: the hint jumps over it
-    space = pb.AddressSpace.from_entries(va, ptes, [BASE], [BASE + 16 * 4096], [PFN], [16],
-                                         [FOLIO_ANON | FOLIO_SWAPBACKED], arch="arm64")
+    ptes[7] |= np.uint64(B["UFFD_WP"])  # never read: the hint jumps over it
+    space = pb.AddressSpace.from_entries(
+        va,
+        ptes,
+        [BASE],
+        [BASE + 16 * 4096],
+        [PFN],
+        [16],
+        [FOLIO_ANON | FOLIO_SWAPBACKED],
+        arch="arm64",
+    )
     r = impl.scan(space, kernel="6.18")
     assert r.nr.tolist() == [16] and r.flagged("uffd_wp").tolist() == [0]
     plain = space.ptes.copy()
     plain &= ~np.uint64(CONT)
-    flat = pb.AddressSpace(plain, space.table_va, space.vma_start, space.vma_end, space.folio_pfn,
-                           space.folio_nr, space.folio_flags, arch="arm64")
-    r = impl.scan(flat, kernel="6.18")    # every entry read: uffd-wp splits the batch instead
+    flat = pb.AddressSpace(
+        plain,
+        space.table_va,
+        space.vma_start,
+        space.vma_end,
+        space.folio_pfn,
+        space.folio_nr,
+        space.folio_flags,
+        arch="arm64",
+    )
+    r = impl.scan(flat, kernel="6.18")  # every entry read: uffd-wp splits the batch instead
     assert r.nr.tolist() == [7, 1, 8] and r.finding_counts["uffd_wp"] == 0
 
 
@@ -169,7 +208,7 @@ def test_generated_arm64_space_jit_equals_naive(caller, kernel):
         np.testing.assert_array_equal(getattr(a, f), getattr(b, f), err_msg=f)
     assert a.summary() == b.summary()
     if caller == "mremap" and kernel == "6.18":
-        assert (a.nr >= 16).any()     # mremap batches contpte blocks on arm64
+        assert (a.nr >= 16).any()  # mremap batches contpte blocks on arm64
 
 
 @pytest.mark.parametrize("kernel", ["6.15", "6.16", "7.0"])
@@ -184,26 +223,27 @@ def test_generated_arm64_space_unmap_jit_equals_naive(kernel):
 
 # -- an independent reading: the kernel's C helpers written out, not from arch tables ---------
 
-def _c_pte_dirty(p):          # pte_dirty: pte_sw_dirty || pte_hw_dirty
+
+def _c_pte_dirty(p):  # pte_dirty: pte_sw_dirty || pte_hw_dirty
     return bool(p & B["DIRTY"]) or (bool(p & B["WRITE"]) and not p & B["RDONLY"])
 
 
-def _c_mkclean(p):            # clear PTE_DIRTY, set PTE_RDONLY
+def _c_mkclean(p):  # clear PTE_DIRTY, set PTE_RDONLY
     return (p & ~B["DIRTY"]) | B["RDONLY"]
 
 
-def _c_mkdirty(p):            # set PTE_DIRTY; if pte_write, clear PTE_RDONLY
+def _c_mkdirty(p):  # set PTE_DIRTY; if pte_write, clear PTE_RDONLY
     p |= B["DIRTY"]
     return p & ~B["RDONLY"] if p & B["WRITE"] else p
 
 
-def _c_wrprotect(p):          # if pte_hw_dirty, pte_mkdirty; clear PTE_WRITE, set PTE_RDONLY
+def _c_wrprotect(p):  # if pte_hw_dirty, pte_mkdirty; clear PTE_WRITE, set PTE_RDONLY
     if p & B["WRITE"] and not p & B["RDONLY"]:
         p = _c_mkdirty(p)
     return (p & ~B["WRITE"]) | B["RDONLY"]
 
 
-def _c_mkwrite(p, version):   # 6.18 (143937ca51cc): clear PTE_RDONLY only if software dirty
+def _c_mkwrite(p, version):  # 6.18 (143937ca51cc): clear PTE_RDONLY only if software dirty
     p |= B["WRITE"]
     if version < (6, 18, 0) or p & B["DIRTY"]:
         p &= ~B["RDONLY"]
@@ -228,6 +268,14 @@ def test_arm64_tables_equal_the_c_helpers_on_every_combination():
 def test_merged_write_on_6_17_arm64_makes_the_pte_hardware_dirty():
     arr = ARM64.make_pte(PFN + np.arange(4, dtype=np.uint64), write=[False, True, True, True])
     for kernel, dirty in (("6.17", True), ("6.18", False)):
-        r = pb.folio_pte_batch(arr, 0, 4, PFN, 4, kernel=kernel, arch="arm64",
-                               flags="FPB_MERGE_WRITE|FPB_RESPECT_DIRTY")
+        r = pb.folio_pte_batch(
+            arr,
+            0,
+            4,
+            PFN,
+            4,
+            kernel=kernel,
+            arch="arm64",
+            flags="FPB_MERGE_WRITE|FPB_RESPECT_DIRTY",
+        )
         assert r.nr == 4 and ARM64.pte_write(r.pte) and ARM64.is_dirty(r.pte) == dirty

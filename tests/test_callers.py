@@ -9,8 +9,8 @@ import ptebatch as pb
 from ptebatch import ARM64
 from ptebatch.callers import CALLERS, callers_table, resolve_caller
 from ptebatch.cli import main
-from ptebatch.space import FOLIO_ANON, FOLIO_SWAPBACKED
 from ptebatch.releases import _RELEASES, parse_version, resolve_flags
+from ptebatch.space import FOLIO_ANON, FOLIO_SWAPBACKED
 
 BASE = 0x10000000000
 PFN = 0x80000
@@ -26,8 +26,9 @@ def test_every_rule_is_valid_in_every_release_it_covers():
         for i, r in enumerate(c.rules):
             end = c.rules[i + 1].version if i + 1 < len(c.rules) else (99, 0, 0)
             covered = [r.version] + [v for v in gen_starts if r.version < v < end]
-            vocabs = {tuple(pb.resolve_kernel(".".join(map(str, v))).generation.flags)
-                      for v in covered}
+            vocabs = {
+                tuple(pb.resolve_kernel(".".join(map(str, v))).generation.flags) for v in covered
+            }
             assert len(vocabs) == 1, (c.name, r.since)
             resolve_flags(r.flags, pb.resolve_kernel(r.since).generation, 0)
             assert set(r.spread) <= {"write", "soft_dirty", "dirty"}
@@ -38,6 +39,7 @@ def test_presets_follow_kernel_md_section_5():
     def flags(caller, kernel):
         p = resolve_caller(caller, kernel)
         return set(p.profile.generation.describe_flags(p.flags)) if p.rule.batches else None
+
     assert flags("zap", "6.14") == {"FPB_IGNORE_DIRTY", "FPB_IGNORE_SOFT_DIRTY"}
     assert flags("zap", "6.18") == set()
     assert flags("fork-shared", "6.14") == {"FPB_IGNORE_DIRTY", "FPB_IGNORE_SOFT_DIRTY"}
@@ -57,14 +59,20 @@ def test_presets_follow_kernel_md_section_5():
     assert resolve_caller("mremap", "6.18").rule.spread == ()
 
 
-@pytest.mark.parametrize("call,match", [
-    (lambda s: pb.scan(s, caller="nope"), "caller: unknown caller 'nope'"),
-    (lambda s: pb.scan(s, caller="lazyfree"), "reverse-map caller; run it with ptebatch.unmap"),
-    (lambda s: pb.unmap(s, caller="zap"), "page-table walk caller; run it with ptebatch.scan"),
-    (lambda s: pb.scan(s, caller="zap", move_by=4096), "move_by: only a caller that moves"),
-    (lambda s: pb.scan(s, caller="mremap", kernel="6.18", move_by=100), "move_by: must be a multiple"),
-    (lambda s: pb.naive.scan(s, caller="zap", kernel="6.16", move_by=4096), "move_by: only"),
-])
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda s: pb.scan(s, caller="nope"), "caller: unknown caller 'nope'"),
+        (lambda s: pb.scan(s, caller="lazyfree"), "reverse-map caller; run it with ptebatch.unmap"),
+        (lambda s: pb.unmap(s, caller="zap"), "page-table walk caller; run it with ptebatch.scan"),
+        (lambda s: pb.scan(s, caller="zap", move_by=4096), "move_by: only a caller that moves"),
+        (
+            lambda s: pb.scan(s, caller="mremap", kernel="6.18", move_by=100),
+            "move_by: must be a multiple",
+        ),
+        (lambda s: pb.naive.scan(s, caller="zap", kernel="6.16", move_by=4096), "move_by: only"),
+    ],
+)
 def test_bad_caller_arguments_are_refused_with_the_field_named(call, match):
     with pytest.raises(ValueError, match=match):
         call(pb.thread_layout())
@@ -81,8 +89,16 @@ def test_a_caller_that_does_not_batch_yet_takes_one_pte_at_a_time():
 def contpte_folio_space(n=32):
     va = BASE + 4096 * np.arange(n, dtype=np.uint64)
     ptes = ARM64.make_pte(PFN + np.arange(n, dtype=np.uint64), write=True, extra=ARM64.cont)
-    return pb.AddressSpace.from_entries(va, ptes, [BASE], [BASE + n * 4096], [PFN], [n],
-                                        [FOLIO_ANON | FOLIO_SWAPBACKED], arch="arm64")
+    return pb.AddressSpace.from_entries(
+        va,
+        ptes,
+        [BASE],
+        [BASE + n * 4096],
+        [PFN],
+        [n],
+        [FOLIO_ANON | FOLIO_SWAPBACKED],
+        arch="arm64",
+    )
 
 
 @pytest.mark.parametrize("impl", [pb, pb.naive], ids=["jit", "naive"])
@@ -96,7 +112,7 @@ def test_mremap_max_nr_stops_at_the_destinations_pmd_boundary(impl):
     assert r.nr.tolist() == [8, 24]
     assert r.reason_names().tolist() == ["dst_pmd_end", "folio_end"]
     same = impl.scan(space, caller="mremap", kernel="6.18", move_by=-2 * 1024 * 1024)
-    assert same.nr.tolist() == [32]           # a 2 MiB-aligned move adds no boundary
+    assert same.nr.tolist() == [32]  # a 2 MiB-aligned move adds no boundary
 
 
 def test_callers_cli_lists_every_preset_with_its_source(capsys):
@@ -124,7 +140,9 @@ def test_scan_cli_takes_a_caller(tmp_path, capsys):
     for extra, spread in (([], 1), (["--no-detectors"], 0)):
         assert main(["unmap", restore, "--kernel", "6.16", "--json", *extra]) == 0
         assert json.loads(capsys.readouterr().out)["findings"]["spread"] == spread
-    assert main(["scan", path, "--caller", "mremap", "--kernel", "6.18", "--move-by", "0x1ff000"]) == 0
+    assert (
+        main(["scan", path, "--caller", "mremap", "--kernel", "6.18", "--move-by", "0x1ff000"]) == 0
+    )
     capsys.readouterr()
     assert main(["scan", path, "--caller", "zap", "--move-by", "0x1000"]) == 2
     err = capsys.readouterr().err
@@ -137,11 +155,18 @@ def test_scan_cli_takes_a_caller(tmp_path, capsys):
 
 @pytest.mark.parametrize("impl", [pb, pb.naive], ids=["jit", "naive"])
 def test_7_0_reclaim_does_not_batch_in_a_uffd_wp_vma(impl):
-    space = pb.thread_layout(folio_nr=16, before_boundary=4)   # 4 + 12 pages, one VMA
-    registered = pb.AddressSpace(space.ptes, space.table_va, space.vma_start, space.vma_end,
-                                 space.folio_pfn, space.folio_nr, space.folio_flags,
-                                 vma_flags=np.array([1], dtype=np.uint8))
-    for kernel in ("6.16", "6.19"):   # the flag changes nothing before 7.0
+    space = pb.thread_layout(folio_nr=16, before_boundary=4)  # 4 + 12 pages, one VMA
+    registered = pb.AddressSpace(
+        space.ptes,
+        space.table_va,
+        space.vma_start,
+        space.vma_end,
+        space.folio_pfn,
+        space.folio_nr,
+        space.folio_flags,
+        vma_flags=np.array([1], dtype=np.uint8),
+    )
+    for kernel in ("6.16", "6.19"):  # the flag changes nothing before 7.0
         assert impl.unmap(registered, kernel=kernel).nr.tolist() == [4, 12]
     assert impl.unmap(space, kernel="7.0").nr.tolist() == [4, 12]
     r = impl.unmap(registered, kernel="7.0")
@@ -165,12 +190,20 @@ def test_mremap_moves_a_whole_aligned_table_by_its_pmd(impl):
     # one VMA over a whole table, a 512-page folio folded into contpte blocks
     va = BASE + 4096 * np.arange(512, dtype=np.uint64)
     ptes = ARM64.make_pte(PFN + np.arange(512, dtype=np.uint64), write=True, extra=ARM64.cont)
-    space = pb.AddressSpace.from_entries(va, ptes, [BASE], [BASE + 512 * 4096], [PFN], [512],
-                                         [FOLIO_ANON | FOLIO_SWAPBACKED], arch="arm64")
-    for move_by in (0, 4 * 1024 * 1024, -2 * 1024 * 1024):   # aligned: move_pgt_entry
+    space = pb.AddressSpace.from_entries(
+        va,
+        ptes,
+        [BASE],
+        [BASE + 512 * 4096],
+        [PFN],
+        [512],
+        [FOLIO_ANON | FOLIO_SWAPBACKED],
+        arch="arm64",
+    )
+    for move_by in (0, 4 * 1024 * 1024, -2 * 1024 * 1024):  # aligned: move_pgt_entry
         r = impl.scan(space, caller="mremap", kernel="6.18", move_by=move_by)
         assert (r.batches, r.tables_moved, r.present_ptes) == (0, 1, 512)
-    r = impl.scan(space, caller="mremap", kernel="6.18", move_by=0x10000)   # 64 KiB: PTE by PTE
+    r = impl.scan(space, caller="mremap", kernel="6.18", move_by=0x10000)  # 64 KiB: PTE by PTE
     assert r.tables_moved == 0 and r.nr.tolist() == [496, 16]
     assert r.reason_names().tolist() == ["dst_pmd_end", "folio_end"]
     assert impl.scan(space, caller="zap", kernel="6.18").tables_moved == 0

@@ -19,7 +19,10 @@ def run(capsys, *argv):
 @pytest.fixture(scope="module")
 def snapshot(tmp_path_factory):
     path = tmp_path_factory.mktemp("cli") / "space.npz"
-    assert main(["generate", "--folios", "2000", "--seed", "4", "--moved", "0.3", "-o", str(path)]) == 0
+    assert (
+        main(["generate", "--folios", "2000", "--seed", "4", "--moved", "0.3", "-o", str(path)])
+        == 0
+    )
     return path
 
 
@@ -28,8 +31,10 @@ def test_generate_writes_what_generate_returns(snapshot):
 
 
 @pytest.mark.parametrize("kernel", ["6.15", "6.16", "6.18"])
-@pytest.mark.parametrize("extra,kw", [([], {}), (["--clamp", "folio", "--oob", "adjacent"],
-                                                 {"clamp": "folio", "oob": "adjacent"})])
+@pytest.mark.parametrize(
+    "extra,kw",
+    [([], {}), (["--clamp", "folio", "--oob", "adjacent"], {"clamp": "folio", "oob": "adjacent"})],
+)
 def test_scan_json_matches_the_api(capsys, snapshot, kernel, extra, kw):
     code, out, _ = run(capsys, "scan", str(snapshot), "--kernel", kernel, "--json", *extra)
     assert code == 0
@@ -64,16 +69,22 @@ def test_human_output(capsys, snapshot):
     assert code == 0 and "batches" in out and "stop_reasons" in out
 
 
-@pytest.mark.parametrize("argv,needle", [
-    (["scan", "missing.npz"], "missing.npz"),
-    (["scan", "SNAP", "--kernel", "5.4"], "kernel: '5.4' predates"),
-    (["scan", "SNAP", "--kernel", "6.18", "--flags", "FPB_IGNORE_DIRTY"], "flags:"),
-    (["scan", "SNAP", "--clamp", "never"], "invalid choice"),
-    (["unmap", "BAD"], "not a readable ptebatch snapshot"),
-    (["generate", "--folios", "0", "-o", "x.npz"], "n_folios: must be a positive integer"),
-    (["generate", "--folios", "10", "--moved", "1.5", "-o", "x.npz"], "moved: must be a fraction"),
-    (["bogus"], "invalid choice"),
-])
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["scan", "missing.npz"], "missing.npz"),
+        (["scan", "SNAP", "--kernel", "5.4"], "kernel: '5.4' predates"),
+        (["scan", "SNAP", "--kernel", "6.18", "--flags", "FPB_IGNORE_DIRTY"], "flags:"),
+        (["scan", "SNAP", "--clamp", "never"], "invalid choice"),
+        (["unmap", "BAD"], "not a readable ptebatch snapshot"),
+        (["generate", "--folios", "0", "-o", "x.npz"], "n_folios: must be a positive integer"),
+        (
+            ["generate", "--folios", "10", "--moved", "1.5", "-o", "x.npz"],
+            "moved: must be a fraction",
+        ),
+        (["bogus"], "invalid choice"),
+    ],
+)
 def test_bad_input_prints_one_line_and_exits_2(capsys, tmp_path, snapshot, argv, needle):
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"PK\x03\x04 truncated")
@@ -92,8 +103,12 @@ def test_bad_input_prints_one_line_and_exits_2(capsys, tmp_path, snapshot, argv,
 def test_module_entry_point_has_no_traceback(tmp_path):
     bad = tmp_path / "bad.npz"
     bad.write_text("nope")
-    p = subprocess.run([sys.executable, "-m", "ptebatch", "scan", str(bad)], capture_output=True,
-                       text=True, timeout=120)
+    p = subprocess.run(
+        [sys.executable, "-m", "ptebatch", "scan", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 2
     assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import ptebatch as pb
-from ptebatch.workloads import layouts
 from ptebatch.cli import main
+from ptebatch.workloads import layouts
 from ptebatch.workloads.corpus import CORPUS, NOT_EXPRESSED, check
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -59,8 +59,10 @@ def test_bug4_batches_and_why_x86_is_immune():
     buggy = pb.scan(space, caller="mremap", kernel="6.17")
     fixed = pb.scan(space, caller="mremap", kernel="6.18")
     assert buggy.nr.tolist() == [32] and buggy.flagged("spread").tolist() == [0]
-    assert fixed.nr.tolist() == [16, 16] and fixed.reason_names().tolist() == ["bit_mismatch",
-                                                                               "folio_end"]
+    assert fixed.nr.tolist() == [16, 16] and fixed.reason_names().tolist() == [
+        "bit_mismatch",
+        "folio_end",
+    ]
     # mremap batches only when pte_batch_hint > 1: never on x86-64
     x86 = layouts.mremap_write_layout("x86_64")
     for k in ("6.17", "6.18"):
@@ -76,13 +78,13 @@ def test_bug5_batches(arch):
     assert pb.unmap(space, kernel="7.0").nr.tolist() == [8, 8]
 
 
-SECTION_7 = set(range(1, 9))   # docs/model.md section 7 lists bugs 1 to 8
+SECTION_7 = set(range(1, 9))  # docs/model.md section 7 lists bugs 1 to 8
 
 
 def test_every_section_7_bug_is_in_the_corpus_or_explained():
     with open(MODEL_MD) as fh:
         text = fh.read()
-    section = text[text.index("## 7."):text.index("## 8.")]
+    section = text[text.index("## 7.") : text.index("## 8.")]
     assert {int(n) for n in re.findall(r"^\| (\d+) \|", section, flags=re.M)} == SECTION_7
     assert SECTION_7 == {b.number for b in CORPUS} | set(NOT_EXPRESSED)
     assert not {b.number for b in CORPUS} & set(NOT_EXPRESSED)
@@ -100,6 +102,7 @@ def test_cli_corpus_passes_and_fails_on_a_regression(capsys, monkeypatch):
     assert out.count(" ok") == len(CORPUS) and "REGRESSION" not in out
     # a "fixed" release that still has the bug must fail the run
     import ptebatch.workloads.corpus as C
+
     broken = C.CORPUS[0].__class__(**{**C.CORPUS[0].__dict__, "fixed": ("6.15",)})
     monkeypatch.setattr(C, "CORPUS", (broken,) + C.CORPUS[1:])
     assert main(["corpus"]) == 1

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import KERNELS, batch_calls, spaces
 
 import ptebatch as pb
 from ptebatch import planning
-from strategies import KERNELS, batch_calls, spaces
 
 SCAN_FIELDS = ("va", "nr", "reason", "findings")
 WALKERS = [c.name for c in pb.CALLERS.values() if c.walk == "scan"]
@@ -31,6 +31,8 @@ def engine_settings(**values):
 def threads_even_for_small_spaces():
     # The engine walks small spaces on one thread; these tests need the chunked path.
     return engine_settings(PARALLEL_MIN_WORK=0)
+
+
 UNMAP_FIELDS = ("folio_pfn", "va", "nr", "reason", "findings")
 
 
@@ -45,16 +47,24 @@ def assert_same(a, b, fields):
 @given(batch_calls())
 def test_folio_pte_batch_jit_equals_naive(call):
     arr, index, max_nr, folio_pfn, folio_nr, flags, kernel, arch = call
-    a = pb.folio_pte_batch(arr, index, max_nr, folio_pfn, folio_nr, flags=flags, kernel=kernel,
-                           arch=arch)
-    b = pb.naive.folio_pte_batch(arr, index, max_nr, folio_pfn, folio_nr, flags=flags,
-                                 kernel=kernel, arch=arch)
+    a = pb.folio_pte_batch(
+        arr, index, max_nr, folio_pfn, folio_nr, flags=flags, kernel=kernel, arch=arch
+    )
+    b = pb.naive.folio_pte_batch(
+        arr, index, max_nr, folio_pfn, folio_nr, flags=flags, kernel=kernel, arch=arch
+    )
     assert a == b
     assert 1 <= a.nr <= max_nr
 
 
-@given(spaces(), st.sampled_from(KERNELS), st.sampled_from(["pmd", "folio"]),
-       st.sampled_from(["none", "adjacent"]), st.booleans(), st.booleans())
+@given(
+    spaces(),
+    st.sampled_from(KERNELS),
+    st.sampled_from(["pmd", "folio"]),
+    st.sampled_from(["none", "adjacent"]),
+    st.booleans(),
+    st.booleans(),
+)
 def test_scan_jit_equals_naive(space, kernel, clamp, oob, parallel, order_table):
     # order_table=False forces zap's fallback folio search (used for very sparse PFNs)
     limits = {} if order_table else dict(ORDER_TABLE_MIN_BYTES=0, ORDER_TABLE_BYTES_PER_FOLIO=0)
@@ -81,8 +91,13 @@ def test_unmap_jit_equals_naive(space, kernel, oob, parallel):
     assert_same(a, b, UNMAP_FIELDS)
 
 
-@given(spaces(), st.sampled_from(WALKERS), st.sampled_from(KERNELS),
-       st.sampled_from([0, 0x1000, 0x1FF000, -0x3000, 0x200000]), st.booleans())
+@given(
+    spaces(),
+    st.sampled_from(WALKERS),
+    st.sampled_from(KERNELS),
+    st.sampled_from([0, 0x1000, 0x1FF000, -0x3000, 0x200000]),
+    st.booleans(),
+)
 def test_every_walker_preset_jit_equals_naive(space, caller, kernel, move_by, parallel):
     preset = pb.resolve_caller(caller, kernel)
     move_by = move_by if preset.rule.dst_clamp else 0

@@ -11,8 +11,8 @@ import ptebatch as pb
 from ptebatch._jit import dispatchers
 from ptebatch._jit import generator as GK
 from ptebatch.arch import ARM64
-from ptebatch.workloads.generator import PRESETS, _steps, parse_sizes
 from ptebatch.space import FOLIO_ANON, FOLIO_SWAPBACKED
+from ptebatch.workloads.generator import PRESETS, _steps, parse_sizes
 
 X86 = pb.X86_64
 NOJIT = os.environ.get("NUMBA_DISABLE_JIT") == "1"
@@ -21,8 +21,9 @@ ARRAYS = ("ptes", "table_va", "vma_start", "vma_end", "folio_pfn", "folio_nr", "
 
 def revalidate(s):
     """Build the space again from copies: every schema rule is checked once more."""
-    return pb.AddressSpace(*(getattr(s, n).copy() for n in ARRAYS), arch=s.arch,
-                           vma_flags=s.vma_flags.copy())
+    return pb.AddressSpace(
+        *(getattr(s, n).copy() for n in ARRAYS), arch=s.arch, vma_flags=s.vma_flags.copy()
+    )
 
 
 def present_pages(s):
@@ -47,7 +48,9 @@ def vma_pages(s):
 
 KNOBS = [
     {},
-    {"sizes": "4k"}, {"sizes": "thp", "moved": 0.5}, {"sizes": "mthp64", "moved": 1.0, "straddle": 1.0},
+    {"sizes": "4k"},
+    {"sizes": "thp", "moved": 0.5},
+    {"sizes": "mthp64", "moved": 1.0, "straddle": 1.0},
     {"sizes": {0: 1, 9: 1}, "shuffle_pfn": False},
     {"sizes": "0:1,3:2", "partial": 0.5, "moved": 0.5, "holes": 0.2},
     {"sizes": "all", "vma_split": 0.5, "vma_tables": 1, "mixed_write": 1.0, "uffd_wp": 0.5},
@@ -121,6 +124,7 @@ def test_unmoved_folios_are_naturally_aligned_and_shuffled():
         sizes_in_table.setdefault(t, set()).add(n)
     small = [v for v in sizes_in_table.values() if 512 not in v]
     assert len(small) > 20 and np.mean([len(v) >= 3 for v in small]) > 0.9
+
     # PFNs shuffled: the entry after a large folio's last page rarely maps the next PFN
     def next_pfn_after_folio_end(sp):
         page, pte = present_pages(sp)
@@ -129,6 +133,7 @@ def test_unmoved_folios_are_naturally_aligned_and_shuffled():
         last = big & (pfn + np.uint64(1) == sp.folio_pfn[f] + sp.folio_nr[f])
         pick = last[:-1] & (page[1:] == page[:-1] + np.uint64(1))
         return np.mean(pfn[1:][pick] == pfn[:-1][pick] + np.uint64(1))
+
     assert next_pfn_after_folio_end(s) < 0.1
     same = pb.generate(5000, seed=2, sizes="mixed", moved=0.0, shuffle_pfn=False)
     assert next_pfn_after_folio_end(same) > 0.9
@@ -157,8 +162,10 @@ def test_straddling_fraction_really_straddles(straddle):
     if straddle < 1.0:
         assert np.unique(vs[~crosses] % np.uint64(512)).size > 300
     if straddle == 1.0:  # every moved folio makes 6.15 unmap of a lazyfree one read past its table
-        u = pb.unmap(pb.generate(300, seed=6, sizes="mthp64", moved=1.0, straddle=1.0, lazyfree=1.0),
-                     kernel="6.15")
+        u = pb.unmap(
+            pb.generate(300, seed=6, sizes="mthp64", moved=1.0, straddle=1.0, lazyfree=1.0),
+            kernel="6.15",
+        )
         assert u.table_overruns == 300
 
 
@@ -180,12 +187,28 @@ def test_partial_mapping_fraction():
 
 
 def test_holes_and_bit_rates():
-    s = pb.generate(20000, seed=8, sizes="mthp16", moved=0.0, holes=0.1, write=0.7, young=0.4,
-                    dirty=0.2, soft_dirty=0.3, uffd_wp=0.25, lazyfree=0.6)
+    s = pb.generate(
+        20000,
+        seed=8,
+        sizes="mthp16",
+        moved=0.0,
+        holes=0.1,
+        write=0.7,
+        young=0.4,
+        dirty=0.2,
+        soft_dirty=0.3,
+        uffd_wp=0.25,
+        lazyfree=0.6,
+    )
     _, pte = present_pages(s)
     assert abs(pte.size / (20000 * 4) - 0.9) < 0.01
-    for name, rate in (("write", 0.7), ("young", 0.4), ("dirty", 0.2), ("soft_dirty", 0.3),
-                       ("uffd_wp", 0.25)):
+    for name, rate in (
+        ("write", 0.7),
+        ("young", 0.4),
+        ("dirty", 0.2),
+        ("soft_dirty", 0.3),
+        ("uffd_wp", 0.25),
+    ):
         got = getattr(X86, f"pte_{name}")(pte).mean()
         assert abs(got - rate) < 0.02, (name, got)
     lazy = (s.folio_flags & (FOLIO_ANON | FOLIO_SWAPBACKED)) == FOLIO_ANON
@@ -201,20 +224,24 @@ def test_write_soft_dirty_uffd_are_per_folio_and_mixed_write_makes_bug5():
         b = bits[present]
         assert (b.all(axis=1) | ~b.any(axis=1)).all(), name
     s = pb.generate(2000, seed=9, sizes="mthp16", moved=0.0, write=1.0, mixed_write=1.0)
-    w = X86.pte_write(s.ptes.reshape(-1)).reshape(-1, 4)[X86.pte_present(s.ptes.reshape(-1)).reshape(-1, 4).all(axis=1)]
-    assert w[:, 0].all() and not w[:, 3].any()          # writable head, read-only tail
+    w = X86.pte_write(s.ptes.reshape(-1)).reshape(-1, 4)[
+        X86.pte_present(s.ptes.reshape(-1)).reshape(-1, 4).all(axis=1)
+    ]
+    assert w[:, 0].all() and not w[:, 3].any()  # writable head, read-only tail
     assert (np.diff(w.astype(np.int8), axis=1) <= 0).all()
     # 7.0 respects write in lazyfree unmap: more, smaller batches than 6.16
-    lazy = pb.generate(2000, seed=9, sizes="mthp16", moved=0.0, write=1.0, mixed_write=1.0, lazyfree=1.0)
+    lazy = pb.generate(
+        2000, seed=9, sizes="mthp16", moved=0.0, write=1.0, mixed_write=1.0, lazyfree=1.0
+    )
     assert pb.unmap(lazy, kernel="7.0").batches > pb.unmap(lazy, kernel="6.16").batches
 
 
 def test_vma_split_cuts_folios():
     s = pb.generate(4000, seed=10, sizes="mthp64", moved=0.0, vma_split=0.25, vma_tables=1000)
     vs, ve = vma_pages(s)
-    cuts = vs[1:][vs[1:] == ve[:-1]]               # adjacent VMAs: a split
+    cuts = vs[1:][vs[1:] == ve[:-1]]  # adjacent VMAs: a split
     assert abs(cuts.size / 4000 - 0.25) < 0.03
-    assert (cuts % np.uint64(16) != 0).all()        # each split is inside a folio
+    assert (cuts % np.uint64(16) != 0).all()  # each split is inside a folio
     r = pb.scan(s, kernel="6.16")
     assert r.stop_reasons["vma_end"] == cuts.size
 
@@ -232,20 +259,23 @@ def test_peak_memory_close_to_the_result():
     assert peak < 1.5 * size, (peak, size)
 
 
-@pytest.mark.parametrize("kw,needle", [
-    ({"moved": -0.1}, "moved: must be a fraction from 0 to 1"),
-    ({"straddle": 1.5}, "straddle: must be a fraction"),
-    ({"holes": float("nan")}, "holes: must be a fraction"),
-    ({"partial": True}, "partial: must be a fraction"),
-    ({"young": "0.5"}, "young: must be a fraction"),
-    ({"sizes": "mthp128"}, "sizes: unknown preset 'mthp128'"),
-    ({"sizes": {10: 1.0}}, "sizes: orders must be integers 0 to 9"),
-    ({"sizes": {4: -1.0}}, "sizes: weights must be finite and >= 0"),
-    ({"sizes": {4: 0.0}}, "sizes: at least one order"),
-    ({"sizes": "4:x"}, "sizes: '4:x' is not order:weight"),
-    ({"vma_tables": 0}, "vma_tables: must be an integer >= 1"),
-    ({"seed": -1}, "seed: must be an integer >= 0"),
-])
+@pytest.mark.parametrize(
+    "kw,needle",
+    [
+        ({"moved": -0.1}, "moved: must be a fraction from 0 to 1"),
+        ({"straddle": 1.5}, "straddle: must be a fraction"),
+        ({"holes": float("nan")}, "holes: must be a fraction"),
+        ({"partial": True}, "partial: must be a fraction"),
+        ({"young": "0.5"}, "young: must be a fraction"),
+        ({"sizes": "mthp128"}, "sizes: unknown preset 'mthp128'"),
+        ({"sizes": {10: 1.0}}, "sizes: orders must be integers 0 to 9"),
+        ({"sizes": {4: -1.0}}, "sizes: weights must be finite and >= 0"),
+        ({"sizes": {4: 0.0}}, "sizes: at least one order"),
+        ({"sizes": "4:x"}, "sizes: '4:x' is not order:weight"),
+        ({"vma_tables": 0}, "vma_tables: must be an integer >= 1"),
+        ({"seed": -1}, "seed: must be an integer >= 0"),
+    ],
+)
 def test_bad_knobs(kw, needle):
     with pytest.raises(ValueError, match=needle.replace("(", r"\(").replace(")", r"\)")):
         pb.generate(100, **kw)
@@ -281,7 +311,9 @@ def test_generator_kernels_have_no_float_types():
             continue
         assert d.overloads, f"{name} never compiled"
         for cres in d.overloads.values():
-            floats = [f"{v}: {t}" for v, t in cres.type_annotation.typemap.items() if "float" in str(t)]
+            floats = [
+                f"{v}: {t}" for v, t in cres.type_annotation.typemap.items() if "float" in str(t)
+            ]
             if floats:
                 bad[name] = floats
     assert not bad, bad
@@ -320,16 +352,23 @@ def eligible_blocks(s):
     b = s.ptes.reshape(-1, 16)
     pfn = a.pte_pfn(b)
     ok = a.pte_present(b).all(axis=1) & ((b & np.uint64(a.special)) == 0).all(axis=1)
-    ok &= (pfn[:, 0] % np.uint64(16) == 0) & \
-        (pfn == pfn[:, :1] + np.arange(16, dtype=np.uint64)).all(axis=1)
+    ok &= (pfn[:, 0] % np.uint64(16) == 0) & (
+        pfn == pfn[:, :1] + np.arange(16, dtype=np.uint64)
+    ).all(axis=1)
     f, inside = folio_of(s, pfn[:, 0])
     if s.n_folios:
-        ok &= inside & (s.folio_nr[f] >= 16) & (pfn[:, 0] + np.uint64(16) <= s.folio_pfn[f] + s.folio_nr[f])
+        ok &= (
+            inside
+            & (s.folio_nr[f] >= 16)
+            & (pfn[:, 0] + np.uint64(16) <= s.folio_pfn[f] + s.folio_nr[f])
+        )
     else:
         ok &= False
     norm = a.pte_mkold(a.pte_mkclean(b)) & np.uint64(~(a.pfn_mask | a.cont) & _M64)
     ok &= (norm == norm[:, :1]).all(axis=1)
-    va = np.repeat(s.table_va, 32) + (np.tile(np.arange(32, dtype=np.uint64), s.n_tables) << np.uint64(16))
+    va = np.repeat(s.table_va, 32) + (
+        np.tile(np.arange(32, dtype=np.uint64), s.n_tables) << np.uint64(16)
+    )
     j = np.searchsorted(s.vma_start, va, side="right") - 1
     ok &= (j >= 0) & (va + np.uint64(1 << 16) <= s.vma_end[np.maximum(j, 0)])
     return ok
@@ -344,8 +383,18 @@ def folded_blocks(s):
 
 # sizes that give 16+ page folios, folios physically adjacent (shuffle_pfn=False: 4 folios of 4
 # pages can map 16 consecutive aligned PFNs), VMA splits inside folios, holes, mixed write
-ARM_KW = dict(sizes="0:1,2:1,3:1,4:2,5:1,9:0.3", moved=0.3, straddle=0.5, partial=0.1, holes=0.002,
-              vma_split=0.3, vma_tables=2, mixed_write=0.5, uffd_wp=0.2, shuffle_pfn=False)
+ARM_KW = dict(
+    sizes="0:1,2:1,3:1,4:2,5:1,9:0.3",
+    moved=0.3,
+    straddle=0.5,
+    partial=0.1,
+    holes=0.002,
+    vma_split=0.3,
+    vma_tables=2,
+    mixed_write=0.5,
+    uffd_wp=0.2,
+    shuffle_pfn=False,
+)
 
 
 @pytest.mark.parametrize("kw", KNOBS, ids=[str(i) for i in range(len(KNOBS))])
@@ -367,13 +416,21 @@ def test_arm64_schema_valid_and_ptes_consistent(kw):
     # generator has no business setting (special, x86 soft-dirty bit 11 is nG here: a base bit)
     base_bits = np.uint64(A64.base_bits & ~A64.bits["RDONLY"])
     assert ((pte & base_bits) == base_bits).all()
-    allowed = A64.base_bits | A64.present | A64.write | A64.young | A64.dirty_any | A64.uffd_wp \
-        | A64.cont | A64.pfn_mask
+    allowed = (
+        A64.base_bits
+        | A64.present
+        | A64.write
+        | A64.young
+        | A64.dirty_any
+        | A64.uffd_wp
+        | A64.cont
+        | A64.pfn_mask
+    )
     assert not (pte & np.uint64(~allowed & _M64)).any()
     # a clean entry, or a read-only one, has read-only set
     clean_or_ro = ~A64.pte_dirty(pte) | ~A64.pte_write(pte)
     assert ((pte[clean_or_ro] & np.uint64(A64.bits["RDONLY"])) != 0).all()
-    assert np.array_equal(eligible_blocks(s), folded_blocks(s))   # contpte defaults to 1 on arm64
+    assert np.array_equal(eligible_blocks(s), folded_blocks(s))  # contpte defaults to 1 on arm64
 
 
 @pytest.mark.parametrize("seed", [1, 2])
@@ -383,8 +440,8 @@ def test_contpte_folds_exactly_the_eligible_blocks(seed):
     half = pb.generate(4000, seed=seed, arch="arm64", contpte=0.5, **ARM_KW)
     ok = eligible_blocks(none)
     assert ok.sum() > 200
-    assert np.array_equal(folded_blocks(full), ok)            # every eligible block folded
-    assert not folded_blocks(none).any()                      # none folded
+    assert np.array_equal(folded_blocks(full), ok)  # every eligible block folded
+    assert not folded_blocks(none).any()  # none folded
     part = folded_blocks(half)
     assert not (part & ~ok).any() and abs(part.sum() / ok.sum() - 0.5) < 0.1
     # folding touches the CONT bit and nothing else; the other arrays are the same
@@ -397,15 +454,18 @@ def test_contpte_folds_exactly_the_eligible_blocks(seed):
     # 16 consecutive aligned PFNs of several small folios, VMA cuts, mixed write/uffd-wp
     b = none.ptes.reshape(-1, 16)
     pfn = A64.pte_pfn(b)
-    cand = A64.pte_present(b).all(axis=1) & (pfn[:, 0] % np.uint64(16) == 0) & \
-        (pfn == pfn[:, :1] + np.arange(16, dtype=np.uint64)).all(axis=1)
+    cand = (
+        A64.pte_present(b).all(axis=1)
+        & (pfn[:, 0] % np.uint64(16) == 0)
+        & (pfn == pfn[:, :1] + np.arange(16, dtype=np.uint64)).all(axis=1)
+    )
     f, inside = folio_of(none, pfn[:, 0])
     small_folio = cand & ~(inside & (none.folio_nr[f] >= 16))
     assert small_folio.any()
     big = cand & ~small_folio
     norm = A64.pte_mkold(A64.pte_mkclean(b)) & np.uint64(~A64.pfn_mask & _M64)
     same = (norm == norm[:, :1]).all(axis=1)
-    assert (big & ~same).any() and (big & same & ~ok).any()   # bits differ; VMA cut through
+    assert (big & ~same).any() and (big & same & ~ok).any()  # bits differ; VMA cut through
 
 
 def test_contpte_keeps_young_and_dirty_per_entry():
@@ -426,13 +486,24 @@ def test_contpte_skips_special_entries():
     flat = s.ptes.reshape(-1).copy()
     ok = eligible_blocks(s)
     blk = np.flatnonzero(ok)[:20]
-    flat[blk[:10] * 16 + 7] |= np.uint64(A64.special)                        # one entry special
-    flat[(blk[10:, None] * 16 + np.arange(16)).ravel()] |= np.uint64(A64.special)   # all 16
-    with np.errstate(over="ignore"):   # the hash wraps on purpose (NUMBA_DISABLE_JIT=1)
-        GK.fold_contpte(flat, s.table_va, s.vma_start, s.vma_end, s.folio_pfn, s.folio_nr,
-                        np.uint64(A64.present), np.uint64(A64.special), np.uint64(A64.pfn_mask),
-                        _steps(A64.ops["mkclean"] + A64.ops["mkold"]),
-                        CONT, np.uint64(1), np.uint64(1 << 21))
+    flat[blk[:10] * 16 + 7] |= np.uint64(A64.special)  # one entry special
+    flat[(blk[10:, None] * 16 + np.arange(16)).ravel()] |= np.uint64(A64.special)  # all 16
+    with np.errstate(over="ignore"):  # the hash wraps on purpose (NUMBA_DISABLE_JIT=1)
+        GK.fold_contpte(
+            flat,
+            s.table_va,
+            s.vma_start,
+            s.vma_end,
+            s.folio_pfn,
+            s.folio_nr,
+            np.uint64(A64.present),
+            np.uint64(A64.special),
+            np.uint64(A64.pfn_mask),
+            _steps(A64.ops["mkclean"] + A64.ops["mkold"]),
+            CONT,
+            np.uint64(1),
+            np.uint64(1 << 21),
+        )
     folded = ((flat.reshape(-1, 16) & CONT) != 0).all(axis=1)
     assert not folded[blk].any()
     ok[blk] = False
@@ -481,7 +552,7 @@ def test_x86_dirty_and_write_protect_are_single_bits():
     assert np.array_equal(dirty.ptes[pres], clean.ptes[pres] | np.uint64(X86.bits["DIRTY"]))
     diff = dirty.ptes ^ mixed.ptes
     assert diff.any() and not (diff & np.uint64(~X86.bits["RW"] & _M64)).any()
-    assert not (mixed.ptes & CONT).any()   # bit 52 is PFN space on x86; never set here
+    assert not (mixed.ptes & CONT).any()  # bit 52 is PFN space on x86; never set here
 
 
 def _mix64(x):
@@ -518,12 +589,25 @@ def test_fill_ptes_x86_matches_the_original_formula():
             v = vbase[i] + k
             want[((v >> 9) - (0x10000000 >> 9)) * 512 + (v & 511)] = pte
     flat = np.zeros(3 * 512, np.uint64)
-    with np.errstate(over="ignore"):   # the hash wraps on purpose (NUMBA_DISABLE_JIT=1)
-        GK.fill_ptes(flat, np.array([0, 1], np.int64), np.uint64(0x10000000 >> 9),
-                     np.array(vbase, np.uint64), np.array(pfn, np.uint64), np.array(lo, np.uint16),
-                     np.array(hi, np.uint16), np.array(wp, np.uint16), np.array(fb, np.uint64),
-                     np.uint64(key), np.uint64(t_hole), np.uint64(t_young), np.uint64(t_dirty),
-                     np.uint64(X86.young), _steps(X86.make_dirty), _steps(X86.ops["wrprotect"]))
+    with np.errstate(over="ignore"):  # the hash wraps on purpose (NUMBA_DISABLE_JIT=1)
+        GK.fill_ptes(
+            flat,
+            np.array([0, 1], np.int64),
+            np.uint64(0x10000000 >> 9),
+            np.array(vbase, np.uint64),
+            np.array(pfn, np.uint64),
+            np.array(lo, np.uint16),
+            np.array(hi, np.uint16),
+            np.array(wp, np.uint16),
+            np.array(fb, np.uint64),
+            np.uint64(key),
+            np.uint64(t_hole),
+            np.uint64(t_young),
+            np.uint64(t_dirty),
+            np.uint64(X86.young),
+            _steps(X86.make_dirty),
+            _steps(X86.ops["wrprotect"]),
+        )
     assert 400 < np.count_nonzero(flat) < 480
     assert np.array_equal(flat, want)
 
@@ -535,10 +619,13 @@ def test_fill_ptes_x86_matches_the_original_formula():
 X86_HASH = ("2.4", "346a7553c4ebf555bdd034bd620e5ac93183e8b4a6e84cf44529e34e280cde83")
 
 
-@pytest.mark.skipif(".".join(np.__version__.split(".")[:2]) != X86_HASH[0],
-                    reason="hash derived on another NumPy release")
+@pytest.mark.skipif(
+    ".".join(np.__version__.split(".")[:2]) != X86_HASH[0],
+    reason="hash derived on another NumPy release",
+)
 def test_x86_bytes_unchanged_by_arm64_support():
     import hashlib
+
     s = pb.generate(20000, seed=3, mixed_write=0.5)
     h = hashlib.sha256()
     for n in ARRAYS:
@@ -549,21 +636,25 @@ def test_x86_bytes_unchanged_by_arm64_support():
 def test_arch_defaults():
     # soft_dirty unset: 0.2 on x86-64, 0 on arm64; contpte unset: 0 on x86-64, 1 on arm64
     assert pb.generate(2000, seed=1) == pb.generate(2000, seed=1, soft_dirty=0.2, contpte=0.0)
-    assert pb.generate(800, seed=1, arch="arm64") == pb.generate(800, seed=1, arch="arm64",
-                                                                 soft_dirty=0.0, contpte=1.0)
+    assert pb.generate(800, seed=1, arch="arm64") == pb.generate(
+        800, seed=1, arch="arm64", soft_dirty=0.0, contpte=1.0
+    )
     s = pb.generate(800, seed=1, arch="arm64", sizes="mthp64", moved=0.0)
     assert folded_blocks(s).mean() > 0.9
 
 
-@pytest.mark.parametrize("kw,needle", [
-    ({"arch": "arm64", "soft_dirty": 0.1}, "soft_dirty: arm64 has no soft-dirty PTE bit"),
-    ({"arch": "arm64", "soft_dirty": 2.0}, "soft_dirty: must be a fraction"),
-    ({"contpte": 0.5}, "contpte: x86_64 has no contiguous (CONT) PTE bit"),
-    ({"arch": "x86_64", "contpte": 1.0}, "contpte: x86_64 has no contiguous"),
-    ({"arch": "arm64", "contpte": -0.5}, "contpte: must be a fraction from 0 to 1"),
-    ({"arch": "arm64", "contpte": "1"}, "contpte: must be a fraction"),
-    ({"arch": "riscv"}, "arch: unknown architecture 'riscv'"),
-])
+@pytest.mark.parametrize(
+    "kw,needle",
+    [
+        ({"arch": "arm64", "soft_dirty": 0.1}, "soft_dirty: arm64 has no soft-dirty PTE bit"),
+        ({"arch": "arm64", "soft_dirty": 2.0}, "soft_dirty: must be a fraction"),
+        ({"contpte": 0.5}, "contpte: x86_64 has no contiguous (CONT) PTE bit"),
+        ({"arch": "x86_64", "contpte": 1.0}, "contpte: x86_64 has no contiguous"),
+        ({"arch": "arm64", "contpte": -0.5}, "contpte: must be a fraction from 0 to 1"),
+        ({"arch": "arm64", "contpte": "1"}, "contpte: must be a fraction"),
+        ({"arch": "riscv"}, "arch: unknown architecture 'riscv'"),
+    ],
+)
 def test_bad_arch_knobs(kw, needle):
     with pytest.raises(ValueError, match=needle.replace("(", r"\(").replace(")", r"\)")):
         pb.generate(100, **kw)
@@ -582,18 +673,43 @@ def test_walks_run_on_an_arm64_space():
 
 def test_generate_cli_arch_and_contpte(tmp_path, capsys):
     from ptebatch.cli import main
+
     path = tmp_path / "a.npz"
-    assert main(["generate", "--folios", "600", "--seed", "3", "--arch", "arm64", "--contpte", "0.5",
-                 "--quiet", "-o", str(path)]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--folios",
+                "600",
+                "--seed",
+                "3",
+                "--arch",
+                "arm64",
+                "--contpte",
+                "0.5",
+                "--quiet",
+                "-o",
+                str(path),
+            ]
+        )
+        == 0
+    )
     assert pb.load(path) == pb.generate(600, seed=3, arch="arm64", contpte=0.5)
     capsys.readouterr()
-    for argv, needle in ((["--contpte", "0.5"], "contpte: x86_64 has no contiguous"),
-                         (["--arch", "arm64", "--soft-dirty", "0.3"], "soft_dirty: arm64 has no soft-dirty"),
-                         (["--arch", "sparc"], "invalid choice")):
+    for argv, needle in (
+        (["--contpte", "0.5"], "contpte: x86_64 has no contiguous"),
+        (["--arch", "arm64", "--soft-dirty", "0.3"], "soft_dirty: arm64 has no soft-dirty"),
+        (["--arch", "sparc"], "invalid choice"),
+    ):
         try:
             code = main(["generate", "--folios", "10", "-o", str(tmp_path / "x.npz"), *argv])
-        except SystemExit as exc:   # argparse's own errors
+        except SystemExit as exc:  # argparse's own errors
             code = exc.code
         out, err = capsys.readouterr()
-        assert code == 2 and err.count("\n") == 1 and err.startswith("ptebatch: error: ") and needle in err, err
+        assert (
+            code == 2
+            and err.count("\n") == 1
+            and err.startswith("ptebatch: error: ")
+            and needle in err
+        ), err
         assert not (tmp_path / "x.npz").exists()

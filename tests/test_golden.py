@@ -71,8 +71,15 @@ def test_swapbacked_anon_folio_is_never_batched_by_reclaim(impl, kernel):
 
 
 def _with_folio_flags(space, flags):
-    return pb.AddressSpace(space.ptes, space.table_va, space.vma_start, space.vma_end,
-                           space.folio_pfn, space.folio_nr, np.array([flags], dtype=np.uint8))
+    return pb.AddressSpace(
+        space.ptes,
+        space.table_va,
+        space.vma_start,
+        space.vma_end,
+        space.folio_pfn,
+        space.folio_nr,
+        np.array([flags], dtype=np.uint8),
+    )
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -96,7 +103,9 @@ def test_special_ptes_are_never_batched(impl):
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-@pytest.mark.parametrize("kernel,limit", [("6.14", 2**31 - 1), ("6.16", 2**31 - 1), ("6.18", 2**32 - 1)])
+@pytest.mark.parametrize(
+    "kernel,limit", [("6.14", 2**31 - 1), ("6.16", 2**31 - 1), ("6.18", 2**32 - 1)]
+)
 def test_max_nr_must_fit_the_kernels_type(impl, kernel, limit):
     arr = _run(4)
     assert impl.folio_pte_batch(arr, 0, limit, 0x1000, 4, kernel=kernel).nr == 4
@@ -132,11 +141,17 @@ def test_uffd_wp_difference_always_breaks_a_batch(impl, kernel, all_flags):
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-@pytest.mark.parametrize("kernel,flags,breaks", [
-    ("6.14", 0, True), ("6.14", "FPB_IGNORE_DIRTY", False),
-    ("6.16", 0, True), ("6.16", "FPB_IGNORE_DIRTY", False),
-    ("6.18", 0, False), ("6.18", "FPB_RESPECT_DIRTY", True),
-])
+@pytest.mark.parametrize(
+    "kernel,flags,breaks",
+    [
+        ("6.14", 0, True),
+        ("6.14", "FPB_IGNORE_DIRTY", False),
+        ("6.16", 0, True),
+        ("6.16", "FPB_IGNORE_DIRTY", False),
+        ("6.18", 0, False),
+        ("6.18", "FPB_RESPECT_DIRTY", True),
+    ],
+)
 def test_dirty_breaks_a_batch_only_when_respected(impl, kernel, flags, breaks):
     arr = _run(4)
     arr[1] |= np.uint64(X86_64.bits["DIRTY"])
@@ -150,21 +165,29 @@ def test_write_is_respected_only_with_fpb_respect_write(impl):
     arr[3] &= ~np.uint64(X86_64.bits["RW"])
     assert impl.folio_pte_batch(arr, 0, 4, 0x1000, 4, kernel="6.14").nr == 4
     assert impl.folio_pte_batch(arr, 0, 4, 0x1000, 4, kernel="6.18").nr == 4
-    assert impl.folio_pte_batch(arr, 0, 4, 0x1000, 4, kernel="6.18", flags="FPB_RESPECT_WRITE").nr == 3
+    assert (
+        impl.folio_pte_batch(arr, 0, 4, 0x1000, 4, kernel="6.18", flags="FPB_RESPECT_WRITE").nr == 3
+    )
 
 
 @pytest.mark.parametrize("impl", IMPLS)
 def test_generation_outputs(impl):
     arr = _run(4)
-    arr[0] &= ~np.uint64(X86_64.bits["RW"])       # first PTE read-only
+    arr[0] &= ~np.uint64(X86_64.bits["RW"])  # first PTE read-only
     arr[2] |= np.uint64(X86_64.bits["ACCESSED"] | X86_64.bits["DIRTY"])
     g1 = impl.folio_pte_batch(arr, 0, 4, 0x1000, 4, kernel="6.16", flags="FPB_IGNORE_DIRTY")
     assert (g1.any_writable, g1.any_young, g1.any_dirty, g1.pte) == (True, True, True, None)
-    g2 = impl.folio_pte_batch(arr, 0, 4, 0x1000, 4, kernel="6.18",
-                              flags="FPB_MERGE_WRITE|FPB_MERGE_YOUNG_DIRTY")
+    g2 = impl.folio_pte_batch(
+        arr, 0, 4, 0x1000, 4, kernel="6.18", flags="FPB_MERGE_WRITE|FPB_MERGE_YOUNG_DIRTY"
+    )
     assert g2.any_writable is None
-    want = int(arr[0]) | X86_64.bits["RW"] | X86_64.bits["ACCESSED"] | X86_64.bits["DIRTY"] \
-        | X86_64.bits["SOFT_DIRTY"]  # pte_mkdirty sets soft-dirty too
+    want = (
+        int(arr[0])
+        | X86_64.bits["RW"]
+        | X86_64.bits["ACCESSED"]
+        | X86_64.bits["DIRTY"]
+        | X86_64.bits["SOFT_DIRTY"]
+    )  # pte_mkdirty sets soft-dirty too
     assert g2.pte == want
     plain = impl.folio_pte_batch(arr, 0, 4, 0x1000, 4, kernel="6.18")
     assert plain.pte == int(arr[0])
@@ -201,13 +224,34 @@ def test_scan_reasons_on_a_hand_built_space(impl):
     # folio A (8 pages, 0x2000) at entries 0-7 with a hole at 5; folio B (4 pages,
     # 0x2008, physically next to A) at entries 10-13; order-0 at 20; VMA ends at entry 12.
     va = base + 4096 * np.array([0, 1, 2, 3, 4, 6, 7, 10, 11, 12, 13, 20], dtype=np.uint64)
-    pfn = np.array([0x2000, 0x2001, 0x2002, 0x2003, 0x2004, 0x2006, 0x2007,
-                    0x2008, 0x2009, 0x200A, 0x200B, 0x9], dtype=np.uint64)
-    space = pb.AddressSpace.from_entries(va, X86_64.make_pte(pfn, write=True), [base],
-                                         [base + 12 * 4096], [0x2000, 0x2008], [8, 4], [1, 1])
+    pfn = np.array(
+        [
+            0x2000,
+            0x2001,
+            0x2002,
+            0x2003,
+            0x2004,
+            0x2006,
+            0x2007,
+            0x2008,
+            0x2009,
+            0x200A,
+            0x200B,
+            0x9,
+        ],
+        dtype=np.uint64,
+    )
+    space = pb.AddressSpace.from_entries(
+        va,
+        X86_64.make_pte(pfn, write=True),
+        [base],
+        [base + 12 * 4096],
+        [0x2000, 0x2008],
+        [8, 4],
+        [1, 1],
+    )
     r = impl.scan(space, kernel="6.16")
     assert r.va.tolist() == [base, base + 6 * 4096, base + 10 * 4096]
     assert r.nr.tolist() == [5, 2, 2]
     assert r.reason_names().tolist() == ["not_present", "folio_end", "vma_end"]
     assert r.present_ptes == 9
-

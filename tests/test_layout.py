@@ -48,7 +48,7 @@ def _imports(name: str, *, top_level_only: bool) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")
-                base = base[:len(base) - node.level + 1]
+                base = base[: len(base) - node.level + 1]
                 mod = ".".join(base + ([node.module] if node.module else []))
             else:
                 mod = node.module
@@ -72,17 +72,32 @@ def _closure(name: str) -> set[str]:
 
 
 def test_the_package_has_the_modules_the_readme_names():
-    for name in ("ptebatch.arch", "ptebatch.releases", "ptebatch.callers", "ptebatch.engine",
-                 "ptebatch.naive", "ptebatch.checks", "ptebatch._jit.folio_pte_batch",
-                 "ptebatch._jit.pte", "ptebatch._jit.options", "ptebatch.cli"):
+    for name in (
+        "ptebatch.arch",
+        "ptebatch.releases",
+        "ptebatch.callers",
+        "ptebatch.engine",
+        "ptebatch.naive",
+        "ptebatch.checks",
+        "ptebatch._jit.folio_pte_batch",
+        "ptebatch._jit.pte",
+        "ptebatch._jit.options",
+        "ptebatch.cli",
+    ):
         assert name in MODULES, name
 
 
 def test_no_library_module_imports_the_cli():
     # ptebatch.__main__ is the CLI's entry point (python -m ptebatch)
-    offenders = {m for m in MODULES if not m.startswith(("ptebatch.cli", "ptebatch.__main__"))
-                 and any(d == "ptebatch.cli" or d.startswith("ptebatch.cli.")
-                         for d in _imports(m, top_level_only=False))}
+    offenders = {
+        m
+        for m in MODULES
+        if not m.startswith(("ptebatch.cli", "ptebatch.__main__"))
+        and any(
+            d == "ptebatch.cli" or d.startswith("ptebatch.cli.")
+            for d in _imports(m, top_level_only=False)
+        )
+    }
     assert not offenders
 
 
@@ -110,26 +125,41 @@ def test_the_import_graph_has_no_cycle():
 @pytest.mark.parametrize("name", ["ptebatch.naive", "ptebatch.checks"])
 def test_the_reference_imports_nothing_compiled(name):
     loaded = _closure(name)
-    compiled = {m for m in loaded if m == "numba" or m.startswith("numba.")
-                or m.startswith("ptebatch._jit") or m in ("ptebatch.engine", "ptebatch.planning")}
+    compiled = {
+        m
+        for m in loaded
+        if m == "numba"
+        or m.startswith("numba.")
+        or m.startswith("ptebatch._jit")
+        or m in ("ptebatch.engine", "ptebatch.planning")
+    }
     assert not compiled, f"{name} loads {sorted(compiled)}"
 
 
 def test_only_the_options_module_imports_numba():
-    users = {m for m in MODULES for d in _imports(m, top_level_only=False)
-             if d == "numba" or d.startswith("numba.")}
+    users = {
+        m
+        for m in MODULES
+        for d in _imports(m, top_level_only=False)
+        if d == "numba" or d.startswith("numba.")
+    }
     assert users == {"ptebatch._jit.options"}
 
 
 def test_no_library_module_imports_ctypes_at_import_time():
-    users = {m for m in MODULES if not m.startswith("ptebatch.cli")
-             and "ctypes" in _imports(m, top_level_only=True)}
+    users = {
+        m
+        for m in MODULES
+        if not m.startswith("ptebatch.cli") and "ctypes" in _imports(m, top_level_only=True)
+    }
     assert not users
 
 
 def test_import_ptebatch_loads_neither_argparse_nor_the_cli():
-    code = ("import sys, ptebatch\n"
-            "print(sorted(m for m in sys.modules if m == 'argparse' or m.startswith('ptebatch.cli')))")
+    code = (
+        "import sys, ptebatch\n"
+        "print(sorted(m for m in sys.modules if m == 'argparse' or m.startswith('ptebatch.cli')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -137,8 +167,8 @@ def test_import_ptebatch_loads_neither_argparse_nor_the_cli():
 def test_every_name_in_the_readme_api_table_works():
     with open(README) as fh:
         text = fh.read()
-    section = text[text.index("## Python API"):]
-    section = section[:section.index("\n### ")]
+    section = text[text.index("## Python API") :]
+    section = section[: section.index("\n### ")]
     names = []
     for row in re.findall(r"^\| (.+?) \|", section, flags=re.M):
         for code in re.findall(r"`([^`]+)`", row):
@@ -151,4 +181,4 @@ def test_every_name_in_the_readme_api_table_works():
         for part in dotted.split("."):
             if part == "*":
                 continue
-            obj = getattr(obj, part)   # AttributeError names what the README promises wrongly
+            obj = getattr(obj, part)  # AttributeError names what the README promises wrongly

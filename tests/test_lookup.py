@@ -9,8 +9,11 @@ from ptebatch._jit import folio_lookup as K
 from ptebatch.planning import folio_index as _folio_arrays
 
 
-@given(st.lists(st.tuples(st.integers(0, 9), st.integers(0, 3)), min_size=0, max_size=300),
-       st.integers(0, 2**20), st.integers(0, 2**32))
+@given(
+    st.lists(st.tuples(st.integers(0, 9), st.integers(0, 3)), min_size=0, max_size=300),
+    st.integers(0, 2**20),
+    st.integers(0, 2**32),
+)
 def test_folio_lookup_matches_searchsorted(folios, base, probe_seed):
     pfns, nrs, cursor = [], [], base
     for order, gap in folios:
@@ -19,16 +22,28 @@ def test_folio_lookup_matches_searchsorted(folios, base, probe_seed):
         pfns.append(cursor)
         nrs.append(nr)
         cursor += nr
-    sp = pb.AddressSpace(np.zeros((0, 512), dtype=np.uint64), np.zeros(0, dtype=np.uint64),
-                         np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.uint64),
-                         np.array(pfns, dtype=np.uint64), np.array(nrs, dtype=np.uint64),
-                         np.zeros(len(pfns), dtype=np.uint8))
+    sp = pb.AddressSpace(
+        np.zeros((0, 512), dtype=np.uint64),
+        np.zeros(0, dtype=np.uint64),
+        np.zeros(0, dtype=np.uint64),
+        np.zeros(0, dtype=np.uint64),
+        np.array(pfns, dtype=np.uint64),
+        np.array(nrs, dtype=np.uint64),
+        np.zeros(len(pfns), dtype=np.uint8),
+    )
     fpfn, fnr, fidx, fbase, fshift = _folio_arrays(sp)
     rng = np.random.default_rng(probe_seed)
     hi = (pfns[-1] + nrs[-1] + 600) if pfns else base + 600
-    probes = np.unique(np.concatenate([rng.integers(0, hi, 200), np.array(pfns, dtype=np.int64),
-                                       np.array(pfns, dtype=np.int64) + np.array(nrs) - 1,
-                                       np.array(pfns, dtype=np.int64) + np.array(nrs)])).astype(np.uint64)
+    probes = np.unique(
+        np.concatenate(
+            [
+                rng.integers(0, hi, 200),
+                np.array(pfns, dtype=np.int64),
+                np.array(pfns, dtype=np.int64) + np.array(nrs) - 1,
+                np.array(pfns, dtype=np.int64) + np.array(nrs),
+            ]
+        )
+    ).astype(np.uint64)
     for pfn in probes:
         i = int(np.searchsorted(fpfn, pfn, side="right")) - 1
         want = i if i >= 0 and pfn < fpfn[i] + fnr[i] else -1

@@ -9,21 +9,41 @@ import ptebatch as pb
 from ptebatch import X86_64
 from ptebatch.releases import normaliser, resolve_flags
 
-
 # -- x86-64 encoding (docs/model.md section 6) ----------------------------------------
+
 
 def test_x86_bit_positions():
     b = X86_64.bits
-    want = {"PRESENT": 0, "RW": 1, "USER": 2, "PWT": 3, "PCD": 4, "ACCESSED": 5, "DIRTY": 6,
-            "PAT": 7, "GLOBAL": 8, "SPECIAL": 9, "UFFD_WP": 10, "SOFT_DIRTY": 11, "NX": 63}
+    want = {
+        "PRESENT": 0,
+        "RW": 1,
+        "USER": 2,
+        "PWT": 3,
+        "PCD": 4,
+        "ACCESSED": 5,
+        "DIRTY": 6,
+        "PAT": 7,
+        "GLOBAL": 8,
+        "SPECIAL": 9,
+        "UFFD_WP": 10,
+        "SOFT_DIRTY": 11,
+        "NX": 63,
+    }
     assert {k: b[k].bit_length() - 1 for k in want} == want
     assert X86_64.pfn_mask == sum(1 << i for i in range(12, 52))
 
 
 def test_make_pte_and_tests_round_trip():
     pfn = np.array([0, 1, (1 << 40) - 1], dtype=np.uint64)
-    p = X86_64.make_pte(pfn, write=[True, False, True], young=True, dirty=[False, True, False],
-                        soft_dirty=True, uffd_wp=[True, False, False], nx=True)
+    p = X86_64.make_pte(
+        pfn,
+        write=[True, False, True],
+        young=True,
+        dirty=[False, True, False],
+        soft_dirty=True,
+        uffd_wp=[True, False, False],
+        nx=True,
+    )
     assert p.dtype == np.uint64
     np.testing.assert_array_equal(X86_64.pte_pfn(p), pfn)
     assert X86_64.pte_present(p).all() and X86_64.pte_young(p).all()
@@ -48,32 +68,55 @@ def test_x86_operations():
     assert X86_64.apply("mkclean", int(p)) == int(X86_64.pte_mkclean(p))
 
 
-@pytest.mark.parametrize("kernel,flags,ignored", [
-    ("6.14", 0, ["young", "write"]),  # pte_wrprotect(pte_mkold(pte))
-    ("6.14", "FPB_IGNORE_DIRTY|FPB_IGNORE_SOFT_DIRTY", ["dirty", "soft_dirty", "young", "write"]),
-    ("6.18", 0, ["dirty", "soft_dirty", "write", "young"]),
-    ("6.18", "FPB_RESPECT_DIRTY,FPB_RESPECT_WRITE", ["soft_dirty", "young"]),
-])
+@pytest.mark.parametrize(
+    "kernel,flags,ignored",
+    [
+        ("6.14", 0, ["young", "write"]),  # pte_wrprotect(pte_mkold(pte))
+        (
+            "6.14",
+            "FPB_IGNORE_DIRTY|FPB_IGNORE_SOFT_DIRTY",
+            ["dirty", "soft_dirty", "young", "write"],
+        ),
+        ("6.18", 0, ["dirty", "soft_dirty", "write", "young"]),
+        ("6.18", "FPB_RESPECT_DIRTY,FPB_RESPECT_WRITE", ["soft_dirty", "young"]),
+    ],
+)
 def test_generation_ignore_rules(kernel, flags, ignored):
     gen = pb.resolve_kernel(kernel).generation
     fl = resolve_flags(flags, gen, 0)
     assert gen.ignored(fl) == ignored
     n = normaliser(X86_64, gen, fl)
-    masks = {"dirty": X86_64.bits["DIRTY"], "soft_dirty": X86_64.bits["SOFT_DIRTY"],
-             "write": X86_64.bits["RW"], "young": X86_64.bits["ACCESSED"]}
+    masks = {
+        "dirty": X86_64.bits["DIRTY"],
+        "soft_dirty": X86_64.bits["SOFT_DIRTY"],
+        "write": X86_64.bits["RW"],
+        "young": X86_64.bits["ACCESSED"],
+    }
     assert n.keep == ((1 << 64) - 1) & ~sum(masks[p] for p in ignored)
     assert (n.set, n.cond_set) == (0, 0)
 
 
 # -- kernel selection --------------------------------------------------------------
 
-@pytest.mark.parametrize("text,gen,unmap", [
-    ("6.9", "1", "single"), ("6.14", "1", "single"), ("v6.14.3", "1", "single"),
-    ("6.15", "1b", "all_or_nothing"), ("6.15.6", "1b", "all_or_nothing"),
-    ("6.15.7", "1b", "clamped"), ("6.16", "1b", "clamped"), ("6.17", "2", "clamped"),
-    ("6.18", "2", "clamped"), ("7.0", "2", "clamped"), ("gen1", "1", "single"),
-    ("gen1b", "1b", "clamped"), ("gen2", "2", "clamped"),
-])
+
+@pytest.mark.parametrize(
+    "text,gen,unmap",
+    [
+        ("6.9", "1", "single"),
+        ("6.14", "1", "single"),
+        ("v6.14.3", "1", "single"),
+        ("6.15", "1b", "all_or_nothing"),
+        ("6.15.6", "1b", "all_or_nothing"),
+        ("6.15.7", "1b", "clamped"),
+        ("6.16", "1b", "clamped"),
+        ("6.17", "2", "clamped"),
+        ("6.18", "2", "clamped"),
+        ("7.0", "2", "clamped"),
+        ("gen1", "1", "single"),
+        ("gen1b", "1b", "clamped"),
+        ("gen2", "2", "clamped"),
+    ],
+)
 def test_resolve_kernel(text, gen, unmap):
     p = pb.resolve_kernel(text)
     preset = pb.resolve_caller("lazyfree", text)
@@ -85,15 +128,23 @@ def test_zap_and_unmap_flags_per_release():
     def flags(caller, kernel):
         p = pb.resolve_caller(caller, kernel)
         return p.profile.generation.describe_flags(p.flags)
+
     assert flags("zap", "6.16") == ["FPB_IGNORE_DIRTY", "FPB_IGNORE_SOFT_DIRTY"]
     assert flags("zap", "6.18") == []
     assert flags("lazyfree", "7.0") == ["FPB_RESPECT_SOFT_DIRTY", "FPB_RESPECT_WRITE"]
 
 
-@pytest.mark.parametrize("bad,match", [
-    ("6.8", "predates"), ("5.15", "predates"), ("6.16-rc1", "release version"), ("banana", "release"),
-    ("gen3", "unknown generation"), ("", "release"),
-])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        ("6.8", "predates"),
+        ("5.15", "predates"),
+        ("6.16-rc1", "release version"),
+        ("banana", "release"),
+        ("gen3", "unknown generation"),
+        ("", "release"),
+    ],
+)
 def test_bad_kernel_strings(bad, match):
     with pytest.raises(ValueError, match="kernel: .*" + match):
         pb.resolve_kernel(bad)
@@ -104,7 +155,9 @@ def test_flag_vocabularies_do_not_mix():
     g2 = pb.resolve_kernel("6.18").generation
     assert resolve_flags("ignore_dirty", g1, 0) == 1
     assert resolve_flags(["FPB_RESPECT_WRITE", "merge_write"], g2, 0) == 12
-    with pytest.raises(ValueError, match="flags: 'FPB_RESPECT_DIRTY' is not a flag of generation 1b"):
+    with pytest.raises(
+        ValueError, match="flags: 'FPB_RESPECT_DIRTY' is not a flag of generation 1b"
+    ):
         resolve_flags("FPB_RESPECT_DIRTY", g1, 0)
     with pytest.raises(ValueError, match="belongs to generation 1/1b"):
         resolve_flags("FPB_IGNORE_DIRTY", g2, 0)
@@ -118,10 +171,21 @@ def test_flag_vocabularies_do_not_mix():
 
 # -- schema validation ---------------------------------------------------------------
 
+
 def good_arrays():
     sp = pb.thread_layout()
-    return {n: getattr(sp, n).copy() for n in ("ptes", "table_va", "vma_start", "vma_end",
-                                                "folio_pfn", "folio_nr", "folio_flags")}
+    return {
+        n: getattr(sp, n).copy()
+        for n in (
+            "ptes",
+            "table_va",
+            "vma_start",
+            "vma_end",
+            "folio_pfn",
+            "folio_nr",
+            "folio_flags",
+        )
+    }
 
 
 def build(**changes):
@@ -130,33 +194,99 @@ def build(**changes):
     return pb.AddressSpace(**a)
 
 
-@pytest.mark.parametrize("changes,exc,match", [
-    (dict(ptes=np.zeros((2, 512), dtype=np.int64)), TypeError, "ptes: dtype must be uint64"),
-    (dict(ptes=[[0] * 512]), TypeError, "ptes: expected a numpy.ndarray"),
-    (dict(ptes=np.zeros((2, 256), dtype=np.uint64)), ValueError, "ptes: each table must have 512"),
-    (dict(ptes=np.zeros((512, 2), dtype=np.uint64).T), ValueError, "ptes: must be C-contiguous"),
-    (dict(table_va=np.array([0x200000, 0x200000], dtype=np.uint64)), ValueError,
-     "table_va: must be strictly increasing"),
-    (dict(table_va=np.array([0x1000, 0x400000], dtype=np.uint64)), ValueError,
-     "table_va: must be multiples of 2 MiB"),
-    (dict(table_va=np.array([0x200000], dtype=np.uint64)), ValueError, "table_va: length 1"),
-    (dict(vma_start=np.array([0x1001], dtype=np.uint64)), ValueError, "vma_start: must be page-aligned"),
-    (dict(vma_start=np.array([0x10000200000], dtype=np.uint64),
-          vma_end=np.array([0x10000100000], dtype=np.uint64)), ValueError, "vma_end: must be above"),
-    (dict(vma_start=np.array([0x1000, 0x2000], dtype=np.uint64),
-          vma_end=np.array([0x3000, 0x4000], dtype=np.uint64)), ValueError,
-     "vma_start: VMAs must be sorted and non-overlapping"),
-    (dict(folio_nr=np.array([12], dtype=np.uint64)), ValueError, "folio_nr: must be a power of two"),
-    (dict(folio_nr=np.array([0], dtype=np.uint64)), ValueError, "folio_nr: must be a power of two"),
-    (dict(folio_pfn=np.array([0x113AA8], dtype=np.uint64)), ValueError, "folio_pfn: .*naturally aligned"),
-    (dict(folio_pfn=np.array([0x10, 0x18], dtype=np.uint64), folio_nr=np.array([16, 8], dtype=np.uint64),
-          folio_flags=np.array([1, 1], dtype=np.uint8)), ValueError, "folio_pfn: folios must not overlap"),
-    (dict(folio_pfn=np.array([0x20, 0x10], dtype=np.uint64), folio_nr=np.array([16, 16], dtype=np.uint64),
-          folio_flags=np.array([1, 1], dtype=np.uint8)), ValueError, "folio_pfn: must be strictly increasing"),
-    (dict(folio_flags=np.array([4], dtype=np.uint8)), ValueError, "folio_flags: only bit 0"),
-    (dict(folio_flags=np.array([1], dtype=np.uint16)), TypeError, "folio_flags: dtype must be uint8"),
-    (dict(folio_nr=np.array([16, 16], dtype=np.uint64)), ValueError, "folio_nr/folio_flags: lengths"),
-])
+@pytest.mark.parametrize(
+    "changes,exc,match",
+    [
+        (dict(ptes=np.zeros((2, 512), dtype=np.int64)), TypeError, "ptes: dtype must be uint64"),
+        (dict(ptes=[[0] * 512]), TypeError, "ptes: expected a numpy.ndarray"),
+        (
+            dict(ptes=np.zeros((2, 256), dtype=np.uint64)),
+            ValueError,
+            "ptes: each table must have 512",
+        ),
+        (
+            dict(ptes=np.zeros((512, 2), dtype=np.uint64).T),
+            ValueError,
+            "ptes: must be C-contiguous",
+        ),
+        (
+            dict(table_va=np.array([0x200000, 0x200000], dtype=np.uint64)),
+            ValueError,
+            "table_va: must be strictly increasing",
+        ),
+        (
+            dict(table_va=np.array([0x1000, 0x400000], dtype=np.uint64)),
+            ValueError,
+            "table_va: must be multiples of 2 MiB",
+        ),
+        (dict(table_va=np.array([0x200000], dtype=np.uint64)), ValueError, "table_va: length 1"),
+        (
+            dict(vma_start=np.array([0x1001], dtype=np.uint64)),
+            ValueError,
+            "vma_start: must be page-aligned",
+        ),
+        (
+            dict(
+                vma_start=np.array([0x10000200000], dtype=np.uint64),
+                vma_end=np.array([0x10000100000], dtype=np.uint64),
+            ),
+            ValueError,
+            "vma_end: must be above",
+        ),
+        (
+            dict(
+                vma_start=np.array([0x1000, 0x2000], dtype=np.uint64),
+                vma_end=np.array([0x3000, 0x4000], dtype=np.uint64),
+            ),
+            ValueError,
+            "vma_start: VMAs must be sorted and non-overlapping",
+        ),
+        (
+            dict(folio_nr=np.array([12], dtype=np.uint64)),
+            ValueError,
+            "folio_nr: must be a power of two",
+        ),
+        (
+            dict(folio_nr=np.array([0], dtype=np.uint64)),
+            ValueError,
+            "folio_nr: must be a power of two",
+        ),
+        (
+            dict(folio_pfn=np.array([0x113AA8], dtype=np.uint64)),
+            ValueError,
+            "folio_pfn: .*naturally aligned",
+        ),
+        (
+            dict(
+                folio_pfn=np.array([0x10, 0x18], dtype=np.uint64),
+                folio_nr=np.array([16, 8], dtype=np.uint64),
+                folio_flags=np.array([1, 1], dtype=np.uint8),
+            ),
+            ValueError,
+            "folio_pfn: folios must not overlap",
+        ),
+        (
+            dict(
+                folio_pfn=np.array([0x20, 0x10], dtype=np.uint64),
+                folio_nr=np.array([16, 16], dtype=np.uint64),
+                folio_flags=np.array([1, 1], dtype=np.uint8),
+            ),
+            ValueError,
+            "folio_pfn: must be strictly increasing",
+        ),
+        (dict(folio_flags=np.array([4], dtype=np.uint8)), ValueError, "folio_flags: only bit 0"),
+        (
+            dict(folio_flags=np.array([1], dtype=np.uint16)),
+            TypeError,
+            "folio_flags: dtype must be uint8",
+        ),
+        (
+            dict(folio_nr=np.array([16, 16], dtype=np.uint64)),
+            ValueError,
+            "folio_nr/folio_flags: lengths",
+        ),
+    ],
+)
 def test_bad_space_is_rejected_with_the_field_and_rule(changes, exc, match):
     with pytest.raises(exc, match=match):
         build(**changes)
@@ -169,22 +299,34 @@ def test_bad_arch():
 
 # -- single-batch argument checks ----------------------------------------------------------
 
+
 @pytest.mark.parametrize("impl", [pb, pb.naive])
-@pytest.mark.parametrize("args,exc,match", [
-    ((np.zeros(4, dtype=np.int64), 0, 1, 0x1000, 4), TypeError, "ptes: dtype must be uint64"),
-    ((np.zeros((2, 2), dtype=np.uint64), 0, 1, 0x1000, 4), ValueError, "ptes: must be one-dimensional"),
-    ((np.zeros(8, dtype=np.uint64)[::2], 0, 1, 0x1000, 4), ValueError, "ptes: must be C-contiguous"),
-    (("A", 0, 1, 0x1000, 4), TypeError, "ptes: expected a numpy.ndarray"),
-    (("ok", 4, 1, 0x1000, 4), ValueError, "index: 4 is outside"),
-    (("ok", -1, 1, 0x1000, 4), ValueError, "index: -1 is outside"),
-    (("ok", 0, 0, 0x1000, 4), ValueError, "max_nr: must be at least 1"),
-    (("ok", 0, 1.0, 0x1000, 4), TypeError, "max_nr: expected an integer"),
-    (("ok", 0, 1, 0x1000, 3), ValueError, "folio_nr: must be a power of two >= 2"),
-    (("ok", 0, 1, 0x1000, 1), ValueError, "folio_nr: must be a power of two >= 2"),
-    (("ok", 0, 1, 0x1001, 4), ValueError, "folio_pfn: must be aligned"),
-    (("ok", 0, 1, 0x2000, 4), ValueError, r"ptes\[0\]: the first PTE maps PFN 0x1000, outside"),
-    (("hole", 0, 1, 0x1000, 4), ValueError, r"ptes\[0\]: the first PTE must be present"),
-])
+@pytest.mark.parametrize(
+    "args,exc,match",
+    [
+        ((np.zeros(4, dtype=np.int64), 0, 1, 0x1000, 4), TypeError, "ptes: dtype must be uint64"),
+        (
+            (np.zeros((2, 2), dtype=np.uint64), 0, 1, 0x1000, 4),
+            ValueError,
+            "ptes: must be one-dimensional",
+        ),
+        (
+            (np.zeros(8, dtype=np.uint64)[::2], 0, 1, 0x1000, 4),
+            ValueError,
+            "ptes: must be C-contiguous",
+        ),
+        (("A", 0, 1, 0x1000, 4), TypeError, "ptes: expected a numpy.ndarray"),
+        (("ok", 4, 1, 0x1000, 4), ValueError, "index: 4 is outside"),
+        (("ok", -1, 1, 0x1000, 4), ValueError, "index: -1 is outside"),
+        (("ok", 0, 0, 0x1000, 4), ValueError, "max_nr: must be at least 1"),
+        (("ok", 0, 1.0, 0x1000, 4), TypeError, "max_nr: expected an integer"),
+        (("ok", 0, 1, 0x1000, 3), ValueError, "folio_nr: must be a power of two >= 2"),
+        (("ok", 0, 1, 0x1000, 1), ValueError, "folio_nr: must be a power of two >= 2"),
+        (("ok", 0, 1, 0x1001, 4), ValueError, "folio_pfn: must be aligned"),
+        (("ok", 0, 1, 0x2000, 4), ValueError, r"ptes\[0\]: the first PTE maps PFN 0x1000, outside"),
+        (("hole", 0, 1, 0x1000, 4), ValueError, r"ptes\[0\]: the first PTE must be present"),
+    ],
+)
 def test_bad_batch_arguments(impl, args, exc, match):
     arr = X86_64.make_pte(0x1000 + np.arange(4, dtype=np.uint64), write=True)
     if isinstance(args[0], str) and args[0] == "ok":
@@ -215,6 +357,7 @@ def test_bad_walk_arguments(impl):
 
 # -- snapshots -----------------------------------------------------------------------------
 
+
 def test_save_load_round_trip(tmp_path):
     sp = pb.generate(500, seed=3, moved=0.3)
     path = tmp_path / "space.npz"
@@ -232,6 +375,7 @@ def test_save_is_atomic_when_writing_fails(tmp_path, monkeypatch):
 
     def boom(*a, **k):
         raise OSError("disk full")
+
     monkeypatch.setattr(np, "savez", boom)
     with pytest.raises(OSError, match="disk full"):
         pb.generate(100, seed=1).save(path)
@@ -246,21 +390,40 @@ def _write_npz(path, **fields):
 
 def _fields():
     sp = pb.thread_layout()
-    f = {n: getattr(sp, n) for n in ("ptes", "table_va", "vma_start", "vma_end", "folio_pfn",
-                                      "folio_nr", "folio_flags")}
+    f = {
+        n: getattr(sp, n)
+        for n in (
+            "ptes",
+            "table_va",
+            "vma_start",
+            "vma_end",
+            "folio_pfn",
+            "folio_nr",
+            "folio_flags",
+        )
+    }
     f.update(format=np.array("ptebatch.snapshot"), version=np.array(1), arch=np.array("x86_64"))
     return f
 
 
-@pytest.mark.parametrize("mutate,match", [
-    (lambda f: f.update(version=np.array(2)), "version must be 1, got"),
-    (lambda f: f.update(format=np.array("other")), "format must be 'ptebatch.snapshot'"),
-    (lambda f: f.pop("folio_nr"), "missing field 'folio_nr'"),
-    (lambda f: f.pop("format"), "missing field 'format'"),
-    (lambda f: f.update(arch=np.array("mips")), "arch: unknown architecture"),
-    (lambda f: f.update(folio_nr=np.array([12], dtype=np.uint64)), "folio_nr: must be a power of two"),
-    (lambda f: f.update(table_va=f["table_va"].astype(np.int64)), "table_va: dtype must be uint64"),
-])
+@pytest.mark.parametrize(
+    "mutate,match",
+    [
+        (lambda f: f.update(version=np.array(2)), "version must be 1, got"),
+        (lambda f: f.update(format=np.array("other")), "format must be 'ptebatch.snapshot'"),
+        (lambda f: f.pop("folio_nr"), "missing field 'folio_nr'"),
+        (lambda f: f.pop("format"), "missing field 'format'"),
+        (lambda f: f.update(arch=np.array("mips")), "arch: unknown architecture"),
+        (
+            lambda f: f.update(folio_nr=np.array([12], dtype=np.uint64)),
+            "folio_nr: must be a power of two",
+        ),
+        (
+            lambda f: f.update(table_va=f["table_va"].astype(np.int64)),
+            "table_va: dtype must be uint64",
+        ),
+    ],
+)
 def test_load_rejects_bad_snapshots(tmp_path, mutate, match):
     f = _fields()
     mutate(f)
@@ -279,7 +442,7 @@ def test_load_rejects_truncated_and_corrupt_files(tmp_path):
         pb.load(tmp_path / "trunc.npz")
     corrupt = bytearray(data)
     mid = len(corrupt) // 2
-    corrupt[mid:mid + 64] = bytes(64)
+    corrupt[mid : mid + 64] = bytes(64)
     (tmp_path / "corrupt.npz").write_bytes(bytes(corrupt))
     with pytest.raises(ValueError, match="truncated or corrupt|ptes|table_va|folio"):
         pb.load(tmp_path / "corrupt.npz")
@@ -311,8 +474,9 @@ def test_vma_flags_are_optional_validated_and_saved(tmp_path):
     assert pb.load(path) == flagged
     # a snapshot written before vma_flags existed loads with all flags 0
     old = str(tmp_path / "old.npz")
-    np.savez(old, format=np.array("ptebatch.snapshot"), version=np.array(1), arch=np.array("x86_64"),
-             **a)
+    np.savez(
+        old, format=np.array("ptebatch.snapshot"), version=np.array(1), arch=np.array("x86_64"), **a
+    )
     assert pb.load(old) == sp
     with pytest.raises(ValueError, match="vma_flags: length 2 does not match"):
         pb.AddressSpace(**a, vma_flags=np.zeros(2, dtype=np.uint8))

@@ -5,7 +5,7 @@ implementation is timed that is not also checked here.
 """
 
 import os
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pytest
@@ -14,12 +14,15 @@ from ptebatch.bench import CASES, IMPLS, cases_up_to, space_for
 
 FIELDS = ("va", "nr", "reason", "findings")
 NO_JIT = os.environ.get("NUMBA_DISABLE_JIT") == "1"
-SETTINGS = [dict(kernel="6.15", clamp="pmd"), dict(kernel="6.16", clamp="folio", oob="adjacent"),
-            dict(kernel="6.18", clamp="pmd", flags="FPB_RESPECT_DIRTY"),
-            dict(caller="mremap", kernel="6.17", move_by=0x1FF000)]
+SETTINGS = [
+    dict(kernel="6.15", clamp="pmd"),
+    dict(kernel="6.16", clamp="folio", oob="adjacent"),
+    dict(kernel="6.18", clamp="pmd", flags="FPB_RESPECT_DIRTY"),
+    dict(caller="mremap", kernel="6.17", move_by=0x1FF000),
+]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _reference(walk, case, items):
     return getattr(IMPLS["naive"], walk)(space_for(case), **dict(items))
 
@@ -50,8 +53,11 @@ def test_scan_equals_naive(case, impl, kw):
 @pytest.mark.parametrize("kernel", ["6.14", "6.15", "6.16", "7.0"])
 def test_unmap_equals_naive(case, impl, kernel):
     space = space_for(case)
-    assert_same(IMPLS[impl].unmap(space, kernel=kernel), _reference("unmap", case, (("kernel", kernel),)),
-                FIELDS + ("folio_pfn",))
+    assert_same(
+        IMPLS[impl].unmap(space, kernel=kernel),
+        _reference("unmap", case, (("kernel", kernel),)),
+        FIELDS + ("folio_pfn",),
+    )
 
 
 @pytest.mark.skipif(NO_JIT, reason="medium spaces are too slow for kernels run as plain Python")
@@ -62,5 +68,8 @@ def test_medium_spaces_all_fast_implementations_agree(case):
     for name, impl in IMPLS.items():
         if name != "naive" and impl.supports(space, {}):
             assert_same(impl.scan(space), ref, FIELDS)
-    assert_same(IMPLS["jit-parallel"].unmap(space), IMPLS["jit-serial"].unmap(space),
-                FIELDS + ("folio_pfn",))
+    assert_same(
+        IMPLS["jit-parallel"].unmap(space),
+        IMPLS["jit-serial"].unmap(space),
+        FIELDS + ("folio_pfn",),
+    )

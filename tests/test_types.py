@@ -15,8 +15,10 @@ import pytest
 import ptebatch as pb
 from ptebatch._jit import dispatchers
 
-pytestmark = pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1",
-                                reason="NUMBA_DISABLE_JIT=1: no compiled kernels to inspect")
+pytestmark = pytest.mark.skipif(
+    os.environ.get("NUMBA_DISABLE_JIT") == "1",
+    reason="NUMBA_DISABLE_JIT=1: no compiled kernels to inspect",
+)
 
 
 @pytest.fixture(scope="module")
@@ -65,22 +67,36 @@ def test_no_kernel_emits_floating_point_ir(compiled):
     for name, d in compiled.items():
         for sig in d.signatures:
             ir = d.inspect_llvm(sig)
-            for op in (" fadd ", " fmul ", " fdiv ", " sitofp ", " uitofp ", " fptoui ", " fptosi "):
+            for op in (
+                " fadd ",
+                " fmul ",
+                " fdiv ",
+                " sitofp ",
+                " uitofp ",
+                " fptoui ",
+                " fptosi ",
+            ):
                 if op in ir:
                     bad.append((name, op.strip()))
     assert not bad, f"floating-point instructions in kernels: {bad}"
 
 
-@pytest.mark.parametrize("name,vars_", [
-    # folio_pte_batch is inlined: its variables appear renamed (expected.1 ...) in callers
-    ("folio_pte_batch.folio_pte_batch_one", ["pte", "expected", "raw", "folio_end"]),
-    ("zap_pte_range.zap_segments", ["pte", "pfn", "va", "carry_va", "expected", "raw"]),
-    ("try_to_unmap.unmap_folios", ["pte", "pfn", "va", "fpfn", "cursor", "expected", "raw"]),
-])
+@pytest.mark.parametrize(
+    "name,vars_",
+    [
+        # folio_pte_batch is inlined: its variables appear renamed (expected.1 ...) in callers
+        ("folio_pte_batch.folio_pte_batch_one", ["pte", "expected", "raw", "folio_end"]),
+        ("zap_pte_range.zap_segments", ["pte", "pfn", "va", "carry_va", "expected", "raw"]),
+        ("try_to_unmap.unmap_folios", ["pte", "pfn", "va", "fpfn", "cursor", "expected", "raw"]),
+    ],
+)
 def test_pte_values_stay_uint64(compiled, name, vars_):
     for _, typemap in _typemaps(compiled[name]):
         for v in vars_:
             # inlined helpers' variables are renamed <helper>_v<n>_<name>[.k]
-            types = {str(t) for var, t in typemap.items()
-                     if re.fullmatch(rf"(\w+_v\d+_)?{v}(\.\d+)?", var)}
+            types = {
+                str(t)
+                for var, t in typemap.items()
+                if re.fullmatch(rf"(\w+_v\d+_)?{v}(\.\d+)?", var)
+            }
             assert types and types <= {"uint64"}, (name, v, types)

@@ -23,9 +23,14 @@ from __future__ import annotations
 def dispatchers() -> dict:
     """Every compiled function by ``module.name``: for the type-hygiene test and compile times."""
     from . import folio_lookup, folio_pte_batch, generator, pte, try_to_unmap, zap_pte_range
+
     out = {}
     for mod in (pte, folio_pte_batch, folio_lookup, zap_pte_range, try_to_unmap, generator):
         for name, obj in vars(mod).items():
-            if hasattr(obj, "overloads") and hasattr(obj, "py_func") and obj.__module__ == mod.__name__:
+            if (
+                hasattr(obj, "overloads")
+                and hasattr(obj, "py_func")
+                and obj.__module__ == mod.__name__
+            ):
                 out[f"{mod.__name__.rsplit('.', 1)[1]}.{name}"] = obj
     return out

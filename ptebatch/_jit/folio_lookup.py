@@ -41,6 +41,7 @@ def folio_search(folio_pfn, pfn, fidx, fbase, fshift):
             hi = mid
     return lo - 1
 
+
 @jit(inline=True)
 def folio_lookup(folio_pfn, folio_nr, pfn, hint, fidx, fbase, fshift):
     """Index of the listed folio holding ``pfn``, or -1 (an order-0 folio)."""
@@ -57,9 +58,11 @@ def folio_lookup(folio_pfn, folio_nr, pfn, hint, fidx, fbase, fshift):
         return i
     return -1
 
+
 @jit(inline=True)
-def folio_of_pte(pte, pfn, cfg, folio_pfn, folio_nr, hint, fidx, fbase, fshift, forder, obase,
-                 oshift):
+def folio_of_pte(
+    pte, pfn, cfg, folio_pfn, folio_nr, hint, fidx, fbase, fshift, forder, obase, oshift
+):
     """vm_normal_folio for zap: ``(first pfn, pages, hint)`` of the large folio the
     PTE maps, or pages 0 (order-0 or special).
 
@@ -80,6 +83,7 @@ def folio_of_pte(pte, pfn, cfg, folio_pfn, folio_nr, hint, fidx, fbase, fshift, 
     if f >= 0 and folio_nr[f] > ONE:
         return folio_pfn[f], folio_nr[f], f
     return ZERO, ZERO, hint
+
 
 @jit(inline=True)
 def folio_span(folio_pfn, folio_nr, pfn, fidx, fbase, fshift):

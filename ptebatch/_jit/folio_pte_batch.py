@@ -13,10 +13,19 @@ import numpy as np
 
 from .. import reasons as R
 from .options import jit
-from .pte import (PAGE_SHIFT, ZERO, pte_advance_pfn, pte_batch_clear_ignored, pte_batch_hint,
-                  pte_dirty, pte_pfn, pte_read, ptep_get)
+from .pte import (
+    PAGE_SHIFT,
+    ZERO,
+    pte_advance_pfn,
+    pte_batch_clear_ignored,
+    pte_batch_hint,
+    pte_dirty,
+    pte_pfn,
+    pte_read,
+    ptep_get,
+)
 
-PFN_1 = np.uint64(1 << 12)   # pte_advance_pfn steps of the 4-entry fast path
+PFN_1 = np.uint64(1 << 12)  # pte_advance_pfn steps of the 4-entry fast path
 PFN_2 = np.uint64(2 << 12)
 PFN_3 = np.uint64(3 << 12)
 PFN_4 = np.uint64(4 << 12)
@@ -59,12 +68,15 @@ def folio_pte_batch(flat, g0, limit, pte, max_nr, folio_pfn, folio_nr, cfg):
             r1 = flat[g + 1]
             r2 = flat[g + 2]
             r3 = flat[g + 3]
-            diff = ((((r0 & keep) | set_) ^ expected)
-                    | (((r1 & keep) | set_) ^ (expected + PFN_1))
-                    | (((r2 & keep) | set_) ^ (expected + PFN_2))
-                    | (((r3 & keep) | set_) ^ (expected + PFN_3)))
-            if diff != ZERO or (cfg.pfn_check != ZERO
-                                and pte_pfn(expected, cfg) + np.uint64(3) >= folio_end):
+            diff = (
+                (((r0 & keep) | set_) ^ expected)
+                | (((r1 & keep) | set_) ^ (expected + PFN_1))
+                | (((r2 & keep) | set_) ^ (expected + PFN_2))
+                | (((r3 & keep) | set_) ^ (expected + PFN_3))
+            )
+            if diff != ZERO or (
+                cfg.pfn_check != ZERO and pte_pfn(expected, cfg) + np.uint64(3) >= folio_end
+            ):
                 break
             bits = r0 | r1 | r2 | r3
             any_writable |= (bits & cfg.write) != ZERO
@@ -99,6 +111,7 @@ def folio_pte_batch(flat, g0, limit, pte, max_nr, folio_pfn, folio_nr, cfg):
         nr = max_nr
     return nr, stop, last_read, any_writable, any_young, any_dirty
 
+
 @jit(inline=True)
 def overrun_bits(last_read, table_end, g, va, vma_end):
     """Overrun bits of a batch from g (at va) whose loop read up to last_read."""
@@ -109,6 +122,7 @@ def overrun_bits(last_read, table_end, g, va, vma_end):
         over |= R.OVER_VMA
     return over
 
+
 @jit(inline=True)
 def batch_reason(stop, first_pfn, nr, folio_end, limit_reason):
     """What limited a batch (see ptebatch.reasons)."""
@@ -117,6 +131,7 @@ def batch_reason(stop, first_pfn, nr, folio_end, limit_reason):
     if stop == R.MAX_NR:
         return limit_reason
     return stop
+
 
 @jit()  # once per batch; not inlined, which saves compile time at no measured cost
 def batch_findings(flat, g, nr, limit, first_pfn, folio_end, cfg):
@@ -144,12 +159,14 @@ def batch_findings(flat, g, nr, limit, first_pfn, folio_end, cfg):
                 found |= R.UFFD_WP
     return found
 
+
 @jit()
 def folio_pte_batch_one(arr, index, max_nr, folio_pfn, folio_nr, cfg):
     """Entry point of the public single-batch call: reads only inside ``arr``.
     The first PTE is read with ptep_get, as every caller does."""
     limit = arr.shape[0]
     pte = ptep_get(arr, index, limit, cfg)
-    nr, stop, last, w, y, d = folio_pte_batch(arr, index, limit, pte, max_nr, folio_pfn, folio_nr,
-                                              cfg)
+    nr, stop, last, w, y, d = folio_pte_batch(
+        arr, index, limit, pte, max_nr, folio_pfn, folio_nr, cfg
+    )
     return nr, stop, last, w, y, d, pte

@@ -143,8 +143,24 @@ def apply_steps(pte, steps):
 
 
 @jit(parallel=True)
-def fill_ptes(flat, rank, first_table, vbase, pfn, lo, hi, wp_from, fbits, key,
-              t_hole, t_young, t_dirty, young_bit, dirty_steps, wp_steps):
+def fill_ptes(
+    flat,
+    rank,
+    first_table,
+    vbase,
+    pfn,
+    lo,
+    hi,
+    wp_from,
+    fbits,
+    key,
+    t_hole,
+    t_young,
+    t_dirty,
+    young_bit,
+    dirty_steps,
+    wp_steps,
+):
     """Write every mapped PTE of every folio into the flat table array.
 
     Folio i maps its pages lo[i]..hi[i]-1; page k is at virtual page
@@ -184,8 +200,21 @@ def fill_ptes(flat, rank, first_table, vbase, pfn, lo, hi, wp_from, fbits, key,
 
 
 @jit(parallel=True)
-def fold_contpte(flat, table_va, vma_start, vma_end, folio_pfn, folio_nr, present, special,
-                 pfn_mask, norm_steps, cont_bit, key, t_fold):
+def fold_contpte(
+    flat,
+    table_va,
+    vma_start,
+    vma_end,
+    folio_pfn,
+    folio_nr,
+    present,
+    special,
+    pfn_mask,
+    norm_steps,
+    cont_bit,
+    key,
+    t_fold,
+):
     """Set the contiguous bit on every eligible aligned 16-entry block chosen by the hash.
 
     Block b is entries 16b..16b+15 of the flat array (64 KiB of VA, aligned;
@@ -214,9 +243,12 @@ def fold_contpte(flat, table_va, vma_start, vma_end, folio_pfn, folio_nr, presen
         ok = True
         for j in range(1, 16):
             q = flat[e + j]
-            if (q & present) == _U0 or (q & special) != _U0 \
-                    or ((q & pfn_mask) >> _S12) != pfn0 + np.uint64(j) \
-                    or (apply_steps(q, norm_steps) & keep) != norm0:
+            if (
+                (q & present) == _U0
+                or (q & special) != _U0
+                or ((q & pfn_mask) >> _S12) != pfn0 + np.uint64(j)
+                or (apply_steps(q, norm_steps) & keep) != norm0
+            ):
                 ok = False
                 break
         if not ok:

@@ -26,9 +26,11 @@ CONT_PTES = 16
 def pte_pfn(pte, cfg):
     return (pte & cfg.pfn_mask) >> PAGE_SHIFT
 
+
 @jit(inline=True)
 def pte_advance_pfn(pte, nr):
     return pte + (np.uint64(nr) << PAGE_SHIFT)
+
 
 @jit(inline=True)
 def pte_batch_clear_ignored(pte, cfg):
@@ -38,12 +40,14 @@ def pte_batch_clear_ignored(pte, cfg):
         pte = pte | cfg.cond_or
     return (pte & cfg.keep) | cfg.set
 
+
 @jit(inline=True)
 def pte_dirty(pte, cfg):
     if (pte & cfg.dirty) != ZERO:
         return True
     hw = cfg.dirty_hw_set
     return hw != ZERO and (pte & hw) == hw and (pte & cfg.dirty_hw_clear) == ZERO
+
 
 @jit(inline=True)
 def pte_batch_hint(g, pte, cfg):
@@ -53,6 +57,7 @@ def pte_batch_hint(g, pte, cfg):
         return CONT_PTES - (g & (CONT_PTES - 1))
     return 1
 
+
 @jit(inline=True)
 def pte_read(flat, g, limit):
     """The raw entry (what __ptep_get reads); 0 at or past ``limit``."""
@@ -60,10 +65,12 @@ def pte_read(flat, g, limit):
         return flat[g]
     return ZERO
 
+
 @jit(inline=True)
 def pte_valid_cont(pte, cfg):
     cont = cfg.cont
     return cont != ZERO and (pte & cfg.present) != ZERO and (pte & cont) != ZERO
+
 
 @jit(inline=True)
 def pte_mkdirty(pte, cfg):
@@ -72,6 +79,7 @@ def pte_mkdirty(pte, cfg):
     if cond != ZERO and (pte & cond) == cond:
         pte = pte & ~cfg.mkdirty_clear
     return pte
+
 
 @jit()  # not inlined: only contpte entries get here, and inlining cost 1.3 s of compile
 def contpte_ptep_get(flat, g, limit, orig, cfg):
@@ -90,6 +98,7 @@ def contpte_ptep_get(flat, g, limit, orig, cfg):
         orig = orig | cfg.young
     return orig
 
+
 @jit(inline=True)
 def ptep_get(flat, g, limit, cfg):
     """ptep_get: the entry, with arm64's contpte gather; 0 at or past ``limit``
@@ -98,6 +107,7 @@ def ptep_get(flat, g, limit, cfg):
     if pte_valid_cont(pte, cfg):
         return contpte_ptep_get(flat, g, limit, pte, cfg)
     return pte
+
 
 @jit(inline=True)
 def pmd_addr_end(addr, end):

@@ -18,8 +18,9 @@ from .pte import ONE, PAGE_SHIFT, PTRS_PER_PTE, ZERO, pmd_addr_end, pte_pfn, pte
 
 
 @jit()
-def runs_in_segment(flat, g0, g1, folio_pfn, folio_nr, fidx, fbase, fshift, cfg, out_g, out_len,
-                     out_f, o, write):
+def runs_in_segment(
+    flat, g0, g1, folio_pfn, folio_nr, fidx, fbase, fshift, cfg, out_g, out_len, out_f, o, write
+):
     """Maximal runs of entries in [g0, g1) that map the same large folio.
 
     The PFN range of the last folio (or gap between folios) is remembered, so
@@ -27,9 +28,9 @@ def runs_in_segment(flat, g0, g1, folio_pfn, folio_nr, fidx, fbase, fshift, cfg,
     """
     pmask = cfg.present
     n = 0
-    cur_f = -1      # folio of the open run, -1 when none is open
+    cur_f = -1  # folio of the open run, -1 when none is open
     run_start = 0
-    span_f = -1     # folio (or -1: a gap) whose PFN range is [span_lo, span_hi)
+    span_f = -1  # folio (or -1: a gap) whose PFN range is [span_lo, span_hi)
     span_lo = ONE
     span_hi = ZERO
     for g in range(g0, g1 + 1):
@@ -39,7 +40,9 @@ def runs_in_segment(flat, g0, g1, folio_pfn, folio_nr, fidx, fbase, fshift, cfg,
             if (pte & pmask) != ZERO and (pte & cfg.special) == ZERO:
                 pfn = pte_pfn(pte, cfg)
                 if not (span_lo <= pfn and pfn < span_hi):
-                    span_f, span_lo, span_hi = folio_span(folio_pfn, folio_nr, pfn, fidx, fbase, fshift)
+                    span_f, span_lo, span_hi = folio_span(
+                        folio_pfn, folio_nr, pfn, fidx, fbase, fshift
+                    )
                 f = span_f
                 if f >= 0 and folio_nr[f] == ONE:
                     f = -1
@@ -56,12 +59,42 @@ def runs_in_segment(flat, g0, g1, folio_pfn, folio_nr, fidx, fbase, fshift, cfg,
 
 
 @jit(parallel=True)
-def folio_runs(flat, seg_g0, seg_g1, folio_pfn, folio_nr, fidx, fbase, fshift, cfg, counts,
-                offsets, out_g, out_len, out_f, out_seg, write):
+def folio_runs(
+    flat,
+    seg_g0,
+    seg_g1,
+    folio_pfn,
+    folio_nr,
+    fidx,
+    fbase,
+    fshift,
+    cfg,
+    counts,
+    offsets,
+    out_g,
+    out_len,
+    out_f,
+    out_seg,
+    write,
+):
     """Runs of every segment in parallel: counts (``write`` false), then the runs."""
     for s in prange(seg_g0.shape[0]):
-        n = runs_in_segment(flat, seg_g0[s], seg_g1[s], folio_pfn, folio_nr, fidx, fbase, fshift,
-                             cfg, out_g, out_len, out_f, offsets[s], write)
+        n = runs_in_segment(
+            flat,
+            seg_g0[s],
+            seg_g1[s],
+            folio_pfn,
+            folio_nr,
+            fidx,
+            fbase,
+            fshift,
+            cfg,
+            out_g,
+            out_len,
+            out_f,
+            offsets[s],
+            write,
+        )
         if write:
             for k in range(offsets[s], offsets[s] + n):
                 out_seg[k] = s
@@ -70,10 +103,38 @@ def folio_runs(flat, seg_g0, seg_g1, folio_pfn, folio_nr, fidx, fbase, fshift, c
 
 
 @jit()
-def unmap_folios(flat, seg_g0, seg_va, seg_vma, seg_vma_end, run_g, run_len, run_seg,
-                 item_f, item_r0, item_r1, item_bound, i, i_end,
-                 folio_pfn, folio_nr, folio_flags, vma_flags, cfg, mode, batch_file, skip_uffd_vma,
-                 oob_adjacent, out_pfn, out_va, out_nr, out_reason, out_over, o, o_end):
+def unmap_folios(
+    flat,
+    seg_g0,
+    seg_va,
+    seg_vma,
+    seg_vma_end,
+    run_g,
+    run_len,
+    run_seg,
+    item_f,
+    item_r0,
+    item_r1,
+    item_bound,
+    i,
+    i_end,
+    folio_pfn,
+    folio_nr,
+    folio_flags,
+    vma_flags,
+    cfg,
+    mode,
+    batch_file,
+    skip_uffd_vma,
+    oob_adjacent,
+    out_pfn,
+    out_va,
+    out_nr,
+    out_reason,
+    out_over,
+    o,
+    o_end,
+):
     """try_to_unmap_one over folios i..i_end-1, each over its VMAs in address order.
 
     Runs ``item_r0[i]:item_r1[i]`` (already in address order) are where folio
@@ -103,8 +164,9 @@ def unmap_folios(flat, seg_g0, seg_va, seg_vma, seg_vma_end, run_g, run_len, run
                 cursor = ZERO
                 vma_done = False
                 # 7.0: no batching in a VMA registered for uffd-wp
-                batch_here = batchable and not (skip_uffd_vma
-                                                and (vma_flags[vma] & np.uint8(1)) != np.uint8(0))
+                batch_here = batchable and not (
+                    skip_uffd_vma and (vma_flags[vma] & np.uint8(1)) != np.uint8(0)
+                )
             if vma_done:
                 continue
             g = run_g[r]
@@ -128,7 +190,8 @@ def unmap_folios(flat, seg_g0, seg_va, seg_vma, seg_vma_end, run_g, run_len, run
                     # 6.15.0-6.15.6: from the folio's first page only, max_nr = folio size
                     if pfn == fpfn:
                         n, stop, last, _w, _y, _d = folio_pte_batch(
-                            flat, gk, limit, pte, np.int64(fnr), fpfn, fnr, cfg)
+                            flat, gk, limit, pte, np.int64(fnr), fpfn, fnr, cfg
+                        )
                         if n == np.int64(fnr):
                             nr = n
                             reason = R.FOLIO_END
@@ -136,7 +199,8 @@ def unmap_folios(flat, seg_g0, seg_va, seg_vma, seg_vma_end, run_g, run_len, run
                     end = pmd_addr_end(va, vma_end)
                     limit_reason = R.VMA_END if end == vma_end else R.PMD_END
                     n, stop, last, _w, _y, _d = folio_pte_batch(
-                        flat, gk, limit, pte, np.int64((end - va) >> PAGE_SHIFT), fpfn, fnr, cfg)
+                        flat, gk, limit, pte, np.int64((end - va) >> PAGE_SHIFT), fpfn, fnr, cfg
+                    )
                     nr = n
                     reason = batch_reason(stop, pfn, n, fend, limit_reason)
                 over = overrun_bits(last, tbl_end, gk, va, vma_end)
@@ -158,16 +222,71 @@ def unmap_folios(flat, seg_g0, seg_va, seg_vma, seg_vma_end, run_g, run_len, run
 
 
 @jit(parallel=True)
-def unmap_chunks(flat, seg_g0, seg_va, seg_vma, seg_vma_end, run_g, run_len, run_seg,
-                  item_f, item_r0, item_r1, item_bound, ch_i, ch_end, ch_o, ch_o_end,
-                  folio_pfn, folio_nr, folio_flags, vma_flags, cfg, mode, batch_file, skip_uffd_vma,
-                  oob_adjacent, out_pfn, out_va, out_nr, out_reason, out_over):
+def unmap_chunks(
+    flat,
+    seg_g0,
+    seg_va,
+    seg_vma,
+    seg_vma_end,
+    run_g,
+    run_len,
+    run_seg,
+    item_f,
+    item_r0,
+    item_r1,
+    item_bound,
+    ch_i,
+    ch_end,
+    ch_o,
+    ch_o_end,
+    folio_pfn,
+    folio_nr,
+    folio_flags,
+    vma_flags,
+    cfg,
+    mode,
+    batch_file,
+    skip_uffd_vma,
+    oob_adjacent,
+    out_pfn,
+    out_va,
+    out_nr,
+    out_reason,
+    out_over,
+):
     """Every chunk of folios in parallel; one output range per chunk."""
     for k in prange(ch_i.shape[0]):
-        i, o = unmap_folios(flat, seg_g0, seg_va, seg_vma, seg_vma_end, run_g, run_len, run_seg,
-                            item_f, item_r0, item_r1, item_bound, ch_i[k], ch_end[k],
-                            folio_pfn, folio_nr, folio_flags, vma_flags, cfg, mode, batch_file,
-                            skip_uffd_vma, oob_adjacent, out_pfn, out_va, out_nr, out_reason,
-                            out_over, ch_o[k], ch_o_end[k])
+        i, o = unmap_folios(
+            flat,
+            seg_g0,
+            seg_va,
+            seg_vma,
+            seg_vma_end,
+            run_g,
+            run_len,
+            run_seg,
+            item_f,
+            item_r0,
+            item_r1,
+            item_bound,
+            ch_i[k],
+            ch_end[k],
+            folio_pfn,
+            folio_nr,
+            folio_flags,
+            vma_flags,
+            cfg,
+            mode,
+            batch_file,
+            skip_uffd_vma,
+            oob_adjacent,
+            out_pfn,
+            out_va,
+            out_nr,
+            out_reason,
+            out_over,
+            ch_o[k],
+            ch_o_end[k],
+        )
         ch_i[k] = i
         ch_o[k] = o

@@ -17,10 +17,38 @@ from .pte import ONE, PAGE_SHIFT, PTRS_PER_PTE, ZERO, pte_batch_hint, pte_pfn, p
 
 
 @jit()
-def zap_segments(flat, seg_g0, seg_g1, seg_va, seg_vma, seg_vma_end, seg_reason, seg_move,
-                 s, s_end, carry_va, carry_vma, folio_pfn, folio_nr, fidx, fbase, fshift,
-                 forder, obase, oshift, cfg, walk,
-                 clamp_folio, oob_adjacent, out_va, out_nr, out_reason, out_over, o, o_end):
+def zap_segments(
+    flat,
+    seg_g0,
+    seg_g1,
+    seg_va,
+    seg_vma,
+    seg_vma_end,
+    seg_reason,
+    seg_move,
+    s,
+    s_end,
+    carry_va,
+    carry_vma,
+    folio_pfn,
+    folio_nr,
+    fidx,
+    fbase,
+    fshift,
+    forder,
+    obase,
+    oshift,
+    cfg,
+    walk,
+    clamp_folio,
+    oob_adjacent,
+    out_va,
+    out_nr,
+    out_reason,
+    out_over,
+    o,
+    o_end,
+):
     """A page-table walk (zap_pte_range and the other walkers) over segments s..s_end-1.
 
     ``walk`` is WALK_NONE (the caller does not batch in this release),
@@ -81,8 +109,9 @@ def zap_segments(flat, seg_g0, seg_g1, seg_va, seg_vma, seg_vma_end, seg_reason,
                 continue
             va = va0 + (np.uint64(g - g0) << PAGE_SHIFT)
             pfn = pte_pfn(pte, cfg)
-            fp, fn, hint = folio_of_pte(pte, pfn, cfg, folio_pfn, folio_nr, hint, fidx, fbase,
-                                        fshift, forder, obase, oshift)
+            fp, fn, hint = folio_of_pte(
+                pte, pfn, cfg, folio_pfn, folio_nr, hint, fidx, fbase, fshift, forder, obase, oshift
+            )
             nr = 1
             reason = R.ORDER0
             over = 0
@@ -99,10 +128,12 @@ def zap_segments(flat, seg_g0, seg_g1, seg_va, seg_vma, seg_vma_end, seg_reason,
                     last = g
                     if max_nr != 1:  # callers batch only a large folio with max_nr > 1
                         nr, stop, last, _w, _y, _d = folio_pte_batch(
-                            flat, g, limit, pte, max_nr, fp, fn, cfg)
+                            flat, g, limit, pte, max_nr, fp, fn, cfg
+                        )
                     reason = batch_reason(stop, pfn, nr, fp + fn, seg_reason[s])
-                    over = (overrun_bits(last, tbl_end, g, va, vma_end)
-                            | batch_findings(flat, g, nr, limit, pfn, fp + fn, cfg))
+                    over = overrun_bits(last, tbl_end, g, va, vma_end) | batch_findings(
+                        flat, g, nr, limit, pfn, fp + fn, cfg
+                    )
             out_va[o] = va
             out_nr[o] = nr
             out_reason[o] = reason
@@ -110,7 +141,7 @@ def zap_segments(flat, seg_g0, seg_g1, seg_va, seg_vma, seg_vma_end, seg_reason,
             o += 1
             n_in = min(nr, g1 - g)
             if cfg.cont == ZERO:
-                present += n_in   # every batched entry was read and is present
+                present += n_in  # every batched entry was read and is present
             else:
                 # a contpte jump may batch entries it never read (a malformed block)
                 for k in range(g, g + n_in):
@@ -126,18 +157,75 @@ def zap_segments(flat, seg_g0, seg_g1, seg_va, seg_vma, seg_vma_end, seg_reason,
 
 
 @jit(parallel=True)
-def zap_chunks(flat, seg_g0, seg_g1, seg_va, seg_vma, seg_vma_end, seg_reason, seg_move,
-                ch_s, ch_end, ch_carry_va, ch_carry_vma, ch_o, ch_o_end, ch_present, ch_moved,
-                folio_pfn, folio_nr, fidx, fbase, fshift, forder, obase, oshift, cfg, walk,
-                clamp_folio, oob_adjacent, out_va, out_nr, out_reason, out_over):
+def zap_chunks(
+    flat,
+    seg_g0,
+    seg_g1,
+    seg_va,
+    seg_vma,
+    seg_vma_end,
+    seg_reason,
+    seg_move,
+    ch_s,
+    ch_end,
+    ch_carry_va,
+    ch_carry_vma,
+    ch_o,
+    ch_o_end,
+    ch_present,
+    ch_moved,
+    folio_pfn,
+    folio_nr,
+    fidx,
+    fbase,
+    fshift,
+    forder,
+    obase,
+    oshift,
+    cfg,
+    walk,
+    clamp_folio,
+    oob_adjacent,
+    out_va,
+    out_nr,
+    out_reason,
+    out_over,
+):
     """Every chunk of segments in parallel; one output range per chunk, no shared state."""
     # One output slot per chunk: chunks never share state or output ranges.
     for k in prange(ch_s.shape[0]):
         s, o, cva, cvma, present, moved = zap_segments(
-            flat, seg_g0, seg_g1, seg_va, seg_vma, seg_vma_end, seg_reason, seg_move,
-            ch_s[k], ch_end[k], ch_carry_va[k], ch_carry_vma[k], folio_pfn, folio_nr, fidx, fbase,
-            fshift, forder, obase, oshift, cfg, walk,
-            clamp_folio, oob_adjacent, out_va, out_nr, out_reason, out_over, ch_o[k], ch_o_end[k])
+            flat,
+            seg_g0,
+            seg_g1,
+            seg_va,
+            seg_vma,
+            seg_vma_end,
+            seg_reason,
+            seg_move,
+            ch_s[k],
+            ch_end[k],
+            ch_carry_va[k],
+            ch_carry_vma[k],
+            folio_pfn,
+            folio_nr,
+            fidx,
+            fbase,
+            fshift,
+            forder,
+            obase,
+            oshift,
+            cfg,
+            walk,
+            clamp_folio,
+            oob_adjacent,
+            out_va,
+            out_nr,
+            out_reason,
+            out_over,
+            ch_o[k],
+            ch_o_end[k],
+        )
         ch_s[k] = s
         ch_o[k] = o
         ch_carry_va[k] = cva

@@ -15,6 +15,7 @@ import sys
 # Each import registers its commands; the order is the order of `ptebatch --help`.
 # isort: off
 from . import walks, live, workloads, bench  # noqa: F401
+
 # isort: on
 from ._registry import COMMANDS, _Parser
 
@@ -23,8 +24,9 @@ __all__ = ["main", "build_parser", "COMMANDS"]
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``ptebatch`` parser with every registered command."""
-    parser = _Parser(prog="ptebatch",
-                     description="Linux folio_pte_batch rules over NumPy page tables.")
+    parser = _Parser(
+        prog="ptebatch", description="Linux folio_pte_batch rules over NumPy page tables."
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, (help_, configure, _run) in COMMANDS.items():
         configure(sub.add_parser(name, help=help_, description=help_))

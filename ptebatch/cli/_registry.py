@@ -9,19 +9,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Callable
-
+from collections.abc import Callable
 
 COMMANDS: dict[str, tuple[str, Callable, Callable]] = {}
 
 
 def command(name: str, help: str):
     """Register ``configure(parser)``; the decorated function is the runner."""
+
     def deco(configure):
         def register(run):
             COMMANDS[name] = (help, configure, run)
             return run
+
         return register
+
     return deco
 
 
@@ -38,11 +40,16 @@ def print_json(obj) -> None:
 
 def table(rows: list[dict], cols: list[str]) -> str:
     widths = {c: max(len(c), *(len(fmt(r.get(c))) for r in rows)) for c in cols}
-    lines = ["  ".join(c.ljust(widths[c]) for c in cols),
-             "  ".join("-" * widths[c] for c in cols)]
+    lines = ["  ".join(c.ljust(widths[c]) for c in cols), "  ".join("-" * widths[c] for c in cols)]
     for r in rows:
-        lines.append("  ".join(fmt(r.get(c)).rjust(widths[c]) if isinstance(r.get(c), (int, float))
-                               else fmt(r.get(c)).ljust(widths[c]) for c in cols))
+        lines.append(
+            "  ".join(
+                fmt(r.get(c)).rjust(widths[c])
+                if isinstance(r.get(c), (int, float))
+                else fmt(r.get(c)).ljust(widths[c])
+                for c in cols
+            )
+        )
     return "\n".join(lines)
 
 
@@ -56,10 +63,13 @@ def fmt(v) -> str:
 
 def int_arg(field: str):
     """An argparse ``type``: an integer in any base (``0x...``); the error names ``field``."""
+
     def parse(text: str) -> int:
         try:
             return int(text, 0)
         except ValueError:
             raise argparse.ArgumentTypeError(
-                f"{field}: {text!r} is not an integer (use 0x... for hex)") from None
+                f"{field}: {text!r} is not an integer (use 0x... for hex)"
+            ) from None
+
     return parse

@@ -16,35 +16,64 @@ from ._registry import command, int_arg, print_json, table
 def _walk_args(p, *, scan: bool) -> None:
     walk = "scan" if scan else "unmap"
     names = [c.name for c in CALLERS.values() if str(c.walk) == walk]
-    p.add_argument("file", help="snapshot (.npz) written by AddressSpace.save or 'ptebatch generate'")
-    p.add_argument("--caller", default=names[0], choices=names,
-                   help="the kernel caller whose flags and rules apply; 'ptebatch callers' lists "
-                        "them (default: %(default)s)")
-    p.add_argument("--kernel", default="6.16",
-                   help="kernel release (6.9 .. 7.0, e.g. 6.15, 6.15.7, 6.18) or gen1/gen1b/gen2 "
-                        "(default: %(default)s)")
-    p.add_argument("--flags", default=None,
-                   help="FPB_* flags joined by '|' in the release's vocabulary "
-                        "(default: the flags the caller passes in that release)")
+    p.add_argument(
+        "file", help="snapshot (.npz) written by AddressSpace.save or 'ptebatch generate'"
+    )
+    p.add_argument(
+        "--caller",
+        default=names[0],
+        choices=names,
+        help="the kernel caller whose flags and rules apply; 'ptebatch callers' lists "
+        "them (default: %(default)s)",
+    )
+    p.add_argument(
+        "--kernel",
+        default="6.16",
+        help="kernel release (6.9 .. 7.0, e.g. 6.15, 6.15.7, 6.18) or gen1/gen1b/gen2 "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--flags",
+        default=None,
+        help="FPB_* flags joined by '|' in the release's vocabulary "
+        "(default: the flags the caller passes in that release)",
+    )
     if scan:
-        p.add_argument("--clamp", choices=("pmd", "folio"), default="pmd",
-                       help="max_nr cut at pmd_addr_end(addr, vma_end) (pmd), or the folio size as "
-                            "a caller that forgot to clamp (folio) (default: %(default)s)")
-        p.add_argument("--move-by", type=int_arg("move_by"), default=0, metavar="BYTES",
-                       help="mremap: destination minus source address, page-aligned, may be "
-                            "negative, e.g. 0x1ff000 (default: 0)")
-    p.add_argument("--oob", choices=("none", "adjacent"), default="none",
-                   help="what a read past entry 511 sees: none (0) or the next table row "
-                        "(default: %(default)s)")
-    p.add_argument("--no-detectors", action="store_true",
-                   help="skip the spread and uffd-wp detectors (the overrun and past-folio "
-                        "detectors cost nothing and stay on)")
-    p.add_argument("--impl", choices=("jit", "serial", "naive"), default="jit",
-                   help="JIT on all threads, JIT on one thread, or the naive reference "
-                        "(default: %(default)s)")
+        p.add_argument(
+            "--clamp",
+            choices=("pmd", "folio"),
+            default="pmd",
+            help="max_nr cut at pmd_addr_end(addr, vma_end) (pmd), or the folio size as "
+            "a caller that forgot to clamp (folio) (default: %(default)s)",
+        )
+        p.add_argument(
+            "--move-by",
+            type=int_arg("move_by"),
+            default=0,
+            metavar="BYTES",
+            help="mremap: destination minus source address, page-aligned, may be "
+            "negative, e.g. 0x1ff000 (default: 0)",
+        )
+    p.add_argument(
+        "--oob",
+        choices=("none", "adjacent"),
+        default="none",
+        help="what a read past entry 511 sees: none (0) or the next table row "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--no-detectors",
+        action="store_true",
+        help="skip the spread and uffd-wp detectors (the overrun and past-folio "
+        "detectors cost nothing and stay on)",
+    )
+    p.add_argument(
+        "--impl",
+        choices=("jit", "serial", "naive"),
+        default="jit",
+        help="JIT on all threads, JIT on one thread, or the naive reference (default: %(default)s)",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
-
-
 
 
 def _impl(name: str):
@@ -70,8 +99,15 @@ def _run_walk(a, walk: str) -> int:
     if walk == "scan":
         kw.update(clamp=a.clamp, move_by=a.move_by)
     t = time.perf_counter()
-    s = getattr(mod, walk)(space, caller=a.caller, kernel=a.kernel, flags=a.flags, oob=a.oob,
-                           detectors=not a.no_detectors, **kw).summary()
+    s = getattr(mod, walk)(
+        space,
+        caller=a.caller,
+        kernel=a.kernel,
+        flags=a.flags,
+        oob=a.oob,
+        detectors=not a.no_detectors,
+        **kw,
+    ).summary()
     s["seconds"] = round(time.perf_counter() - t, 6)
     print_json(s) if a.json else _print_summary(s)
     return 0
@@ -99,8 +135,11 @@ def _unmap(a) -> int:
 
 @command("callers", "list the kernel callers of folio_pte_batch, their flags and sources")
 def _callers_args(p):
-    p.add_argument("--kernel", default=None,
-                   help="show each caller as it is in this release (default: every release row)")
+    p.add_argument(
+        "--kernel",
+        default=None,
+        help="show each caller as it is in this release (default: every release row)",
+    )
     p.add_argument("--json", action="store_true", help="print as a JSON list")
 
 
@@ -114,9 +153,12 @@ def _callers(a) -> int:
         r["flags"] = "|".join(f.removeprefix("FPB_") for f in r["flags"]) or "0"
         if not r["batches"]:
             r["flags"] = "(no batching)"
-        extra = [r.get("unmap", ""), "hint>1" if r.get("need_hint") else "",
-                 "dst-pmd" if r.get("dst_clamp") else "",
-                 "spreads " + "+".join(r["spread"]) if r["spread"] else ""]
+        extra = [
+            r.get("unmap", ""),
+            "hint>1" if r.get("need_hint") else "",
+            "dst-pmd" if r.get("dst_clamp") else "",
+            "spreads " + "+".join(r["spread"]) if r["spread"] else "",
+        ]
         r["rules"] = ", ".join(e for e in extra if e)
     cols = ["caller", "since" if a.kernel is None else "kernel", "walk", "flags", "rules", "source"]
     print(table(rows, cols))
@@ -125,11 +167,19 @@ def _callers(a) -> int:
 
 @command("corpus", "run the real-bug regression corpus: buggy releases must trip, fixed must not")
 def _corpus_args(p):
-    p.add_argument("--data", default=None, metavar="DIR",
-                   help="check the committed snapshots in DIR (e.g. data/) instead of building "
-                        "the layouts in memory")
-    p.add_argument("--impl", choices=("jit", "naive"), default="jit",
-                   help="the JIT engine or the naive reference (default: %(default)s)")
+    p.add_argument(
+        "--data",
+        default=None,
+        metavar="DIR",
+        help="check the committed snapshots in DIR (e.g. data/) instead of building "
+        "the layouts in memory",
+    )
+    p.add_argument(
+        "--impl",
+        choices=("jit", "naive"),
+        default="jit",
+        help="the JIT engine or the naive reference (default: %(default)s)",
+    )
     p.add_argument("--json", action="store_true", help="print the results as a JSON list")
 
 
@@ -145,10 +195,14 @@ def _corpus(a) -> int:
             r["buggy kernels"] = " ".join(f"{k}:{v}" for k, v in r["buggy"].items())
             r["fixed kernels"] = " ".join(f"{k}:{v}" for k, v in r["fixed"].items())
             r["verdict"] = "ok" if r["ok"] else "REGRESSION"
-        print(table(rows, ["name", "caller", "detector", "buggy kernels", "fixed kernels",
-                            "verdict"]))
-        print("\nnot expressible in the model: "
-              + "; ".join(f"#{n}" for n in NOT_EXPRESSED) + " (see data/README.md)")
+        print(
+            table(rows, ["name", "caller", "detector", "buggy kernels", "fixed kernels", "verdict"])
+        )
+        print(
+            "\nnot expressible in the model: "
+            + "; ".join(f"#{n}" for n in NOT_EXPRESSED)
+            + " (see data/README.md)"
+        )
     return 0 if all(r["ok"] for r in rows) else 1
 
 
@@ -165,10 +219,16 @@ def _info(a) -> int:
     return 0
 
 
-@command("demo", "the thread's layout and a synthetic space under 6.15 and 6.16, and the real-bug corpus")
+@command(
+    "demo", "the thread's layout and a synthetic space under 6.15 and 6.16, and the real-bug corpus"
+)
 def _demo_args(p):
-    p.add_argument("--folios", type=int, default=100_000,
-                   help="folios in the synthetic space (default: %(default)s)")
+    p.add_argument(
+        "--folios",
+        type=int,
+        default=100_000,
+        help="folios in the synthetic space (default: %(default)s)",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
 
@@ -179,25 +239,54 @@ def _demo(a) -> int:
     if a.json:
         print_json(report)
         return 0
-    print(f"ptebatch demo: folio_pte_batch rules on the LKML thread's layout and on a seeded "
-          f"space of {a.folios:,} folios (seed {a.seed})\n")
-    print(table(report["rows"], ["space", "walk", "kernel", "clamp", "oob", "batches", "mean_batch",
-                                  "table_overruns", "vma_overruns"]))
+    print(
+        f"ptebatch demo: folio_pte_batch rules on the LKML thread's layout and on a seeded "
+        f"space of {a.folios:,} folios (seed {a.seed})\n"
+    )
+    print(
+        table(
+            report["rows"],
+            [
+                "space",
+                "walk",
+                "kernel",
+                "clamp",
+                "oob",
+                "batches",
+                "mean_batch",
+                "table_overruns",
+                "vma_overruns",
+            ],
+        )
+    )
     t = report["timing"]
-    print(f"\nJIT vs naive on a sample of {t['sample_tables']:,} tables ({t['sample_ptes']:,} present "
-          f"PTEs), scan, kernel 6.16:")
-    print(f"  naive {t['naive_s']:.3f} s, JIT serial {t['jit_serial_s']:.4f} s, "
-          f"JIT parallel {t['jit_parallel_s']:.4f} s ({t['threads']} threads)")
-    print(f"  speedup: serial {t['serial_speedup']:.0f}x, parallel {t['parallel_speedup']:.0f}x; "
-          f"identical results: {t['identical']}; first-call compile {t['compile_s']:.1f} s")
+    print(
+        f"\nJIT vs naive on a sample of {t['sample_tables']:,} tables "
+        f"({t['sample_ptes']:,} present "
+        f"PTEs), scan, kernel 6.16:"
+    )
+    print(
+        f"  naive {t['naive_s']:.3f} s, JIT serial {t['jit_serial_s']:.4f} s, "
+        f"JIT parallel {t['jit_parallel_s']:.4f} s ({t['threads']} threads)"
+    )
+    print(
+        f"  speedup: serial {t['serial_speedup']:.0f}x, parallel {t['parallel_speedup']:.0f}x; "
+        f"identical results: {t['identical']}; first-call compile {t['compile_s']:.1f} s"
+    )
     th = report["thread"]
-    print(f"\nThe thread's folio ({th['folio_nr']} pages at {th['va']}) straddles a 2 MiB boundary:")
-    print(f"  6.15 unmap read past the table: {th['unmap_6_15_overruns']} time(s); "
-          f"6.16 batches {th['unmap_6_16_batches']} with no overrun.")
+    print(
+        f"\nThe thread's folio ({th['folio_nr']} pages at {th['va']}) straddles a 2 MiB boundary:"
+    )
+    print(
+        f"  6.15 unmap read past the table: {th['unmap_6_15_overruns']} time(s); "
+        f"6.16 batches {th['unmap_6_16_batches']} with no overrun."
+    )
     print("\nReal bugs (ptebatch corpus): batches flagged under the buggy -> the fixed releases:")
     for r in report["corpus"]:
         buggy = ", ".join(f"{k} {v}" for k, v in r["buggy"].items())
         fixed = ", ".join(f"{k} {v}" for k, v in r["fixed"].items())
-        print(f"  #{r['bug']} {r['arch']:6} {r['caller']:8} {r['detector']:13} {buggy} -> {fixed}"
-              f"  {'ok' if r['ok'] else 'REGRESSION'}")
+        print(
+            f"  #{r['bug']} {r['arch']:6} {r['caller']:8} {r['detector']:13} {buggy} -> {fixed}"
+            f"  {'ok' if r['ok'] else 'REGRESSION'}"
+        )
     return 0 if all(r["ok"] for r in report["corpus"]) else 1

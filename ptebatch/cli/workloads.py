@@ -8,42 +8,84 @@ import sys
 import ptebatch as pb
 
 from ..arch import ARCHES
-from ..workloads.experiment import (FINDING_COLUMNS, ROW_COLUMNS, STOP_COLUMNS, Progress, columns,
-                                    experiment, read_rows, rows_to_csv, write_rows)
+from ..workloads.experiment import (
+    FINDING_COLUMNS,
+    ROW_COLUMNS,
+    STOP_COLUMNS,
+    Progress,
+    columns,
+    experiment,
+    read_rows,
+    rows_to_csv,
+    write_rows,
+)
 from ..workloads.generator import CONTPTE_HELP, PRESET_HELP, RATE_KNOBS, generate
 from ._registry import command, int_arg, print_json, table
+
 
 def _add_knobs(p, *, sweep: bool) -> None:
     """Generator knobs; with ``sweep`` each takes a comma-separated list."""
     many = " (comma-separated values sweep)" if sweep else ""
     kind = str if sweep else float
     presets = "; ".join(f"{k}: {v}" for k, v in PRESET_HELP.items())
-    p.add_argument("--sizes", default=None if sweep else "mixed", metavar="MIX",
-                   help=f"folio size mix: a preset or order:weight pairs such as 0:0.5,4:0.5 "
-                        f"(order 0 = 4 KiB ... 9 = 2 MiB){' (presets separated by /, e.g. 4k/mthp64, sweep)' if sweep else ''}. "
-                        f"Presets: {presets} (default: mixed)")
+    p.add_argument(
+        "--sizes",
+        default=None if sweep else "mixed",
+        metavar="MIX",
+        help=f"folio size mix: a preset or order:weight pairs such as 0:0.5,4:0.5 "
+        f"(order 0 = 4 KiB ... 9 = 2 MiB)"
+        f"{' (presets separated by /, e.g. 4k/mthp64, sweep)' if sweep else ''}. "
+        f"Presets: {presets} (default: mixed)",
+    )
     # one source of truth for the defaults: generate's signature
     defaults = {k: v.default for k, v in inspect.signature(generate).parameters.items()}
     for name in RATE_KNOBS:
-        p.add_argument("--" + name.replace("_", "-"), dest=name, type=kind,
-                       default=None if sweep else defaults[name], metavar="FRACTION",
-                       help=f"{RATE_KNOBS[name]} (0-1, default: {defaults[name]}){many}")
-    p.add_argument("--vma-tables", dest="vma_tables", type=str if sweep else int,
-                   default=None if sweep else defaults["vma_tables"], metavar="TABLES",
-                   help=f"page tables (2 MiB each) per VMA where folios were faulted; VMAs there are "
-                        f"separated by a 2 MiB gap (count, default: {defaults['vma_tables']}){many}")
-    p.add_argument("--pfn-order", dest="pfn_order", choices=("shuffled", "virtual"),
-                   default=None if sweep else "shuffled",
-                   help="physical order of the folios: shuffled, or following the virtual order so "
-                        "virtual neighbours are often physical neighbours (default: shuffled)")
+        p.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            type=kind,
+            default=None if sweep else defaults[name],
+            metavar="FRACTION",
+            help=f"{RATE_KNOBS[name]} (0-1, default: {defaults[name]}){many}",
+        )
+    p.add_argument(
+        "--vma-tables",
+        dest="vma_tables",
+        type=str if sweep else int,
+        default=None if sweep else defaults["vma_tables"],
+        metavar="TABLES",
+        help=f"page tables (2 MiB each) per VMA where folios were faulted; VMAs there are "
+        f"separated by a 2 MiB gap (count, default: {defaults['vma_tables']}){many}",
+    )
+    p.add_argument(
+        "--pfn-order",
+        dest="pfn_order",
+        choices=("shuffled", "virtual"),
+        default=None if sweep else "shuffled",
+        help="physical order of the folios: shuffled, or following the virtual order so "
+        "virtual neighbours are often physical neighbours (default: shuffled)",
+    )
     if sweep:
-        p.add_argument("--arch", default=None, metavar="ARCH",
-                       help=f"PTE encoding: {', '.join(ARCHES)} (default: x86_64){many}")
+        p.add_argument(
+            "--arch",
+            default=None,
+            metavar="ARCH",
+            help=f"PTE encoding: {', '.join(ARCHES)} (default: x86_64){many}",
+        )
     else:
-        p.add_argument("--arch", choices=tuple(ARCHES), default="x86_64",
-                       help="PTE encoding (default: %(default)s)")
-    p.add_argument("--contpte", type=kind, default=None, metavar="FRACTION",
-                   help=f"{CONTPTE_HELP} (0-1, default: 1 with --arch arm64, 0 otherwise){many}")
+        p.add_argument(
+            "--arch",
+            choices=tuple(ARCHES),
+            default="x86_64",
+            help="PTE encoding (default: %(default)s)",
+        )
+    p.add_argument(
+        "--contpte",
+        type=kind,
+        default=None,
+        metavar="FRACTION",
+        help=f"{CONTPTE_HELP} (0-1, default: 1 with --arch arm64, 0 otherwise){many}",
+    )
 
 
 def _knobs_from(a, *, sweep: bool) -> dict:
@@ -85,9 +127,18 @@ def _words(text: str) -> list[str]:
 
 @command("generate", "write a seeded synthetic snapshot")
 def _gen_args(p):
-    p.add_argument("--folios", type=int, required=True, help="folios to map, order-0 ones included (count)")
-    p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes (default: %(default)s)")
-    p.add_argument("-o", "--output", required=True, help="snapshot file to write (.npz), written atomically")
+    p.add_argument(
+        "--folios", type=int, required=True, help="folios to map, order-0 ones included (count)"
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="random seed; same seed, same bytes (default: %(default)s)",
+    )
+    p.add_argument(
+        "-o", "--output", required=True, help="snapshot file to write (.npz), written atomically"
+    )
     _add_knobs(p, sweep=False)
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
@@ -107,37 +158,67 @@ def _generate(a) -> int:
 
 
 def _run_args_common(p, *, plot: bool = False) -> None:
-    p.add_argument("spaces", nargs="*", metavar="SNAPSHOT",
-                   help="snapshots (.npz) to walk; without any, spaces are generated from the knobs"
-                        + (" (plot also takes the .json rows that 'ptebatch run -o' wrote)" if plot else ""))
-    p.add_argument("--kernels", default="6.15,6.16",
-                   help="kernel releases, comma-separated (6.9 .. 7.0, e.g. 6.14,6.15,6.15.7,6.16,6.18) "
-                        "(default: %(default)s)")
-    p.add_argument("--walks", default="scan,unmap",
-                   help="scan (zap walk of every VMA) and/or unmap (reclaim, per large folio), "
-                        "comma-separated; with --callers only a check that each caller's walk is "
-                        "listed (default: %(default)s)")
-    p.add_argument("--callers", default=None, metavar="CALLERS",
-                   help="caller presets, comma-separated, each under its own walk (e.g. "
-                        "zap,fork-private,mremap,lazyfree; 'ptebatch callers' lists them) "
-                        "(default: zap for scan, lazyfree for unmap)")
-    p.add_argument("--move-by", type=int_arg("move_by"), default=0, metavar="BYTES",
-                   help="mremap rows: destination minus source address, page-aligned (a multiple "
-                        "of 2 MiB, the default 0 too, moves whole tables by their PMD) "
-                        "(default: 0)")
-    p.add_argument("--clamps", default="pmd",
-                   help="scan max_nr clamp: pmd (pmd_addr_end, as the kernel does) and/or folio (a "
-                        "caller that forgot to clamp), comma-separated; unmap callers show - "
-                        "(default: %(default)s)")
-    p.add_argument("--oob", default="none",
-                   help="what a read past entry 511 sees: none (0) and/or adjacent (the next table "
-                        "row), comma-separated (default: %(default)s)")
-    p.add_argument("--folios", default="100000",
-                   help="folios per generated space (count; comma-separated values sweep) "
-                        "(default: %(default)s)")
-    p.add_argument("--seeds", default="0",
-                   help="generator seeds, comma-separated; counts are summed over them "
-                        "(default: %(default)s)")
+    p.add_argument(
+        "spaces",
+        nargs="*",
+        metavar="SNAPSHOT",
+        help="snapshots (.npz) to walk; without any, spaces are generated from the knobs"
+        + (" (plot also takes the .json rows that 'ptebatch run -o' wrote)" if plot else ""),
+    )
+    p.add_argument(
+        "--kernels",
+        default="6.15,6.16",
+        help="kernel releases, comma-separated (6.9 .. 7.0, e.g. 6.14,6.15,6.15.7,6.16,6.18) "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--walks",
+        default="scan,unmap",
+        help="scan (zap walk of every VMA) and/or unmap (reclaim, per large folio), "
+        "comma-separated; with --callers only a check that each caller's walk is "
+        "listed (default: %(default)s)",
+    )
+    p.add_argument(
+        "--callers",
+        default=None,
+        metavar="CALLERS",
+        help="caller presets, comma-separated, each under its own walk (e.g. "
+        "zap,fork-private,mremap,lazyfree; 'ptebatch callers' lists them) "
+        "(default: zap for scan, lazyfree for unmap)",
+    )
+    p.add_argument(
+        "--move-by",
+        type=int_arg("move_by"),
+        default=0,
+        metavar="BYTES",
+        help="mremap rows: destination minus source address, page-aligned (a multiple "
+        "of 2 MiB, the default 0 too, moves whole tables by their PMD) "
+        "(default: 0)",
+    )
+    p.add_argument(
+        "--clamps",
+        default="pmd",
+        help="scan max_nr clamp: pmd (pmd_addr_end, as the kernel does) and/or folio (a "
+        "caller that forgot to clamp), comma-separated; unmap callers show - "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--oob",
+        default="none",
+        help="what a read past entry 511 sees: none (0) and/or adjacent (the next table "
+        "row), comma-separated (default: %(default)s)",
+    )
+    p.add_argument(
+        "--folios",
+        default="100000",
+        help="folios per generated space (count; comma-separated values sweep) "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--seeds",
+        default="0",
+        help="generator seeds, comma-separated; counts are summed over them (default: %(default)s)",
+    )
     p.add_argument("--by-seed", action="store_true", help="one row per seed instead of sums")
     _add_knobs(p, sweep=True)
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -151,24 +232,53 @@ def _experiment_from(a) -> list[dict]:
         callers = _words(a.callers)
         if not callers:
             raise ValueError("callers: give at least one caller name")
-    common = dict(kernels=_words(a.kernels), walks=_words(a.walks), callers=callers,
-                  clamps=_words(a.clamps), oob=_words(a.oob), move_by=a.move_by, progress=prog)
+    common = dict(
+        kernels=_words(a.kernels),
+        walks=_words(a.walks),
+        callers=callers,
+        clamps=_words(a.clamps),
+        oob=_words(a.oob),
+        move_by=a.move_by,
+        progress=prog,
+    )
     try:
         if a.spaces:
             if knobs:
-                raise ValueError(f"{next(iter(knobs))}: generator knobs apply only when no snapshot "
-                                 f"is given")
+                raise ValueError(
+                    f"{next(iter(knobs))}: generator knobs apply only when no snapshot is given"
+                )
             return experiment(a.spaces, **common)
-        return experiment(seeds=_ints("seeds", a.seeds), folios=_ints("folios", a.folios),
-                          by_seed=a.by_seed, **common, **knobs)
+        return experiment(
+            seeds=_ints("seeds", a.seeds),
+            folios=_ints("folios", a.folios),
+            by_seed=a.by_seed,
+            **common,
+            **knobs,
+        )
     finally:
         prog.done()
 
 
-_TABLE_COLS = ["space", "seeds", "walk", "caller", "kernel", "clamp", "oob", "batches", "mean_batch",
-               "multi_batches", "mean_multi_batch", "table_overruns", "vma_overruns", "seconds"]
+_TABLE_COLS = [
+    "space",
+    "seeds",
+    "walk",
+    "caller",
+    "kernel",
+    "clamp",
+    "oob",
+    "batches",
+    "mean_batch",
+    "multi_batches",
+    "mean_multi_batch",
+    "table_overruns",
+    "vma_overruns",
+    "seconds",
+]
 # the overrun detectors already have their columns in the main table
-_EXTRA_FINDINGS = tuple(c for c in FINDING_COLUMNS if c not in ("find_table_overrun", "find_vma_overrun"))
+_EXTRA_FINDINGS = tuple(
+    c for c in FINDING_COLUMNS if c not in ("find_table_overrun", "find_vma_overrun")
+)
 
 
 def _print_rows(rows: list[dict]) -> None:
@@ -193,10 +303,16 @@ def _run_args(p):
     _run_args_common(p)
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print the rows as JSON (with histograms)")
-    out.add_argument("--csv", action="store_true", help="print the rows as CSV (without histograms)")
-    p.add_argument("-o", "--output", default=None,
-                   help="also write the rows to this file: CSV if it ends in .csv, JSON otherwise "
-                        "(the JSON is what 'ptebatch plot' reads)")
+    out.add_argument(
+        "--csv", action="store_true", help="print the rows as CSV (without histograms)"
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        default=None,
+        help="also write the rows to this file: CSV if it ends in .csv, JSON otherwise "
+        "(the JSON is what 'ptebatch plot' reads)",
+    )
 
 
 @_run_args
@@ -218,17 +334,26 @@ def _run(a) -> int:
 @command("plot", "batch-size histograms and stop reasons of the settings compared, to a PNG/SVG")
 def _plot_args(p):
     _run_args_common(p, plot=True)
-    p.add_argument("--results", default=None, metavar="JSON",
-                   help="plot rows saved by 'ptebatch run -o FILE.json' (or --json) instead of "
-                        "running the walks")
-    p.add_argument("-o", "--output", required=True,
-                   help="image to write: .png, .svg or .pdf, written atomically")
+    p.add_argument(
+        "--results",
+        default=None,
+        metavar="JSON",
+        help="plot rows saved by 'ptebatch run -o FILE.json' (or --json) instead of "
+        "running the walks",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="image to write: .png, .svg or .pdf, written atomically",
+    )
     p.add_argument("--title", default=None, help="figure title")
 
 
 @_plot_args
 def _plot(a) -> int:
     from ..workloads.plot import plot_rows, require_matplotlib
+
     try:
         require_matplotlib()
     except ImportError as exc:  # the CLI's error handler does not catch ImportError

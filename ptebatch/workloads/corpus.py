@@ -11,12 +11,12 @@ feeds ``tests/test_corpus.py``, ``data/make_data.py`` and ``ptebatch corpus``.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
-from . import layouts
 from ..callers import CALLERS
 from ..space import AddressSpace, load
+from . import layouts
 
 __all__ = ["Bug", "CORPUS", "NOT_EXPRESSED", "check", "check_all"]
 
@@ -70,46 +70,95 @@ class Bug:
         return load(os.path.join(data_dir, self.file))
 
 
-_OOB = ("table_overrun", "mm/rmap: fix potential out-of-bounds page table access during "
-        "batched unmap (CVE-2025-38447)")
-_RESTORE = ("spread", "mm/rmap: respect the write and soft-dirty bits when batching lazyfree "
-            "unmap (7.0)")
+_OOB = (
+    "table_overrun",
+    "mm/rmap: fix potential out-of-bounds page table access during batched unmap (CVE-2025-38447)",
+)
+_RESTORE = (
+    "spread",
+    "mm/rmap: respect the write and soft-dirty bits when batching lazyfree unmap (7.0)",
+)
 
 CORPUS: tuple[Bug, ...] = (
-    Bug(1, "lazyfree unmap reads past the page table", "x86_64", "thread.npz",
-        layouts.thread_layout, "lazyfree", _OOB[0], ("6.15", "6.15.6"),
-        ("6.15.7", "6.16", "6.17", "7.0"), _OOB[1]),
-    Bug(1, "lazyfree unmap reads past the page table", "arm64", "thread_arm64.npz",
-        layouts.thread_layout, "lazyfree", _OOB[0], ("6.15", "6.15.6"),
-        ("6.15.7", "6.16", "6.17", "7.0"), _OOB[1]),
-    Bug(4, "mremap makes read-only PTEs of a contpte folio writable", "arm64",
-        "mremap_write_arm64.npz", layouts.mremap_write_layout, "mremap", "spread", ("6.17",),
-        ("6.18", "7.0"), "mm/mremap: honour writable bit in mremap pte batching"),
-    Bug(5, "lazyfree unmap restore makes read-only PTEs writable", "x86_64",
-        "lazyfree_restore.npz", layouts.lazyfree_restore_layout, "lazyfree", _RESTORE[0],
-        ("6.15", "6.15.7", "6.16", "6.17", "6.18", "6.19"), ("7.0",), _RESTORE[1]),
-    Bug(5, "lazyfree unmap restore makes read-only PTEs writable", "arm64",
-        "lazyfree_restore_arm64.npz", layouts.lazyfree_restore_layout, "lazyfree", _RESTORE[0],
-        ("6.15", "6.15.7", "6.16", "6.17", "6.18", "6.19"), ("7.0",), _RESTORE[1]),
+    Bug(
+        1,
+        "lazyfree unmap reads past the page table",
+        "x86_64",
+        "thread.npz",
+        layouts.thread_layout,
+        "lazyfree",
+        _OOB[0],
+        ("6.15", "6.15.6"),
+        ("6.15.7", "6.16", "6.17", "7.0"),
+        _OOB[1],
+    ),
+    Bug(
+        1,
+        "lazyfree unmap reads past the page table",
+        "arm64",
+        "thread_arm64.npz",
+        layouts.thread_layout,
+        "lazyfree",
+        _OOB[0],
+        ("6.15", "6.15.6"),
+        ("6.15.7", "6.16", "6.17", "7.0"),
+        _OOB[1],
+    ),
+    Bug(
+        4,
+        "mremap makes read-only PTEs of a contpte folio writable",
+        "arm64",
+        "mremap_write_arm64.npz",
+        layouts.mremap_write_layout,
+        "mremap",
+        "spread",
+        ("6.17",),
+        ("6.18", "7.0"),
+        "mm/mremap: honour writable bit in mremap pte batching",
+    ),
+    Bug(
+        5,
+        "lazyfree unmap restore makes read-only PTEs writable",
+        "x86_64",
+        "lazyfree_restore.npz",
+        layouts.lazyfree_restore_layout,
+        "lazyfree",
+        _RESTORE[0],
+        ("6.15", "6.15.7", "6.16", "6.17", "6.18", "6.19"),
+        ("7.0",),
+        _RESTORE[1],
+    ),
+    Bug(
+        5,
+        "lazyfree unmap restore makes read-only PTEs writable",
+        "arm64",
+        "lazyfree_restore_arm64.npz",
+        layouts.lazyfree_restore_layout,
+        "lazyfree",
+        _RESTORE[0],
+        ("6.15", "6.15.7", "6.16", "6.17", "6.18", "6.19"),
+        ("7.0",),
+        _RESTORE[1],
+    ),
 )
 
 # Bugs of docs/model.md section 7 the model cannot show, and why.
 NOT_EXPRESSED: dict[int, str] = {
     2: "XEN PV folio-end overrun: needs XEN's PFN-to-machine-frame translation, under which "
-       "advancing past the folio gave an empty PTE (PFN 0, below the folio end, so generation "
-       "1's PFN check let it pass) that matched the empty entry 457. With a plain encoding the "
-       "expected PTE stays present and entry 457 simply does not match (data/xen_pv.npz holds "
-       "the layout only).",
+    "advancing past the folio gave an empty PTE (PFN 0, below the folio end, so generation "
+    "1's PFN check let it pass) that matched the empty entry 457. With a plain encoding the "
+    "expected PTE stays present and entry 457 simply does not match (data/xen_pv.npz holds "
+    "the layout only).",
     3: "mprotect (6.17-rc1 only, never in a release) read PageAnonExclusive from the folio's "
-       "head page instead of the batch's first page: needs per-page exclusivity.",
+    "head page instead of the batch's first page: needs per-page exclusivity.",
     6: "a stale batch size reused for a later non-present (device-exclusive) entry of the same "
-       "try_to_unmap_one walk: needs non-present swap-like entries.",
+    "try_to_unmap_one walk: needs non-present swap-like entries.",
     7: "uffd-wp markers lost when a file folio was unmapped as a batch (mm-unstable during 7.0, "
-       "never released): the batch was uniform in uffd-wp; the caller installed the marker for "
-       "the first entry only. Needs the caller's marker installation. The released 7.0 rule, "
-       "no batching in a uffd-wp VMA, is modelled (vma_flags).",
+    "never released): the batch was uniform in uffd-wp; the caller installed the marker for "
+    "the first entry only. Needs the caller's marker installation. The released 7.0 rule, "
+    "no batching in a uffd-wp VMA, is modelled (vma_flags).",
     8: "swap_pte_batch joined swap entries charged to different memory cgroups: swap entries "
-       "and swap-slot cgroups are not modelled.",
+    "and swap-slot cgroups are not modelled.",
 }
 
 
@@ -132,9 +181,18 @@ def check(bug: Bug, *, data_dir: str | None = None, impl=None) -> dict:
     buggy = {k: _run(bug, space, k, impl).finding_counts[bug.detector] for k in bug.buggy}
     fixed = {k: _run(bug, space, k, impl).finding_counts[bug.detector] for k in bug.fixed}
     ok = all(v > 0 for v in buggy.values()) and not any(fixed.values())
-    return {"bug": bug.number, "name": bug.name, "title": bug.title, "arch": bug.arch,
-            "caller": bug.caller, "detector": bug.detector, "buggy": buggy, "fixed": fixed,
-            "fix": bug.fix, "ok": ok}
+    return {
+        "bug": bug.number,
+        "name": bug.name,
+        "title": bug.title,
+        "arch": bug.arch,
+        "caller": bug.caller,
+        "detector": bug.detector,
+        "buggy": buggy,
+        "fixed": fixed,
+        "fix": bug.fix,
+        "ok": ok,
+    }
 
 
 def check_all(*, data_dir: str | None = None, impl=None) -> list[dict]:

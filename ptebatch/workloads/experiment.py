@@ -13,7 +13,7 @@ import json
 import os
 import sys
 import time
-from typing import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from .. import engine
 from .._io import atomic_write
@@ -27,28 +27,66 @@ from ..space import AddressSpace, load
 from .generator import generate
 from .layouts import thread_layout
 
-__all__ = ["experiment", "write_rows", "read_rows", "rows_to_csv", "atomic_write", "Progress", "ROW_COLUMNS", "STOP_COLUMNS",
-           "FINDING_COLUMNS", "GENERATOR_KNOBS"]
+__all__ = [
+    "experiment",
+    "write_rows",
+    "read_rows",
+    "rows_to_csv",
+    "atomic_write",
+    "Progress",
+    "ROW_COLUMNS",
+    "STOP_COLUMNS",
+    "FINDING_COLUMNS",
+    "GENERATOR_KNOBS",
+]
 
 # Generator knobs that run/experiment can sweep (besides n_folios, as "folios").
-GENERATOR_KNOBS = ("sizes", "moved", "straddle", "partial", "holes", "shuffle_pfn", "vma_tables",
-                   "vma_split", "lazyfree", "write", "young", "dirty", "soft_dirty", "uffd_wp",
-                   "mixed_write", "arch", "contpte")
+GENERATOR_KNOBS = (
+    "sizes",
+    "moved",
+    "straddle",
+    "partial",
+    "holes",
+    "shuffle_pfn",
+    "vma_tables",
+    "vma_split",
+    "lazyfree",
+    "write",
+    "young",
+    "dirty",
+    "soft_dirty",
+    "uffd_wp",
+    "mixed_write",
+    "arch",
+    "contpte",
+)
 # every reason a scan or an unmap can stop for (unmap's are a subset of scan's)
 STOP_COLUMNS = tuple(f"stop_{r}" for r in SCAN_REASONS)
 # batches that tripped each detector (ptebatch.reasons.FINDINGS)
 FINDING_COLUMNS = tuple(f"find_{name}" for name, _ in FINDINGS)
-COUNT_COLUMNS = (("batches", "ptes_batched", "multi_batches", "table_overruns", "vma_overruns")
-                 + STOP_COLUMNS + FINDING_COLUMNS)
+COUNT_COLUMNS = (
+    ("batches", "ptes_batched", "multi_batches", "table_overruns", "vma_overruns")
+    + STOP_COLUMNS
+    + FINDING_COLUMNS
+)
 ID_COLUMNS = ("space", "seeds", "walk", "caller", "kernel", "clamp", "oob")
 # the columns after the identity ones (and the swept knobs), in row order
-_COUNT_ORDER = (("batches", "ptes_batched", "mean_batch", "multi_batches", "mean_multi_batch")
-                + STOP_COLUMNS + ("table_overruns", "vma_overruns") + FINDING_COLUMNS + ("seconds",))
+_COUNT_ORDER = (
+    ("batches", "ptes_batched", "mean_batch", "multi_batches", "mean_multi_batch")
+    + STOP_COLUMNS
+    + ("table_overruns", "vma_overruns")
+    + FINDING_COLUMNS
+    + ("seconds",)
+)
 ROW_COLUMNS = ID_COLUMNS + _COUNT_ORDER
 
 
 def _as_list(name: str, value) -> list:
-    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable) or isinstance(value, Mapping):
+    if (
+        isinstance(value, (str, bytes))
+        or not isinstance(value, Iterable)
+        or isinstance(value, Mapping)
+    ):
         return [value]
     out = list(value)
     if not out:
@@ -92,8 +130,13 @@ def _isatty(stream) -> bool:
 def _walk_row(r, walk: str) -> dict:
     s = r.summary()
     multi = int((r.nr > 1).sum())
-    row = {"batches": s["batches"], "ptes_batched": s["ptes_batched"], "multi_batches": multi,
-           "table_overruns": s["table_overruns"], "vma_overruns": s["vma_overruns"]}
+    row = {
+        "batches": s["batches"],
+        "ptes_batched": s["ptes_batched"],
+        "multi_batches": multi,
+        "table_overruns": s["table_overruns"],
+        "vma_overruns": s["vma_overruns"],
+    }
     for col in STOP_COLUMNS:
         row[col] = int(s["stop_reasons"].get(col[5:], 0))
     for col in FINDING_COLUMNS:
@@ -104,31 +147,44 @@ def _walk_row(r, walk: str) -> dict:
 
 def _finish(row: dict) -> dict:
     import numpy as np
+
     h = row.pop("hist")
     b, p = row["batches"], row["ptes_batched"]
     row["mean_batch"] = round(p / b, 6) if b else 0.0
     multi_ptes = int(np.dot(np.arange(h.size, dtype=np.int64)[2:], h[2:])) if h.size > 2 else 0
-    row["mean_multi_batch"] = round(multi_ptes / row["multi_batches"], 6) if row["multi_batches"] else 0.0
+    row["mean_multi_batch"] = (
+        round(multi_ptes / row["multi_batches"], 6) if row["multi_batches"] else 0.0
+    )
     row["seconds"] = round(row["seconds"], 6)
     row["batch_size_hist"] = {str(n): int(c) for n, c in enumerate(h) if c}
-    # identity columns (space, seeds, knobs, walk, caller, kernel, clamp, oob) first, then the counts
+    # identity columns (space, seeds, knobs, walk, caller, kernel, clamp, oob) first, then counts
     first = [c for c in row if c not in _COUNT_ORDER and c != "batch_size_hist"]
     return {c: row[c] for c in first + list(_COUNT_ORDER) + ["batch_size_hist"]}
 
 
 def _add_hist(a, b):
     import numpy as np
+
     n = max(a.size, b.size)
     return np.pad(a, (0, n - a.size)) + np.pad(b, (0, n - b.size))
 
 
-def experiment(spaces=None, *, kernels: Sequence[str] | str = ("6.15", "6.16"),
-               walks: Sequence[str] | str = ("scan", "unmap"), callers: Sequence[str] | str | None = None,
-               clamps: Sequence[str] | str = ("pmd",),
-               oob: Sequence[str] | str = ("none",), seeds: Sequence[int] | int = (0,),
-               folios: Sequence[int] | int = 100_000, by_seed: bool = False, parallel: bool = True,
-               move_by: int = 0, progress: Callable[[str], None] | None = None,
-               **knobs) -> list[dict]:
+def experiment(
+    spaces=None,
+    *,
+    kernels: Sequence[str] | str = ("6.15", "6.16"),
+    walks: Sequence[str] | str = ("scan", "unmap"),
+    callers: Sequence[str] | str | None = None,
+    clamps: Sequence[str] | str = ("pmd",),
+    oob: Sequence[str] | str = ("none",),
+    seeds: Sequence[int] | int = (0,),
+    folios: Sequence[int] | int = 100_000,
+    by_seed: bool = False,
+    parallel: bool = True,
+    move_by: int = 0,
+    progress: Callable[[str], None] | None = None,
+    **knobs,
+) -> list[dict]:
     """Run walks over spaces for every combination of settings; one row per setting.
 
     Parameters
@@ -194,7 +250,9 @@ def experiment(spaces=None, *, kernels: Sequence[str] | str = ("6.15", "6.16"),
     settings = []
     for walk, caller in pairs:
         if walk == "scan":
-            settings += [(walk, caller, k, c, o) for k in kernels_l for c in clamps_l for o in oob_l]
+            settings += [
+                (walk, caller, k, c, o) for k in kernels_l for c in clamps_l for o in oob_l
+            ]
         else:
             settings += [(walk, caller, k, "-", o) for k in kernels_l for o in oob_l]
     # compile the walks outside the timed calls
@@ -204,8 +262,11 @@ def experiment(spaces=None, *, kernels: Sequence[str] | str = ("6.15", "6.16"),
 
     rows: dict[tuple, dict] = {}
     for j, (name, seed, setting, loader) in enumerate(jobs):
-        say(f"space {j + 1}/{len(jobs)}: loading" if seed is None
-            else f"space {j + 1}/{len(jobs)}: generating (seed {seed})")
+        say(
+            f"space {j + 1}/{len(jobs)}: loading"
+            if seed is None
+            else f"space {j + 1}/{len(jobs)}: generating (seed {seed})"
+        )
         space = loader()
         for walk, caller, k, c, o in settings:
             say(f"space {j + 1}/{len(jobs)}: {caller} {k} {c} {o}")
@@ -213,10 +274,14 @@ def experiment(spaces=None, *, kernels: Sequence[str] | str = ("6.15", "6.16"),
             r = _walk(space, walk, caller, k, c, o, parallel, move_by)
             dt = time.perf_counter() - t
             # given spaces never merge (two files may share a name); generated ones merge over seeds
-            ident = j if seed is None else (tuple((kk, str(v)) for kk, v in setting.items()),
-                                            seed if by_seed else None)
-            _accumulate(rows, (ident, walk, caller, k, c, o), name, seed, setting,
-                        _walk_row(r, walk), dt)
+            ident = (
+                j
+                if seed is None
+                else (tuple((kk, str(v)) for kk, v in setting.items()), seed if by_seed else None)
+            )
+            _accumulate(
+                rows, (ident, walk, caller, k, c, o), name, seed, setting, _walk_row(r, walk), dt
+            )
         del space
     return [_finish(row) for row in rows.values()]
 
@@ -235,9 +300,11 @@ def _caller_pairs(walks, callers) -> list[tuple[str, str]]:
         c = get_caller(name, "callers")
         key, walk = c.name, str(c.walk)
         if walk not in walks_l:
-            raise ValueError(f"walks: with callers, every caller's walk must be in walks "
-                             f"({key!r} runs under {walk}, walks is {','.join(walks_l)}); "
-                             f"leave walks at its default")
+            raise ValueError(
+                f"walks: with callers, every caller's walk must be in walks "
+                f"({key!r} runs under {walk}, walks is {','.join(walks_l)}); "
+                f"leave walks at its default"
+            )
         if (walk, key) not in pairs:
             pairs.append((walk, key))
     return pairs
@@ -258,10 +325,11 @@ def _check_settings(kernels, clamps, oob, knobs) -> tuple[list, list, list]:
             raise ValueError(f"oob: must be none or adjacent, got {o!r}")
     for name in knobs:
         if name not in GENERATOR_KNOBS:
-            raise ValueError(f"{name}: not a generator knob (known: folios, seeds, "
-                             f"{', '.join(GENERATOR_KNOBS)})")
+            raise ValueError(
+                f"{name}: not a generator knob (known: folios, seeds, {', '.join(GENERATOR_KNOBS)})"
+            )
     for a in _as_list("arch", knobs.get("arch", "x86_64")):
-        get_arch(a)   # refuse an unknown one before any work
+        get_arch(a)  # refuse an unknown one before any work
     return kernels_l, clamps_l, oob_l
 
 
@@ -277,34 +345,54 @@ def _space_jobs(spaces, seeds, folios, knobs) -> list[tuple]:
             setting = dict(zip(names, combo))
             kw = {k: v for k, v in setting.items() if k != "folios"}
             for seed in seeds_l:
-                jobs.append(("generated", seed, setting,
-                             lambda f=setting["folios"], s=seed, kw=kw: generate(f, seed=s, **kw)))
+                jobs.append(
+                    (
+                        "generated",
+                        seed,
+                        setting,
+                        lambda f=setting["folios"], s=seed, kw=kw: generate(f, seed=s, **kw),
+                    )
+                )
         return jobs
     if knobs:
-        raise ValueError(f"{next(iter(knobs))}: generator knobs apply only when no spaces are given")
+        raise ValueError(
+            f"{next(iter(knobs))}: generator knobs apply only when no spaces are given"
+        )
     if isinstance(spaces, Mapping):
         items = list(spaces.items())
     else:
         items = []
         for sp in _as_list("spaces", spaces):
-            items.append((os.path.basename(os.fspath(sp)) if not isinstance(sp, AddressSpace)
-                          else f"space{len(items)}", sp))
+            items.append(
+                (
+                    os.path.basename(os.fspath(sp))
+                    if not isinstance(sp, AddressSpace)
+                    else f"space{len(items)}",
+                    sp,
+                )
+            )
     for name, sp in items:
         loader = (lambda sp=sp: sp) if isinstance(sp, AddressSpace) else (lambda sp=sp: load(sp))
         jobs.append((str(name), None, {}, loader))
     return jobs
 
 
-def _accumulate(rows: dict, key: tuple, name: str, seed, setting: dict, cells: dict,
-                dt: float) -> None:
+def _accumulate(
+    rows: dict, key: tuple, name: str, seed, setting: dict, cells: dict, dt: float
+) -> None:
     """Add one walk's counts to its row (a new row, or the sum over seeds)."""
     walk, caller, k, c, o = key[1:]
     if key not in rows:
         row = {"space": name, "seeds": "" if seed is None else str(seed)}
-        row.update({kk: (str(v) if kk == "sizes" and not isinstance(v, str) else v)
-                    for kk, v in setting.items()})
-        row.update({"walk": walk, "caller": caller, "kernel": k, "clamp": c, "oob": o,
-                    "seconds": 0.0})
+        row.update(
+            {
+                kk: (str(v) if kk == "sizes" and not isinstance(v, str) else v)
+                for kk, v in setting.items()
+            }
+        )
+        row.update(
+            {"walk": walk, "caller": caller, "kernel": k, "clamp": c, "oob": o, "seconds": 0.0}
+        )
         row.update(cells)
         row["seconds"] = dt
         rows[key] = row
@@ -319,9 +407,15 @@ def _accumulate(rows: dict, key: tuple, name: str, seed, setting: dict, cells: d
 
 def _walk(space, walk, caller, kernel, clamp, oob, parallel, move_by=0):
     if walk == "scan":
-        return engine.scan(space, caller=caller, kernel=kernel, clamp=clamp, oob=oob,
-                           move_by=move_by if get_caller(caller).takes_move_by else 0,
-                           parallel=parallel)
+        return engine.scan(
+            space,
+            caller=caller,
+            kernel=kernel,
+            clamp=clamp,
+            oob=oob,
+            move_by=move_by if get_caller(caller).takes_move_by else 0,
+            parallel=parallel,
+        )
     return engine.unmap(space, caller=caller, kernel=kernel, oob=oob, parallel=parallel)
 
 
@@ -337,7 +431,9 @@ def columns(rows: list[dict], *, hist: bool) -> list[str]:
 def rows_to_csv(rows: list[dict]) -> str:
     """The rows as CSV text (no histogram column)."""
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=columns(rows, hist=False), extrasaction="ignore", lineterminator="\n")
+    w = csv.DictWriter(
+        buf, fieldnames=columns(rows, hist=False), extrasaction="ignore", lineterminator="\n"
+    )
     w.writeheader()
     w.writerows(rows)
     return buf.getvalue()
@@ -374,7 +470,12 @@ def read_rows(path) -> list[dict]:
             rows = json.load(fh)
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path}: not JSON written by 'ptebatch run' ({exc})") from None
-    if not isinstance(rows, list) or not rows or not all(
-            isinstance(r, dict) and "batch_size_hist" in r and "walk" in r for r in rows):
-        raise ValueError(f"{path}: expected the JSON list of rows that 'ptebatch run --json' prints")
+    if (
+        not isinstance(rows, list)
+        or not rows
+        or not all(isinstance(r, dict) and "batch_size_hist" in r and "walk" in r for r in rows)
+    ):
+        raise ValueError(
+            f"{path}: expected the JSON list of rows that 'ptebatch run --json' prints"
+        )
     return rows

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -72,30 +72,35 @@ RATE_KNOBS: dict[str, str] = {
     "young": "fraction of entries with the accessed bit",
     "dirty": "fraction of entries with the dirty bit",
     "soft_dirty": "fraction of folios with soft-dirty set on their entries (unset: 0.2, "
-                  "or 0 on arm64, which has no soft-dirty bit)",
+    "or 0 on arm64, which has no soft-dirty bit)",
     "uffd_wp": "fraction of folios with uffd-wp set on their entries (their VMAs are marked "
-               "uffd-wp registered)",
+    "uffd-wp registered)",
     "mixed_write": "of the writable large folios, the fraction whose entries from a random "
-                   "page on are read-only (real bug #5's layout)",
+    "page on are read-only (real bug #5's layout)",
 }
 
-CONTPTE_HELP = ("fraction of eligible aligned 16-entry (64 KiB) blocks folded into contpte blocks, "
-                "the CONT bit set on all 16 as arm64's contpte_try_fold does (arm64 only)")
+CONTPTE_HELP = (
+    "fraction of eligible aligned 16-entry (64 KiB) blocks folded into contpte blocks, "
+    "the CONT bit set on all 16 as arm64's contpte_try_fold does (arm64 only)"
+)
 
 _SOFT_DIRTY_DEFAULT = 0.2
-_BASE_VA = 0x10000000000   # 1 TiB, as in the thread's reproducer
+_BASE_VA = 0x10000000000  # 1 TiB, as in the thread's reproducer
 _BASE_PFN = 0x100000
-_BASE_PAGE = _BASE_VA >> PAGE_SHIFT        # first page of the unmoved region
+_BASE_PAGE = _BASE_VA >> PAGE_SHIFT  # first page of the unmoved region
 _FIRST_TABLE = _BASE_PAGE // PTRS_PER_PTE  # its table number (VA >> 21)
-_MAX_GAP = 32                      # pages between moved VMAs: 1 .. _MAX_GAP
-_USER_TOP = 1 << 47                # x86-64 4-level user address space
-_THRESH_BITS = 21                  # per-entry rates are resolved to 1 / 2**21
-_FOLIO_BYTES = 96                  # per-folio working arrays, bytes (estimate)
+_MAX_GAP = 32  # pages between moved VMAs: 1 .. _MAX_GAP
+_USER_TOP = 1 << 47  # x86-64 4-level user address space
+_THRESH_BITS = 21  # per-entry rates are resolved to 1 / 2**21
+_FOLIO_BYTES = 96  # per-folio working arrays, bytes (estimate)
 
 
 def _check_rate(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not 0.0 <= float(value) <= 1.0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, np.integer, np.floating))
+        or not 0.0 <= float(value) <= 1.0
+    ):
         raise ValueError(f"{name}: must be a fraction from 0 to 1, got {value!r}")
     return float(value)
 
@@ -124,8 +129,10 @@ def parse_sizes(sizes) -> dict[int, float]:
         if sizes in PRESETS:
             return dict(PRESETS[sizes])
         if ":" not in sizes:
-            raise ValueError(f"sizes: unknown preset {sizes!r} (known: {', '.join(PRESETS)}; "
-                             f"or give order:weight pairs such as 0:0.5,4:0.5)")
+            raise ValueError(
+                f"sizes: unknown preset {sizes!r} (known: {', '.join(PRESETS)}; "
+                f"or give order:weight pairs such as 0:0.5,4:0.5)"
+            )
         mix = {}
         for part in sizes.split(","):
             o, _, w = part.partition(":")
@@ -141,8 +148,12 @@ def parse_sizes(sizes) -> dict[int, float]:
     for o, w in mix.items():
         if isinstance(o, bool) or not isinstance(o, (int, np.integer)) or not 0 <= o <= 9:
             raise ValueError(f"sizes: orders must be integers 0 to 9 (4 KiB to 2 MiB), got {o!r}")
-        if isinstance(w, bool) or not isinstance(w, (int, float, np.integer, np.floating)) \
-                or not math.isfinite(w) or w < 0:
+        if (
+            isinstance(w, bool)
+            or not isinstance(w, (int, float, np.integer, np.floating))
+            or not math.isfinite(w)
+            or w < 0
+        ):
             raise ValueError(f"sizes: weights must be finite and >= 0, got {w!r} for order {o}")
         if w > 0:
             out[int(o)] = float(w)
@@ -208,14 +219,29 @@ def _layout(rng, order: np.ndarray, shuffle_tables: bool = True) -> np.ndarray:
     return G.shuffle_within_tables(off, order, np.uint64(int(rng.integers(0, 1 << 63))))
 
 
-def generate(n_folios: int, *, seed: int = 0, sizes: str | Mapping[int, float] = "mixed",
-             moved: float = 0.05, straddle: float = 0.5, partial: float = 0.0,
-             holes: float = 0.0, shuffle_pfn: bool = True, vma_tables: int = 32,
-             vma_split: float = 0.0, lazyfree: float = 0.3, write: float = 0.9,
-             young: float = 0.5, dirty: float = 0.3, soft_dirty: float | None = None,
-             uffd_wp: float = 0.0, mixed_write: float = 0.0, arch: str = "x86_64",
-             contpte: float | None = None,
-             progress: Callable[[str], None] | None = None) -> AddressSpace:
+def generate(
+    n_folios: int,
+    *,
+    seed: int = 0,
+    sizes: str | Mapping[int, float] = "mixed",
+    moved: float = 0.05,
+    straddle: float = 0.5,
+    partial: float = 0.0,
+    holes: float = 0.0,
+    shuffle_pfn: bool = True,
+    vma_tables: int = 32,
+    vma_split: float = 0.0,
+    lazyfree: float = 0.3,
+    write: float = 0.9,
+    young: float = 0.5,
+    dirty: float = 0.3,
+    soft_dirty: float | None = None,
+    uffd_wp: float = 0.0,
+    mixed_write: float = 0.0,
+    arch: str = "x86_64",
+    contpte: float | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> AddressSpace:
     """Make a seeded synthetic address space.
 
     Parameters
@@ -307,36 +333,54 @@ def generate(n_folios: int, *, seed: int = 0, sizes: str | Mapping[int, float] =
         raise ValueError(f"n_folios: must be a positive integer, got {n_folios!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed: must be an integer >= 0, got {seed!r}")
-    rates = dict(moved=moved, straddle=straddle, partial=partial, holes=holes, vma_split=vma_split,
-                 lazyfree=lazyfree, write=write, young=young, dirty=dirty,
-                 uffd_wp=uffd_wp, mixed_write=mixed_write)
+    rates = dict(
+        moved=moved,
+        straddle=straddle,
+        partial=partial,
+        holes=holes,
+        vma_split=vma_split,
+        lazyfree=lazyfree,
+        write=write,
+        young=young,
+        dirty=dirty,
+        uffd_wp=uffd_wp,
+        mixed_write=mixed_write,
+    )
     for name, v in rates.items():
         rates[name] = _check_rate(name, v)
-    if isinstance(vma_tables, bool) or not isinstance(vma_tables, (int, np.integer)) \
-            or vma_tables < 1:
+    if (
+        isinstance(vma_tables, bool)
+        or not isinstance(vma_tables, (int, np.integer))
+        or vma_tables < 1
+    ):
         raise ValueError(f"vma_tables: must be an integer >= 1, got {vma_tables!r}")
     mix = parse_sizes(sizes)
     a = get_arch(arch)
-    rates["soft_dirty"] = _arch_rate(a, "soft_dirty", soft_dirty, bool(a.soft_dirty),
-                                     _SOFT_DIRTY_DEFAULT, "soft-dirty PTE bit")
-    rates["contpte"] = _arch_rate(a, "contpte", contpte, bool(a.cont), 1.0,
-                                  "contiguous (CONT) PTE bit, so no contpte blocks")
+    rates["soft_dirty"] = _arch_rate(
+        a, "soft_dirty", soft_dirty, bool(a.soft_dirty), _SOFT_DIRTY_DEFAULT, "soft-dirty PTE bit"
+    )
+    rates["contpte"] = _arch_rate(
+        a, "contpte", contpte, bool(a.cont), 1.0, "contiguous (CONT) PTE bit, so no contpte blocks"
+    )
     n = int(n_folios)
     say = progress or (lambda stage: None)
 
     orders_k = np.array(sorted(mix), dtype=np.int64)
     p = np.array([mix[o] for o in orders_k], dtype=np.float64)
     p /= p.sum()
-    mean_nr = float(np.sum(p * (2.0 ** orders_k)))
+    mean_nr = float(np.sum(p * (2.0**orders_k)))
     need = n * (mean_nr * 8 * (1 + 1 / vma_tables) + _FOLIO_BYTES)
     avail = _available_bytes()
     if need > avail:
-        raise ValueError(f"n_folios: {n:,} folios of this size mix need about "
-                         f"{need / 2**30:,.1f} GiB, more than the {avail / 2**30:,.1f} GiB "
-                         f"available")
+        raise ValueError(
+            f"n_folios: {n:,} folios of this size mix need about "
+            f"{need / 2**30:,.1f} GiB, more than the {avail / 2**30:,.1f} GiB "
+            f"available"
+        )
     if n * mean_nr * PAGE_SIZE * 2.2 > _USER_TOP - _BASE_VA:
-        raise ValueError(f"n_folios: {n:,} folios of this size mix do not fit the 128 TiB "
-                         f"user address space")
+        raise ValueError(
+            f"n_folios: {n:,} folios of this size mix do not fit the 128 TiB user address space"
+        )
 
     with np.errstate(over="ignore"):  # the hash wraps on purpose (plain Python without the JIT)
         return _build(n, seed, orders_k, p, rates, bool(shuffle_pfn), int(vma_tables), a, say)
@@ -356,8 +400,9 @@ def _build(n, seed, orders_k, p, r, shuffle_pfn, vma_tables, a, say) -> AddressS
     say("virtual layout")
     stay = np.flatnonzero(~is_moved)
     vbase = np.empty(n, dtype=np.uint64)
-    main_start, main_end, main_top = _lay_out_unmoved(_stream(seed, 3), vbase, stay, order, nr,
-                                                      vma_tables)
+    main_start, main_end, main_top = _lay_out_unmoved(
+        _stream(seed, 3), vbase, stay, order, nr, vma_tables
+    )
     split_at = _draw_vma_splits(_stream(seed, 4), vbase, stay, nr, large, r["vma_split"])
     mv = np.flatnonzero(is_moved)
     m_start, m, top = _lay_out_moved(_stream(seed, 5), vbase, mv, lo, hi, main_top, r["straddle"])
@@ -396,14 +441,32 @@ def _build(n, seed, orders_k, p, r, shuffle_pfn, vma_tables, a, say) -> AddressS
 
     if r["contpte"] > 0.0:
         say("contpte")
-        _fold_contpte(_stream(seed, 13), ptes, table_va, vma_start, vma_end, folio_pfn, folio_nr,
-                      r["contpte"], a)
+        _fold_contpte(
+            _stream(seed, 13),
+            ptes,
+            table_va,
+            vma_start,
+            vma_end,
+            folio_pfn,
+            folio_nr,
+            r["contpte"],
+            a,
+        )
     vma_flags = None
     if r["uffd_wp"] > 0.0:
         say("vma flags")
         vma_flags = _uffd_wp_vma_flags(ptes, table_va, vma_start, vma_end, a)
-    return AddressSpace(ptes, table_va, vma_start, vma_end, folio_pfn, folio_nr, flags[big],
-                        arch=a.name, vma_flags=vma_flags)
+    return AddressSpace(
+        ptes,
+        table_va,
+        vma_start,
+        vma_end,
+        folio_pfn,
+        folio_nr,
+        flags[big],
+        arch=a.name,
+        vma_flags=vma_flags,
+    )
 
 
 def _stream(seed: int, i: int) -> np.random.Generator:
@@ -420,24 +483,27 @@ def _draw_orders(rng, orders_k: np.ndarray, p: np.ndarray, n: int) -> np.ndarray
     return orders_k.astype(np.uint8)[rng.choice(orders_k.size, size=n, p=p)]
 
 
-def _draw_partial_maps(rng, nr: np.ndarray, large: np.ndarray,
-                       rate: float) -> tuple[np.ndarray, np.ndarray]:
+def _draw_partial_maps(
+    rng, nr: np.ndarray, large: np.ndarray, rate: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Mapped page range [lo, hi) of each folio: a ``rate`` of large ones lose a head or tail."""
     n = nr.size
     lo = np.zeros(n, dtype=np.uint16)
     hi = nr.astype(np.uint16)
     part = np.flatnonzero(_bits(rng, n, rate) & large)
     if part.size:
-        cut = _uniform_int(rng, np.ones(part.size, np.uint64),
-                           nr[part] - np.uint64(1)).astype(np.uint16)
+        cut = _uniform_int(rng, np.ones(part.size, np.uint64), nr[part] - np.uint64(1)).astype(
+            np.uint16
+        )
         head = rng.random(part.size) < 0.5
         lo[part] = np.where(head, cut, 0)
         hi[part] = np.where(head, hi[part], cut)
     return lo, hi
 
 
-def _lay_out_unmoved(rng, vbase: np.ndarray, stay: np.ndarray, order: np.ndarray, nr: np.ndarray,
-                     vma_tables: int) -> tuple[np.ndarray, np.ndarray, int]:
+def _lay_out_unmoved(
+    rng, vbase: np.ndarray, stay: np.ndarray, order: np.ndarray, nr: np.ndarray, vma_tables: int
+) -> tuple[np.ndarray, np.ndarray, int]:
     """Pack unmoved folios into VMAs of ``vma_tables`` tables; sets ``vbase[stay]``.
 
     The folios are naturally aligned, packed into tables with sizes mixed inside
@@ -450,8 +516,9 @@ def _lay_out_unmoved(rng, vbase: np.ndarray, stay: np.ndarray, order: np.ndarray
     if stay.size:
         off = _layout(rng, order[stay])
         main_pages = int(np.max(off + nr[stay]))
-        vbase[stay] = np.uint64(_BASE_PAGE) + (off // np.uint64(span)) * stride \
-            + off % np.uint64(span)
+        vbase[stay] = (
+            np.uint64(_BASE_PAGE) + (off // np.uint64(span)) * stride + off % np.uint64(span)
+        )
         del off
     n_main_vmas = -(-main_pages // span)
     main_start = np.uint64(_BASE_PAGE) + np.arange(n_main_vmas, dtype=np.uint64) * stride
@@ -462,16 +529,25 @@ def _lay_out_unmoved(rng, vbase: np.ndarray, stay: np.ndarray, order: np.ndarray
     return main_start, main_end, main_top
 
 
-def _draw_vma_splits(rng, vbase: np.ndarray, stay: np.ndarray, nr: np.ndarray, large: np.ndarray,
-                     rate: float) -> np.ndarray:
+def _draw_vma_splits(
+    rng, vbase: np.ndarray, stay: np.ndarray, nr: np.ndarray, large: np.ndarray, rate: float
+) -> np.ndarray:
     """Pages where a VMA boundary cuts an unmoved large folio (a ``rate`` of them)."""
     split = stay[_bits(rng, stay.size, rate) & large[stay]]
-    return vbase[split] + _uniform_int(rng, np.ones(split.size, np.uint64),
-                                       nr[split] - np.uint64(1))
+    return vbase[split] + _uniform_int(
+        rng, np.ones(split.size, np.uint64), nr[split] - np.uint64(1)
+    )
 
 
-def _lay_out_moved(rng, vbase: np.ndarray, mv: np.ndarray, lo: np.ndarray, hi: np.ndarray,
-                   main_top: int, straddle: float):
+def _lay_out_moved(
+    rng,
+    vbase: np.ndarray,
+    mv: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    main_top: int,
+    straddle: float,
+):
     """Give each moved folio its own VMA past the unmoved region; sets ``vbase[mv]``.
 
     The VMAs start after a 2 MiB gap, at any page offset, a ``straddle`` fraction
@@ -481,10 +557,14 @@ def _lay_out_moved(rng, vbase: np.ndarray, mv: np.ndarray, lo: np.ndarray, hi: n
     m = (hi[mv] - lo[mv]).astype(np.uint64)
     strad = _bits(rng, mv.size, straddle) & (m > np.uint64(1))
     gap = rng.integers(1, _MAX_GAP + 1, mv.size).astype(np.uint64)
-    before = _uniform_int(rng, np.ones(mv.size, np.uint64),
-                          np.maximum(m, np.uint64(2)) - np.uint64(1))
-    spread = _uniform_int(rng, np.zeros(mv.size, np.uint64),
-                          np.minimum(np.uint64(PTRS_PER_PTE) - m, np.uint64(_MAX_GAP)))
+    before = _uniform_int(
+        rng, np.ones(mv.size, np.uint64), np.maximum(m, np.uint64(2)) - np.uint64(1)
+    )
+    spread = _uniform_int(
+        rng,
+        np.zeros(mv.size, np.uint64),
+        np.minimum(np.uint64(PTRS_PER_PTE) - m, np.uint64(_MAX_GAP)),
+    )
     moved_from = (main_top + 2 * PTRS_PER_PTE - 1) // PTRS_PER_PTE * PTRS_PER_PTE
     m_start, top = G.place_moved(m, strad, gap, before, spread, np.uint64(moved_from))
     del gap, before, spread
@@ -507,8 +587,9 @@ def _shuffled_pfns(rng, order: np.ndarray) -> np.ndarray:
     return np.uint64(_BASE_PFN) + poff
 
 
-def _pfns_following_vas(rng, order: np.ndarray, vbase: np.ndarray, stay: np.ndarray,
-                        mv: np.ndarray, main_top: int) -> np.ndarray:
+def _pfns_following_vas(
+    rng, order: np.ndarray, vbase: np.ndarray, stay: np.ndarray, mv: np.ndarray, main_top: int
+) -> np.ndarray:
     """PFNs in virtual order: unmoved folios mirror their addresses, moved ones follow."""
     pfn = np.empty(order.size, dtype=np.uint64)
     pfn[stay] = np.uint64(_BASE_PFN) + (vbase[stay] - np.uint64(_BASE_PAGE))
@@ -518,8 +599,9 @@ def _pfns_following_vas(rng, order: np.ndarray, vbase: np.ndarray, stay: np.ndar
     return pfn
 
 
-def _used_tables(vbase: np.ndarray, stay: np.ndarray, m_start: np.ndarray, m: np.ndarray,
-                 top) -> tuple[np.ndarray, np.ndarray]:
+def _used_tables(
+    vbase: np.ndarray, stay: np.ndarray, m_start: np.ndarray, m: np.ndarray, top
+) -> tuple[np.ndarray, np.ndarray]:
     """Tables for every 2 MiB region holding a mapped page: each region's row, and their VAs.
 
     The row (rank) array is indexed by region number counted from ``_FIRST_TABLE``.
@@ -531,8 +613,7 @@ def _used_tables(vbase: np.ndarray, stay: np.ndarray, m_start: np.ndarray, m: np
     used[(m_start >> np.uint64(9)).astype(np.int64) - _FIRST_TABLE] = True
     used[((m_start + m - np.uint64(1)) >> np.uint64(9)).astype(np.int64) - _FIRST_TABLE] = True
     rank = np.cumsum(used, dtype=np.int64) - 1
-    table_va = ((np.flatnonzero(used).astype(np.uint64) + np.uint64(_FIRST_TABLE))
-                << np.uint64(21))
+    table_va = (np.flatnonzero(used).astype(np.uint64) + np.uint64(_FIRST_TABLE)) << np.uint64(21)
     return rank, table_va
 
 
@@ -543,9 +624,11 @@ def _folio_pte_bits(seed: int, n: int, r: dict, a: Arch) -> tuple[np.ndarray, np
     """
     f_write = _bits(_stream(seed, 7), n, r["write"])
     fbits = np.full(n, np.uint64(a.base_bits | a.make_bits["present"]), dtype=np.uint64)
-    for name, on in (("write", f_write),
-                     ("soft_dirty", _bits(_stream(seed, 8), n, r["soft_dirty"])),
-                     ("uffd_wp", _bits(_stream(seed, 9), n, r["uffd_wp"]))):
+    for name, on in (
+        ("write", f_write),
+        ("soft_dirty", _bits(_stream(seed, 8), n, r["soft_dirty"])),
+        ("uffd_wp", _bits(_stream(seed, 9), n, r["uffd_wp"])),
+    ):
         if on.any():
             mask = a.make_bits.get(name, 0)
             if not mask:
@@ -554,8 +637,9 @@ def _folio_pte_bits(seed: int, n: int, r: dict, a: Arch) -> tuple[np.ndarray, np
     return fbits, f_write
 
 
-def _draw_write_protect_from(rng, nr: np.ndarray, large: np.ndarray, f_write: np.ndarray,
-                             rate: float) -> np.ndarray:
+def _draw_write_protect_from(
+    rng, nr: np.ndarray, large: np.ndarray, f_write: np.ndarray, rate: float
+) -> np.ndarray:
     """First read-only page of each folio: a random page in a ``rate`` of writable large ones.
 
     The other folios get their size (no page write-protected).
@@ -568,18 +652,34 @@ def _draw_write_protect_from(rng, nr: np.ndarray, large: np.ndarray, f_write: np
 
 def _draw_folio_flags(rng, n: int, lazyfree: float) -> np.ndarray:
     """Folio flags (uint8): anon, and swap-backed unless the folio is lazyfree."""
-    return np.where(_bits(rng, n, lazyfree), FOLIO_ANON,
-                    FOLIO_ANON | FOLIO_SWAPBACKED).astype(np.uint8)
+    return np.where(_bits(rng, n, lazyfree), FOLIO_ANON, FOLIO_ANON | FOLIO_SWAPBACKED).astype(
+        np.uint8
+    )
 
 
-def _fill_ptes(table_va, rank, vbase, pfn, lo, hi, wp_from, fbits, key, r: dict,
-               a: Arch) -> np.ndarray:
+def _fill_ptes(
+    table_va, rank, vbase, pfn, lo, hi, wp_from, fbits, key, r: dict, a: Arch
+) -> np.ndarray:
     """Allocate the tables and write every PTE in one parallel pass (holes, young, dirty)."""
     ptes = np.zeros((table_va.size, PTRS_PER_PTE), dtype=np.uint64)
-    G.fill_ptes(ptes.reshape(-1), rank, np.uint64(_FIRST_TABLE), vbase, pfn, lo, hi, wp_from,
-                fbits, key, _threshold(r["holes"]), _threshold(r["young"]),
-                _threshold(r["dirty"]), np.uint64(a.make_bits["young"]), _steps(a.make_dirty),
-                _steps(a.ops["wrprotect"]))
+    G.fill_ptes(
+        ptes.reshape(-1),
+        rank,
+        np.uint64(_FIRST_TABLE),
+        vbase,
+        pfn,
+        lo,
+        hi,
+        wp_from,
+        fbits,
+        key,
+        _threshold(r["holes"]),
+        _threshold(r["young"]),
+        _threshold(r["dirty"]),
+        np.uint64(a.make_bits["young"]),
+        _steps(a.make_dirty),
+        _steps(a.ops["wrprotect"]),
+    )
     return ptes
 
 
@@ -594,18 +694,30 @@ def _make_vmas(main_start, main_end, split_at, m_start, m) -> tuple[np.ndarray, 
     return vma_start, vma_end
 
 
-def _fold_contpte(rng, ptes, table_va, vma_start, vma_end, folio_pfn, folio_nr, rate: float,
-                  a: Arch) -> None:
+def _fold_contpte(
+    rng, ptes, table_va, vma_start, vma_end, folio_pfn, folio_nr, rate: float, a: Arch
+) -> None:
     """Set the CONT bit on a ``rate`` of eligible 16-entry blocks, in place.
 
     The blocks are picked by a key from a stream of their own (13), so folding
     never redraws the other knobs' numbers.
     """
     cont_key = np.uint64(int(rng.integers(0, 1 << 63)))
-    G.fold_contpte(ptes.reshape(-1), table_va, vma_start, vma_end, folio_pfn, folio_nr,
-                   np.uint64(a.present), np.uint64(a.special), np.uint64(a.pfn_mask),
-                   _steps(a.ops["mkclean"] + a.ops["mkold"]), np.uint64(a.cont), cont_key,
-                   _threshold(rate))
+    G.fold_contpte(
+        ptes.reshape(-1),
+        table_va,
+        vma_start,
+        vma_end,
+        folio_pfn,
+        folio_nr,
+        np.uint64(a.present),
+        np.uint64(a.special),
+        np.uint64(a.pfn_mask),
+        _steps(a.ops["mkclean"] + a.ops["mkold"]),
+        np.uint64(a.cont),
+        cont_key,
+        _threshold(rate),
+    )
 
 
 def _uffd_wp_vma_flags(ptes, table_va, vma_start, vma_end, a: Arch) -> np.ndarray:
@@ -614,8 +726,9 @@ def _uffd_wp_vma_flags(ptes, table_va, vma_start, vma_end, a: Arch) -> np.ndarra
     A PTE carries uffd-wp only in a VMA registered for it.
     """
     hit = np.flatnonzero(ptes.reshape(-1) & np.uint64(a.uffd_wp))
-    va = table_va[hit // PTRS_PER_PTE] \
-        + (hit % PTRS_PER_PTE).astype(np.uint64) * np.uint64(PAGE_SIZE)
+    va = table_va[hit // PTRS_PER_PTE] + (hit % PTRS_PER_PTE).astype(np.uint64) * np.uint64(
+        PAGE_SIZE
+    )
     v = np.searchsorted(vma_start, va, side="right") - 1
     inside = (v >= 0) & (va < vma_end[np.maximum(v, 0)])
     vma_flags = np.zeros(vma_start.size, dtype=np.uint8)

@@ -7,19 +7,30 @@ import numpy as np
 from ..arch import PAGE_SIZE, PMD_SIZE, get_arch
 from ..space import FOLIO_ANON, FOLIO_SWAPBACKED, AddressSpace
 
-__all__ = ["thread_layout", "lazyfree_restore_layout", "mremap_write_layout",
-           "folio_end_layout", "xen_pv_layout"]
+__all__ = [
+    "thread_layout",
+    "lazyfree_restore_layout",
+    "mremap_write_layout",
+    "folio_end_layout",
+    "xen_pv_layout",
+]
 
-CORPUS_BASE = 0x10000000000   # 1 TiB, a 2 MiB boundary
+CORPUS_BASE = 0x10000000000  # 1 TiB, a 2 MiB boundary
 
 # The reproducer in the LKML thread moved its folio to 4 KiB below this boundary.
 THREAD_BOUNDARY = 0x10000200000
 THREAD_PFN = 0x113AA0
 
 
-def thread_layout(folio_nr: int = 16, before_boundary: int = 1, *, lazyfree: bool = True,
-                  pfn: int = THREAD_PFN, boundary: int = THREAD_BOUNDARY,
-                  arch: str = "x86_64") -> AddressSpace:
+def thread_layout(
+    folio_nr: int = 16,
+    before_boundary: int = 1,
+    *,
+    lazyfree: bool = True,
+    pfn: int = THREAD_PFN,
+    boundary: int = THREAD_BOUNDARY,
+    arch: str = "x86_64",
+) -> AddressSpace:
     """The LKML thread's layout: one large folio moved across a 2 MiB boundary.
 
     Parameters
@@ -49,8 +60,9 @@ def thread_layout(folio_nr: int = 16, before_boundary: int = 1, *, lazyfree: boo
     va = start + PAGE_SIZE * np.arange(folio_nr, dtype=np.uint64)
     ptes = a.make_pte(pfn + np.arange(folio_nr, dtype=np.uint64), write=True)
     flags = FOLIO_ANON if lazyfree else FOLIO_ANON | FOLIO_SWAPBACKED
-    return AddressSpace.from_entries(va, ptes, [start], [start + folio_nr * PAGE_SIZE],
-                                     [pfn], [folio_nr], [flags], arch=arch)
+    return AddressSpace.from_entries(
+        va, ptes, [start], [start + folio_nr * PAGE_SIZE], [pfn], [folio_nr], [flags], arch=arch
+    )
 
 
 def lazyfree_restore_layout(arch: str = "x86_64") -> AddressSpace:
@@ -66,8 +78,16 @@ def lazyfree_restore_layout(arch: str = "x86_64") -> AddressSpace:
     va = CORPUS_BASE + PAGE_SIZE * (16 + np.arange(16, dtype=np.uint64))
     pfn = 0x200000 + np.arange(16, dtype=np.uint64)
     ptes = a.make_pte(pfn, write=np.arange(16) < 8)
-    return AddressSpace.from_entries(va, ptes, [int(va[0])], [int(va[-1]) + PAGE_SIZE],
-                                     [0x200000], [16], [FOLIO_ANON], arch=a.name)
+    return AddressSpace.from_entries(
+        va,
+        ptes,
+        [int(va[0])],
+        [int(va[-1]) + PAGE_SIZE],
+        [0x200000],
+        [16],
+        [FOLIO_ANON],
+        arch=a.name,
+    )
 
 
 def mremap_write_layout(arch: str = "arm64") -> AddressSpace:
@@ -83,8 +103,16 @@ def mremap_write_layout(arch: str = "arm64") -> AddressSpace:
     va = CORPUS_BASE + PAGE_SIZE * np.arange(32, dtype=np.uint64)
     pfn = 0x500000 + np.arange(32, dtype=np.uint64)
     ptes = a.make_pte(pfn, write=np.arange(32) < 16, young=True, extra=a.cont)
-    return AddressSpace.from_entries(va, ptes, [CORPUS_BASE], [CORPUS_BASE + 32 * PAGE_SIZE],
-                                     [0x500000], [32], [FOLIO_ANON | FOLIO_SWAPBACKED], arch=a.name)
+    return AddressSpace.from_entries(
+        va,
+        ptes,
+        [CORPUS_BASE],
+        [CORPUS_BASE + 32 * PAGE_SIZE],
+        [0x500000],
+        [32],
+        [FOLIO_ANON | FOLIO_SWAPBACKED],
+        arch=a.name,
+    )
 
 
 def folio_end_layout(arch: str = "x86_64") -> AddressSpace:
@@ -93,8 +121,16 @@ def folio_end_layout(arch: str = "x86_64") -> AddressSpace:
     a = get_arch(arch)
     va = CORPUS_BASE + PAGE_SIZE * np.arange(17, dtype=np.uint64)
     ptes = a.make_pte(0x300000 + np.arange(17, dtype=np.uint64), write=True, young=True)
-    return AddressSpace.from_entries(va, ptes, [CORPUS_BASE], [CORPUS_BASE + 17 * PAGE_SIZE],
-                                     [0x300000], [16], [FOLIO_ANON | FOLIO_SWAPBACKED], arch=a.name)
+    return AddressSpace.from_entries(
+        va,
+        ptes,
+        [CORPUS_BASE],
+        [CORPUS_BASE + 17 * PAGE_SIZE],
+        [0x300000],
+        [16],
+        [FOLIO_ANON | FOLIO_SWAPBACKED],
+        arch=a.name,
+    )
 
 
 def xen_pv_layout(arch: str = "x86_64") -> AddressSpace:
@@ -103,6 +139,13 @@ def xen_pv_layout(arch: str = "x86_64") -> AddressSpace:
     a = get_arch(arch)
     va = CORPUS_BASE + PAGE_SIZE * (453 + np.arange(4, dtype=np.uint64))
     ptes = a.make_pte(0x400000 + np.arange(4, dtype=np.uint64), write=True)
-    return AddressSpace.from_entries(va, ptes, [CORPUS_BASE + 448 * PAGE_SIZE],
-                                     [CORPUS_BASE + 464 * PAGE_SIZE], [0x400000], [4],
-                                     [FOLIO_ANON | FOLIO_SWAPBACKED], arch=a.name)
+    return AddressSpace.from_entries(
+        va,
+        ptes,
+        [CORPUS_BASE + 448 * PAGE_SIZE],
+        [CORPUS_BASE + 464 * PAGE_SIZE],
+        [0x400000],
+        [4],
+        [FOLIO_ANON | FOLIO_SWAPBACKED],
+        arch=a.name,
+    )

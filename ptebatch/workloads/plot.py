@@ -15,11 +15,25 @@ __all__ = ["plot_rows", "require_matplotlib", "INSTALL_HINT"]
 
 INSTALL_HINT = "plotting needs matplotlib: pip install 'ptebatch[plot]' (or pip install matplotlib)"
 _FORMATS = (".png", ".svg", ".pdf")
-_REASONS = ("folio_end", "pmd_end", "vma_end", "dst_pmd_end", "not_present", "pfn_gap", "bit_mismatch",
-            "order0", "single")
+_REASONS = (
+    "folio_end",
+    "pmd_end",
+    "vma_end",
+    "dst_pmd_end",
+    "not_present",
+    "pfn_gap",
+    "bit_mismatch",
+    "order0",
+    "single",
+)
 # finding columns noted beside a row's stop-reason bar (old rows have only table_overruns)
-_NOTES = (("table_overruns", "read past table"), ("find_vma_overrun", "read past VMA"),
-          ("find_past_folio", "past folio"), ("find_spread", "spread"), ("find_uffd_wp", "mixed uffd-wp"))
+_NOTES = (
+    ("table_overruns", "read past table"),
+    ("find_vma_overrun", "read past VMA"),
+    ("find_past_folio", "past folio"),
+    ("find_spread", "spread"),
+    ("find_uffd_wp", "mixed uffd-wp"),
+)
 
 
 def require_matplotlib():
@@ -36,6 +50,7 @@ def require_matplotlib():
         raise ImportError(INSTALL_HINT) from None
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
+
     return plt
 
 
@@ -46,11 +61,22 @@ def _labels(rows: list[dict]) -> list[str]:
     caller varies it names the series (with the kernel) and the walk, which
     it implies, is left out.
     """
-    skip = {"batch_size_hist", "seconds", "batches", "ptes_batched", "mean_batch", "multi_batches",
-            "mean_multi_batch", "table_overruns", "vma_overruns"}
+    skip = {
+        "batch_size_hist",
+        "seconds",
+        "batches",
+        "ptes_batched",
+        "mean_batch",
+        "multi_batches",
+        "mean_multi_batch",
+        "table_overruns",
+        "vma_overruns",
+    }
     keys: list[str] = []
     for r in rows:
-        keys += [k for k in r if k not in keys and k not in skip and not k.startswith(("stop_", "find_"))]
+        keys += [
+            k for k in r if k not in keys and k not in skip and not k.startswith(("stop_", "find_"))
+        ]
     if "caller" in keys and "walk" in keys:  # next to the walk, even when old rows came first
         keys.remove("caller")
         keys.insert(keys.index("walk") + 1, "caller")
@@ -108,8 +134,9 @@ def plot_rows(rows: list[dict], path, *, title: str | None = None) -> None:
         raise ValueError("rows: nothing to plot")
     plt = require_matplotlib()
     labels = _labels(rows)
-    fig, (ax_h, ax_s) = plt.subplots(1, 2, figsize=(13, 0.9 + max(4.0, 0.45 * len(rows))),
-                                     gridspec_kw={"width_ratios": [1.2, 1]})
+    fig, (ax_h, ax_s) = plt.subplots(
+        1, 2, figsize=(13, 0.9 + max(4.0, 0.45 * len(rows))), gridspec_kw={"width_ratios": [1.2, 1]}
+    )
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
 
     # Left: batch-size histogram, log-log (sizes 1..512, counts spanning decades).
@@ -124,9 +151,20 @@ def plot_rows(rows: list[dict], path, *, title: str | None = None) -> None:
         for k, c in h.items():
             counts[int(k)] = c if c else np.nan
         sizes = np.arange(1, top + 1)
-        ax_h.plot(sizes, counts[1:], drawstyle="steps-mid", marker=".", markersize=4, lw=1.2,
-                  ls=styles[(i // len(colors)) % len(styles)] if len(rows) > len(colors) else styles[i % 2],
-                  color=colors[i % len(colors)], label=label, alpha=0.85)
+        ax_h.plot(
+            sizes,
+            counts[1:],
+            drawstyle="steps-mid",
+            marker=".",
+            markersize=4,
+            lw=1.2,
+            ls=styles[(i // len(colors)) % len(styles)]
+            if len(rows) > len(colors)
+            else styles[i % 2],
+            color=colors[i % len(colors)],
+            label=label,
+            alpha=0.85,
+        )
     ax_h.set_xscale("log", base=2)
     ax_h.set_yscale("log")
     ax_h.set_xlabel("batch size (PTEs)")
