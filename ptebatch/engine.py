@@ -177,17 +177,9 @@ def scan(
     profile = preset.profile
     arch = get_arch(space.arch)
     cfg = make_config(arch, profile, fl, preset.rule.spread if detectors else (), detectors)
-    walk = int(preset.rule.batching)
     flat = space.ptes.reshape(-1)
-    shift = move_by % PMD_SIZE if preset.rule.dst_clamp else 0
-    g0, g1, va, vma, vma_end, seg_reason = derived(
-        space, ("segments", shift), lambda sp: segments(sp, shift)
-    )
-    if preset.caller.moves_tables and move_by % PMD_SIZE == 0:
-        # mremap moves a whole table by its PMD when source and destination are aligned
-        seg_move = (g1 - g0 == PTRS_PER_PTE) & (g0 % PTRS_PER_PTE == 0)
-    else:
-        seg_move = np.zeros(g0.size, dtype=np.bool_)
+    segs = _scan_segments(space, preset, move_by)
+    g0, g1, vma = segs[0], segs[1], segs[3]
     weights = g1 - g0
     parallel = use_threads(parallel, int(weights.sum()))
     clamp_folio = clamp == "folio"
@@ -201,44 +193,15 @@ def scan(
     carry_vma = np.full(starts.size, -1, dtype=np.int64)
     present = np.zeros(starts.size, dtype=np.int64)
     moved = np.zeros(starts.size, dtype=np.int64)
-    fpfn, fnr, fidx, fbase, fshift = derived(space, "folio_index", folio_index)
-    forder, obase, oshift = derived(space, "order_table", order_table)
+    lookup = derived(space, "folio_index", folio_index) + derived(space, "order_table", order_table)
+    modes = (cfg, int(preset.rule.batching), clamp_folio, oob == "adjacent")
 
     def run_round(ch_pos, ch_end, ch_o, ch_o_end, bufs, active):
         cva, cvm = carry_va[active], carry_vma[active]
         pres, mov = np.zeros(active.size, dtype=np.int64), np.zeros(active.size, dtype=np.int64)
+        chunks = (ch_pos, ch_end, cva, cvm, ch_o, ch_o_end, pres, mov)
         with threads(parallel):
-            zap_pte_range.zap_chunks(
-                flat,
-                g0,
-                g1,
-                va,
-                vma,
-                vma_end,
-                seg_reason,
-                seg_move,
-                ch_pos,
-                ch_end,
-                cva,
-                cvm,
-                ch_o,
-                ch_o_end,
-                pres,
-                mov,
-                fpfn,
-                fnr,
-                fidx,
-                fbase,
-                fshift,
-                forder,
-                obase,
-                oshift,
-                cfg,
-                walk,
-                clamp_folio,
-                oob == "adjacent",
-                *bufs,
-            )
+            zap_pte_range.zap_chunks(flat, *segs, *chunks, *lookup, *modes, *bufs)
         carry_va[active], carry_vma[active] = cva, cvm
         present[active] += pres
         moved[active] += mov
@@ -317,63 +280,12 @@ def unmap(
     g0, g1, va, vma, vma_end, _ = derived(space, ("segments", 0), segments)
     fpfn, fnr, fidx, fbase, fshift = derived(space, "folio_index", folio_index)
 
-    # 1. runs of entries mapping one large folio, per segment (two passes)
-    counts = np.zeros(g0.size, dtype=np.int64)
-    dummy_i = np.zeros(0, dtype=np.int64)
-    with threads(parallel):
-        try_to_unmap.folio_runs(
-            flat,
-            g0,
-            g1,
-            fpfn,
-            fnr,
-            fidx,
-            fbase,
-            fshift,
-            cfg,
-            counts,
-            counts,
-            dummy_i,
-            dummy_i,
-            dummy_i,
-            dummy_i,
-            False,
-        )
-    offsets = np.concatenate(([0], np.cumsum(counts)))[:-1].astype(np.int64)
-    n_runs = int(counts.sum())
-    run_g = np.empty(n_runs, dtype=np.int64)
-    run_len = np.empty(n_runs, dtype=np.int64)
-    run_f = np.empty(n_runs, dtype=np.int64)
-    run_seg = np.empty(n_runs, dtype=np.int64)
-    with threads(parallel):
-        try_to_unmap.folio_runs(
-            flat,
-            g0,
-            g1,
-            fpfn,
-            fnr,
-            fidx,
-            fbase,
-            fshift,
-            cfg,
-            counts,
-            offsets,
-            run_g,
-            run_len,
-            run_f,
-            run_seg,
-            True,
-        )
-
-    # 2. group runs by folio, keeping address order inside each folio
-    order = np.argsort(run_f, kind="stable")
-    run_g, run_len, run_f, run_seg = run_g[order], run_len[order], run_f[order], run_seg[order]
-    item_f, item_r0 = np.unique(run_f, return_index=True)
-    item_r0 = item_r0.astype(np.int64)
-    item_r1 = np.concatenate((item_r0[1:], [n_runs])).astype(np.int64)
-    item_bound = np.add.reduceat(run_len, item_r0) if n_runs else np.zeros(0, dtype=np.int64)
-    item_f = item_f.astype(np.int64)
-
+    run_g, run_len, run_f, run_seg = _folio_runs(
+        flat, g0, g1, fpfn, fnr, fidx, fbase, fshift, cfg, parallel
+    )
+    item_f, item_r0, item_r1, item_bound, run_g, run_len, run_seg = _group_by_folio(
+        run_g, run_len, run_f, run_seg
+    )
     parallel = use_threads(parallel, int(item_bound.sum()))
     bounds_ = chunk_bounds(item_bound.astype(np.float64), n_chunks(parallel, item_f.size))
     starts, ends = bounds_[:-1], bounds_[1:]
@@ -428,3 +340,45 @@ def unmap(
         folios=int(item_f.size),
         lazyfree_folios=int(np.count_nonzero(lazy)),
     )
+
+
+def _folio_runs(flat, g0, g1, fpfn, fnr, fidx, fbase, fshift, cfg, parallel):
+    """Runs of entries that map one large folio, per segment: count, then write (two passes)."""
+    counts = np.zeros(g0.size, dtype=np.int64)
+    dummy_i = np.zeros(0, dtype=np.int64)
+    index = (fpfn, fnr, fidx, fbase, fshift)
+    with threads(parallel):
+        try_to_unmap.folio_runs(flat, g0, g1, *index, cfg, counts, counts, *[dummy_i] * 4, False)
+    offsets = np.concatenate(([0], np.cumsum(counts)))[:-1].astype(np.int64)
+    n_runs = int(counts.sum())
+    runs = [np.empty(n_runs, dtype=np.int64) for _ in range(4)]  # g, len, folio, segment
+    with threads(parallel):
+        try_to_unmap.folio_runs(flat, g0, g1, *index, cfg, counts, offsets, *runs, True)
+    return runs
+
+
+def _group_by_folio(run_g, run_len, run_f, run_seg):
+    """Runs grouped by folio (address order kept inside each): the unmap's work items."""
+    n_runs = run_g.size
+    order = np.argsort(run_f, kind="stable")
+    run_g, run_len, run_f, run_seg = run_g[order], run_len[order], run_f[order], run_seg[order]
+    item_f, item_r0 = np.unique(run_f, return_index=True)
+    item_r0 = item_r0.astype(np.int64)
+    item_r1 = np.concatenate((item_r0[1:], [n_runs])).astype(np.int64)
+    item_bound = np.add.reduceat(run_len, item_r0) if n_runs else np.zeros(0, dtype=np.int64)
+    return item_f.astype(np.int64), item_r0, item_r1, item_bound, run_g, run_len, run_seg
+
+
+def _scan_segments(space: AddressSpace, preset, move_by: int) -> tuple:
+    """The segments a scan visits: ``g0, g1, va, vma, vma_end, reason, move`` (``move``:
+    a whole aligned table that mremap moves by its PMD, reading no PTE)."""
+    shift = move_by % PMD_SIZE if preset.rule.dst_clamp else 0
+    g0, g1, va, vma, vma_end, seg_reason = derived(
+        space, ("segments", shift), lambda sp: segments(sp, shift)
+    )
+    if preset.caller.moves_tables and move_by % PMD_SIZE == 0:
+        # mremap moves a whole table by its PMD when source and destination are aligned
+        seg_move = (g1 - g0 == PTRS_PER_PTE) & (g0 % PTRS_PER_PTE == 0)
+    else:
+        seg_move = np.zeros(g0.size, dtype=np.bool_)
+    return g0, g1, va, vma, vma_end, seg_reason, seg_move

@@ -337,7 +337,12 @@ def scan(
     detectors=True,
     parallel=None,
 ) -> ScanResult:
-    """Naive twin of :func:`ptebatch.scan` (``parallel`` is accepted and ignored)."""
+    """Naive twin of :func:`ptebatch.scan` (``parallel`` is accepted and ignored).
+
+    Longer than 80 lines on purpose: it reads top to bottom like the kernel's
+    walk (VMA, then ``pmd_addr_end`` extents, then PTEs and batches), which is
+    what makes it a reference that can be checked by eye.
+    """
     preset, fl, clamp, move_by = check_walk_args(
         space, Walk.SCAN, caller, kernel, flags, clamp, oob, move_by
     )
@@ -477,7 +482,12 @@ def unmap(
     detectors=True,
     parallel=None,
 ) -> UnmapResult:
-    """Naive twin of :func:`ptebatch.unmap` (``parallel`` is accepted and ignored)."""
+    """Naive twin of :func:`ptebatch.unmap` (``parallel`` is accepted and ignored).
+
+    Longer than 80 lines on purpose: it reads top to bottom like reclaim
+    (the reverse map, then each folio's VMAs in order, then
+    ``try_to_unmap_one``'s batches), so it can be checked by eye.
+    """
     preset, fl, _, _ = check_walk_args(space, Walk.UNMAP, caller, kernel, flags, None, oob)
     profile, rule = preset.profile, preset.rule
     arch = get_arch(space.arch)

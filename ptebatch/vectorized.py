@@ -62,15 +62,7 @@ def scan(
     idx, seg, pte = idx[present], seg[present], pte[present]
 
     pfn = (pte & pfn_mask) >> np.uint64(PAGE_SHIFT)
-    fpfn, fnr = space.folio_pfn, space.folio_nr
-    f = np.searchsorted(fpfn, pfn, side="right") - 1
-    fc = np.maximum(f, 0)
-    large = (
-        (f >= 0) & (pfn - fpfn[fc] < fnr[fc]) & (fnr[fc] > 1)
-        if fpfn.size
-        else np.zeros(pfn.size, bool)
-    )
-    fid = np.where(large, f, -1)
+    fid = _large_folio_of(space, pfn)
 
     norm = pte.copy()
     if cond_set:
@@ -93,24 +85,7 @@ def scan(
     s_seg = seg[starts]
     va = seg_va[s_seg] + ((idx[starts] - g0[s_seg]).astype(np.uint64) << np.uint64(PAGE_SHIFT))
 
-    # What stopped each batch.
-    e_f = fid[ends]
-    e_fc = np.maximum(e_f, 0)
-    at_folio_end = (
-        (e_f >= 0) & (pfn[ends] + np.uint64(1) == fpfn[e_fc] + fnr[e_fc])
-        if fpfn.size
-        else np.zeros(ends.size, bool)
-    )
-    nxt = idx[ends] + 1
-    at_seg_end = nxt == g1[seg[ends]]
-    raw = flat[np.minimum(nxt, flat.size - 1)]
-    nxt_present = (raw & present_bit) != 0
-    nxt_pfn = (raw & pfn_mask) >> np.uint64(PAGE_SHIFT)
-    reason = np.select(
-        [e_f < 0, at_folio_end, at_seg_end, ~nxt_present, nxt_pfn != pfn[ends] + np.uint64(1)],
-        [R.ORDER0, R.FOLIO_END, seg_reason[seg[ends]], R.NOT_PRESENT, R.PFN_GAP],
-        default=R.BIT_MISMATCH,
-    ).astype(np.uint8)
+    reason = _stop_reasons(space, flat, pfn, fid, idx, seg, ends, g1, seg_reason)
     # with the table clamp and no contpte hint no detector can trip
     return ScanResult(
         caller=preset.name,
@@ -125,3 +100,38 @@ def scan(
         clamp=clamp,
         present_ptes=int(present.sum()),
     )
+
+
+def _large_folio_of(space, pfn: np.ndarray) -> np.ndarray:
+    """Index of the listed large folio each PFN belongs to, or -1 (order 0 or unlisted)."""
+    fpfn, fnr = space.folio_pfn, space.folio_nr
+    if not fpfn.size:
+        return np.full(pfn.size, -1, dtype=np.int64)
+    f = np.searchsorted(fpfn, pfn, side="right") - 1
+    fc = np.maximum(f, 0)
+    large = (f >= 0) & (pfn - fpfn[fc] < fnr[fc]) & (fnr[fc] > 1)
+    return np.where(large, f, -1)
+
+
+def _stop_reasons(space, flat, pfn, fid, idx, seg, ends, g1, seg_reason) -> np.ndarray:
+    """What stopped each batch, from its last entry and the entry after it."""
+    fpfn, fnr = space.folio_pfn, space.folio_nr
+    arch = get_arch(space.arch)
+    present_bit, pfn_mask = np.uint64(arch.present), np.uint64(arch.pfn_mask)
+    e_f = fid[ends]
+    e_fc = np.maximum(e_f, 0)
+    at_folio_end = (
+        (e_f >= 0) & (pfn[ends] + np.uint64(1) == fpfn[e_fc] + fnr[e_fc])
+        if fpfn.size
+        else np.zeros(ends.size, bool)
+    )
+    nxt = idx[ends] + 1
+    at_seg_end = nxt == g1[seg[ends]]
+    raw = flat[np.minimum(nxt, flat.size - 1)]
+    nxt_present = (raw & present_bit) != 0
+    nxt_pfn = (raw & pfn_mask) >> np.uint64(PAGE_SHIFT)
+    return np.select(
+        [e_f < 0, at_folio_end, at_seg_end, ~nxt_present, nxt_pfn != pfn[ends] + np.uint64(1)],
+        [R.ORDER0, R.FOLIO_END, seg_reason[seg[ends]], R.NOT_PRESENT, R.PFN_GAP],
+        default=R.BIT_MISMATCH,
+    ).astype(np.uint8)

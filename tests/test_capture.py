@@ -28,12 +28,20 @@ HAS_KPF = os.path.exists("/proc/kpageflags")
 THP = RP.thp_status()
 THP_MODE = THP["pmd_size"] if THP["pmd_size"] not in (None, "inherit") else THP["enabled"]
 
-needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root: pagemap hides PFNs and "
-                                "/proc/kpageflags is unreadable without CAP_SYS_ADMIN")
-needs_kpf = pytest.mark.skipif(not HAS_KPF, reason="no /proc/kpageflags (CONFIG_PROC_PAGE_MONITOR off)")
-needs_x86 = pytest.mark.skipif(platform.machine() != "x86_64", reason="x86-64 only (4 KiB pages, 2 MiB PMDs)")
-needs_thp = pytest.mark.skipif(THP_MODE in (None, "never"),
-                               reason=f"2 MiB transparent huge pages unavailable ({THP})")
+needs_root = pytest.mark.skipif(
+    not IS_ROOT,
+    reason="needs root: pagemap hides PFNs and "
+    "/proc/kpageflags is unreadable without CAP_SYS_ADMIN",
+)
+needs_kpf = pytest.mark.skipif(
+    not HAS_KPF, reason="no /proc/kpageflags (CONFIG_PROC_PAGE_MONITOR off)"
+)
+needs_x86 = pytest.mark.skipif(
+    platform.machine() != "x86_64", reason="x86-64 only (4 KiB pages, 2 MiB PMDs)"
+)
+needs_thp = pytest.mark.skipif(
+    THP_MODE in (None, "never"), reason=f"2 MiB transparent huge pages unavailable ({THP})"
+)
 real = [needs_x86, needs_root, needs_kpf]
 
 libc = RP._libc()
@@ -87,6 +95,7 @@ def entry(space, va):
 
 # -- capture of this very process -------------------------------------------------
 
+
 def _real(f):
     for m in real:
         f = m(f)
@@ -114,9 +123,9 @@ def test_capture_agrees_with_pagemap_for_known_pages():
             if present:
                 assert int(X86_64.pte_pfn(pte)) == int(pm[p]) & ((1 << 55) - 1)
                 assert bool(pte & X86_64.soft_dirty) == bool((int(pm[p]) >> 55) & 1)
-                assert pte & X86_64.write            # anon, exclusive, in a writable VMA
+                assert pte & X86_64.write  # anon, exclusive, in a writable VMA
                 assert not pte & (X86_64.young | X86_64.dirty_any)
-                assert pte & X86_64.bits["NX"]      # the VMA is not executable
+                assert pte & X86_64.bits["NX"]  # the VMA is not executable
         # four written pages in a row are four order-0 folios here (THP is not advised)
         assert space.n_folios == 0 or np.all(space.folio_nr >= 1)
 
@@ -162,8 +171,14 @@ def test_whole_self_capture_is_accepted_by_scan_and_unmap():
 
 @_real
 def test_cli_capture_of_a_child_process(tmp_path, capsys):
-    child = subprocess.Popen([sys.executable, "-c", "import sys, time; b = bytearray(8 << 20); "
-                              "print('ready', flush=True); time.sleep(120)"], stdout=subprocess.PIPE)
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; b = bytearray(8 << 20); print('ready', flush=True); time.sleep(120)",
+        ],
+        stdout=subprocess.PIPE,
+    )
     try:
         assert child.stdout.readline().strip() == b"ready"
         out = tmp_path / "child.npz"
@@ -172,7 +187,7 @@ def test_cli_capture_of_a_child_process(tmp_path, capsys):
         assert code == 0, e
         summary = json.loads(o)
         assert summary["pid"] == child.pid and not summary["partial"]
-        assert "capture: pagemap" in e           # progress on stderr
+        assert "capture: pagemap" in e  # progress on stderr
         space = pb.load(out)
         assert space == pb.load(out) and space.info() == summary["space"]
         assert pb.scan(space).present_ptes >= (8 << 20) // PAGE_SIZE
@@ -186,10 +201,17 @@ def test_cli_capture_of_a_child_process(tmp_path, capsys):
 
 # -- honest failures -------------------------------------------------------------
 
+
 @_real
 def test_process_that_exits_mid_capture():
-    child = subprocess.Popen([sys.executable, "-c", "import time; b = bytearray(64 << 20); "
-                              "print('ready', flush=True); time.sleep(120)"], stdout=subprocess.PIPE)
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time; b = bytearray(64 << 20); print('ready', flush=True); time.sleep(120)",
+        ],
+        stdout=subprocess.PIPE,
+    )
     assert child.stdout.readline().strip() == b"ready"
     killed = []
 
@@ -206,7 +228,7 @@ def test_process_that_exits_mid_capture():
 
 def test_no_such_process():
     with pytest.raises(ProcessLookupError, match="no process"):
-        C.capture(2 ** 22 + 12345)
+        C.capture(2**22 + 12345)
 
 
 @_real
@@ -216,10 +238,15 @@ def test_vma_that_vanishes_mid_capture_is_marked_partial(allow_partial):
         a.touch(0, n=16)
         b.touch(0, n=16)
         first, second = sorted((a, b), key=lambda r: r.addr)
-        ranges = [(first.addr, first.addr + 16 * PAGE_SIZE), (second.addr, second.addr + 16 * PAGE_SIZE)]
+        ranges = [
+            (first.addr, first.addr + 16 * PAGE_SIZE),
+            (second.addr, second.addr + 16 * PAGE_SIZE),
+        ]
         # munmap the second region after the first block is read
         if allow_partial:
-            cap = C.capture_detailed(os.getpid(), ranges=ranges, progress=lambda d, t: second.unmap())
+            cap = C.capture_detailed(
+                os.getpid(), ranges=ranges, progress=lambda d, t: second.unmap()
+            )
         else:
             with pytest.raises(C.PartialCaptureError, match="vanished or changed") as ei:
                 C.capture(os.getpid(), ranges=ranges, progress=lambda d, t: second.unmap())
@@ -239,12 +266,25 @@ def test_cli_refuses_a_partial_capture_without_allow_partial(tmp_path, capsys, m
 
     monkeypatch.setattr(C, "capture_detailed", fake)
     out = tmp_path / "p.npz"
-    code = main(["capture", "--pid", str(os.getpid()), "--name", "[stack]", "-o", str(out), "--quiet"])
+    code = main(
+        ["capture", "--pid", str(os.getpid()), "--name", "[stack]", "-o", str(out), "--quiet"]
+    )
     _, err = capsys.readouterr()
     assert code == 2 and err.startswith("ptebatch: error: capture of process") and not out.exists()
     assert err.count("\n") == 1
-    code = main(["capture", "--pid", str(os.getpid()), "--name", "[stack]", "-o", str(out), "--quiet",
-                 "--allow-partial"])
+    code = main(
+        [
+            "capture",
+            "--pid",
+            str(os.getpid()),
+            "--name",
+            "[stack]",
+            "-o",
+            str(out),
+            "--quiet",
+            "--allow-partial",
+        ]
+    )
     _, err = capsys.readouterr()
     assert code == 3 and "PARTIAL snapshot" in err and pb.load(out).n_vmas == 1
 
@@ -252,19 +292,23 @@ def test_cli_refuses_a_partial_capture_without_allow_partial(tmp_path, capsys, m
 @needs_x86
 def test_missing_kpageflags(monkeypatch):
     monkeypatch.setattr(C, "KPAGEFLAGS", "/proc/no-such-kpageflags")
-    with pytest.raises(C.CaptureError, match="does not exist .*folio boundaries cannot be recovered"):
+    with pytest.raises(
+        C.CaptureError, match="does not exist .*folio boundaries cannot be recovered"
+    ):
         C.capture(os.getpid())
 
 
 @pytest.mark.skipif(not IS_ROOT, reason="needs root to drop to an unprivileged user")
 def test_not_root_gives_a_clear_message():
     # import everything first: the interpreter's own files may be unreadable to nobody
-    code = ("import os, sys, json\n"
-            "import ptebatch, ptebatch.live.capture\n"
-            "from ptebatch.cli import main, build_parser\n"
-            "build_parser()\n"
-            "os.setgid(65534); os.setuid(65534)\n"
-            "sys.exit(main(['capture', '--pid', str(os.getpid()), '-o', '/tmp/never-written.npz']))\n")
+    code = (
+        "import os, sys, json\n"
+        "import ptebatch, ptebatch.live.capture\n"
+        "from ptebatch.cli import main, build_parser\n"
+        "build_parser()\n"
+        "os.setgid(65534); os.setuid(65534)\n"
+        "sys.exit(main(['capture', '--pid', str(os.getpid()), '-o', '/tmp/never-written.npz']))\n"
+    )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert p.returncode == 2, p.stderr
     assert p.stderr.startswith("ptebatch: error: ") and "root" in p.stderr
@@ -288,11 +332,20 @@ def test_pfns_hidden_is_detected(monkeypatch):
 
 def test_hugetlb_pfnmap_and_vsyscall_are_skipped_with_a_reason():
     v = dict(perms="rw-p", offset=0, dev="00:00", inode=0, path="")
-    vmas = [C.Vma(0x200000, 0x400000, vmflags=frozenset({"rd", "wr", "ht"}), **v),
-            C.Vma(0x400000, 0x401000, vmflags=frozenset({"rd", "pf", "io"}), **v),
-            C.Vma(0x600000, 0x602000, vmflags=frozenset({"rd", "wr"}), **v),
-            C.Vma(0xffffffffff600000, 0xffffffffff601000, perms="--xp", offset=0, dev="00:00",
-                  inode=0, path="[vsyscall]")]
+    vmas = [
+        C.Vma(0x200000, 0x400000, vmflags=frozenset({"rd", "wr", "ht"}), **v),
+        C.Vma(0x400000, 0x401000, vmflags=frozenset({"rd", "pf", "io"}), **v),
+        C.Vma(0x600000, 0x602000, vmflags=frozenset({"rd", "wr"}), **v),
+        C.Vma(
+            0xFFFFFFFFFF600000,
+            0xFFFFFFFFFF601000,
+            perms="--xp",
+            offset=0,
+            dev="00:00",
+            inode=0,
+            path="[vsyscall]",
+        ),
+    ]
     pieces, skipped = C._select(vmas, None, False, None)
     assert [(v.start, lo, hi) for v, lo, hi in pieces] == [(0x600000, 0x600000, 0x602000)]
     reasons = [r for _, r in skipped]
@@ -306,21 +359,21 @@ def test_inconsistent_kpageflags_never_make_a_folio():
     H, T = np.uint64(1 << C.KPF_COMPOUND_HEAD), np.uint64(1 << C.KPF_COMPOUND_TAIL)
     flags = np.zeros((1, C.KPF_BLOCK), dtype=np.uint64)
     flags[0, 0] = H
-    flags[0, 1:4] = T            # 4 pages: a good order-2 folio at PFN 0x400
+    flags[0, 1:4] = T  # 4 pages: a good order-2 folio at PFN 0x400
     flags[0, 8] = H
-    flags[0, 9:11] = T           # 3 pages: not a power of two
-    flags[0, 20] = H             # head with no tails
-    flags[0, 30] = T             # orphan tail
+    flags[0, 9:11] = T  # 3 pages: not a power of two
+    flags[0, 20] = H  # head with no tails
+    flags[0, 30] = T  # orphan tail
     flags[0, 34] = H
     flags[0, 35:37] = T
-    flags[0, 37] = H             # 34: 3 pages again (cut by the next head)
+    flags[0, 37] = H  # 34: 3 pages again (cut by the next head)
     flags[0, 38] = T
     pfn, nr, _, covered, bad = C._folios(np.array([1], dtype=np.uint64), flags)
     assert [int(x) for x in pfn] == [0x400] and [int(x) for x in nr] == [4]
     assert covered[0, :4].all() and not covered[0, 4:].any()
     whys = {p: w for p, _, w in bad}
     assert "not a power of two" in whys[0x408] and "no tail" in whys[0x414]
-    assert "not aligned" in whys[0x425]     # 37: 2 pages, but odd PFN
+    assert "not aligned" in whys[0x425]  # 37: 2 pages, but odd PFN
 
 
 @_real
@@ -331,7 +384,7 @@ def test_capture_never_invents_a_folio_from_contradicting_kpageflags(monkeypatch
     def torn(fd, pfns):
         # as if the folio were being split while we read: page 100 lost its tail bit
         blocks, flags = real_read(fd, pfns)
-        for b, row in zip(blocks, flags):
+        for _b, row in zip(blocks, flags):
             heads = np.flatnonzero((row >> np.uint64(C.KPF_COMPOUND_HEAD)) & np.uint64(1))
             for h in heads:
                 if h % 512 == 0 and h + 512 <= row.size:
@@ -364,13 +417,23 @@ def test_bad_arguments():
 
 @_real
 def test_filter_that_matches_nothing(capsys):
-    code = main(["capture", "--pid", str(os.getpid()), "--name", "no-such-mapping-xyz", "-o",
-                 "/tmp/never.npz"])
+    code = main(
+        [
+            "capture",
+            "--pid",
+            str(os.getpid()),
+            "--name",
+            "no-such-mapping-xyz",
+            "-o",
+            "/tmp/never.npz",
+        ]
+    )
     _, err = capsys.readouterr()
     assert code == 2 and "no VMA" in err and "no-such-mapping-xyz" in err
 
 
 # -- the thread's layout on this kernel -----------------------------------------------
+
 
 @_real
 @needs_thp
@@ -386,8 +449,11 @@ def test_reproduce_finds_the_straddling_folio_and_the_6_15_overrun():
     assert int(b["table_va"], 16) == int(f["boundary"], 16)
     u15 = r["unmap_6_15"]
     assert u15["table_overruns"] == 1 and u15["read_past_end"] and u15["entries_past_table"] == 511
-    assert r["unmap_6_16"] == {"batches": [1, 511], "reasons": ["pmd_end", "folio_end"],
-                               "table_overruns": 0}
+    assert r["unmap_6_16"] == {
+        "batches": [1, 511],
+        "reasons": ["pmd_end", "folio_end"],
+        "table_overruns": 0,
+    }
     assert r["synthetic"]["agrees"] and r["synthetic"]["same_ptes_pfns"]
     assert r["flags_at_capture"] == {"thp": True, "anon": True, "swapbacked": False}
 
@@ -430,13 +496,15 @@ def test_cli_reproduce_text_and_json(capsys):
 
 
 def test_reproduce_explains_why_it_cannot(monkeypatch, capsys):
-    monkeypatch.setattr(RP, "thp_status", lambda: {"enabled": "never", "defrag": "madvise",
-                                                   "pmd_size": "inherit"})
+    monkeypatch.setattr(
+        RP, "thp_status", lambda: {"enabled": "never", "defrag": "madvise", "pmd_size": "inherit"}
+    )
     code = main(["reproduce"])
     _, err = capsys.readouterr()
     assert code == 2 and "transparent huge pages are disabled" in err
-    monkeypatch.setattr(RP, "thp_status", lambda: {"enabled": "madvise", "defrag": "madvise",
-                                                   "pmd_size": "inherit"})
+    monkeypatch.setattr(
+        RP, "thp_status", lambda: {"enabled": "madvise", "defrag": "madvise", "pmd_size": "inherit"}
+    )
     monkeypatch.setattr(RP.os, "geteuid", lambda: 1000)
     if platform.machine() == "x86_64":
         code = main(["reproduce"])
@@ -446,7 +514,7 @@ def test_reproduce_explains_why_it_cannot(monkeypatch, capsys):
 
 # -- userfaultfd write-protect: smaps' "uw" becomes vma_flags, pagemap bit 57 the PTE bit ---
 
-SYS_USERFAULTFD = 323                  # x86-64
+SYS_USERFAULTFD = 323  # x86-64
 UFFDIO_API, UFFDIO_REGISTER, UFFDIO_WRITEPROTECT = 0xC018AA3F, 0xC020AA00, 0xC018AA06
 UFFDIO_REGISTER_MODE_WP, UFFDIO_WRITEPROTECT_MODE_WP = 2, 1
 
@@ -477,9 +545,10 @@ def test_capture_marks_a_uffd_wp_registered_vma():
             space = C.capture(os.getpid(), start=r.addr, end=r.addr + r.size)
             assert space.vma_flags.tolist() == [pb.space.VMA_UFFD_WP]
             pm = pagemap(r.addr, 32)
-            assert ((pm >> np.uint64(57)) & np.uint64(1)).all()      # the kernel set uffd-wp
-            ptes = np.array([entry(space, r.addr + p * PAGE_SIZE) for p in range(32)],
-                            dtype=np.uint64)
+            assert ((pm >> np.uint64(57)) & np.uint64(1)).all()  # the kernel set uffd-wp
+            ptes = np.array(
+                [entry(space, r.addr + p * PAGE_SIZE) for p in range(32)], dtype=np.uint64
+            )
             assert X86_64.pte_uffd_wp(ptes).all()
         finally:
             os.close(fd)

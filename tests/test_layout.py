@@ -182,3 +182,12 @@ def test_every_name_in_the_readme_api_table_works():
             if part == "*":
                 continue
             obj = getattr(obj, part)  # AttributeError names what the README promises wrongly
+
+
+def test_every_package_folder_is_a_regular_package():
+    # setuptools' find ships only folders with an __init__.py: a namespace folder would
+    # work in a checkout and be missing from an installed wheel
+    for folder, dirs, files in os.walk(ROOT):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        if any(f.endswith(".py") for f in files):
+            assert "__init__.py" in files, folder
