@@ -7,8 +7,8 @@ when every bit of ``cond_set`` is set and no bit of ``cond_clear`` is set, OR in
 x86-64 needs only unconditional steps; arm64's ``pte_wrprotect`` (save the
 hardware dirty state into the software dirty bit first) is why conditions
 exist.  The same tables drive the vectorised NumPy helpers here, the plain-int
-operations of :mod:`ptebatch.naive` and the configuration vector of the JIT
-kernels, so an architecture is added in one place.
+operations of :mod:`ptebatch.naive` and the :class:`~ptebatch._jit.config.Config` of the
+compiled walks, so an architecture is added in one place.
 """
 
 from __future__ import annotations

@@ -166,7 +166,7 @@ def drive(run_round, bounds: np.ndarray, starts: np.ndarray, ends: np.ndarray, d
 
 
 def folio_index(space: AddressSpace):
-    """Folio arrays plus a bucket index over PFNs for the kernels' lookups.
+    """Folio arrays plus a bucket index over PFNs for the compiled walks' lookups.
 
     Buckets are at least 512 PFNs and there are at most about 2 per folio, so
     the index costs O(F) memory and a lookup searches one bucket.

@@ -1,4 +1,4 @@
-"""Why a batch stopped: codes shared by the naive reference and the JIT kernels.
+"""Why a batch stopped: codes shared by the naive reference and the compiled walks.
 
 The reason describes what limited the batch, the same way in every
 generation: a batch that reached its folio's last page is ``folio_end`` even

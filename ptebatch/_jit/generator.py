@@ -1,4 +1,4 @@
-"""Numba kernels of the synthetic generator (:mod:`ptebatch.generate`).
+"""Compiled loops of the synthetic generator (:mod:`ptebatch.workloads.generator`).
 
 All random numbers are drawn in NumPy before these run, or come from a
 stateless hash of (key, folio, page), so the bytes never depend on thread

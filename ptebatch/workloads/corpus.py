@@ -1,7 +1,7 @@
 """The regression corpus: real batching bugs as small layouts, buggy and fixed presets.
 
 Each :class:`Bug` is one bug of docs/model.md section 7 on one architecture: a
-layout builder (in :mod:`ptebatch.layouts`, also saved under ``data/``), the
+layout builder (in :mod:`ptebatch.workloads.layouts`, also saved under ``data/``), the
 caller, the releases that had the bug and those that fixed it, and the
 detector that must trip under every buggy release and under no fixed one.
 :data:`NOT_EXPRESSED` says why the other bugs are not here.  One registry

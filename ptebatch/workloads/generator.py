@@ -1,4 +1,4 @@
-"""Seeded synthetic address spaces at scale (vectorised NumPy plus Numba kernels).
+"""Seeded synthetic address spaces at scale (vectorised NumPy plus compiled loops).
 
 How a space is laid out
 -----------------------
