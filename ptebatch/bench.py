@@ -305,9 +305,8 @@ print(json.dumps({"import": t1 - t0, "scan": t2 - t1, "unmap": t3 - t2,
 def compile_times(cache_dir: str | None = None) -> dict:
     """First-call times of each entry point in fresh processes: compile, then cache load.
 
-    Runs the snippet twice with ``PTEBATCH_NUMBA_CACHE=1`` and a fresh
-    ``NUMBA_CACHE_DIR``: the first process compiles and writes the cache, the
-    second loads it.  Also once without the cache.
+    Runs the snippet twice with a fresh ``NUMBA_CACHE_DIR``: the first process
+    compiles and writes the cache, the second loads it.
     """
     import tempfile
 

@@ -191,3 +191,13 @@ def test_every_package_folder_is_a_regular_package():
         dirs[:] = [d for d in dirs if d != "__pycache__"]
         if any(f.endswith(".py") for f in files):
             assert "__init__.py" in files, folder
+
+
+def test_the_cache_stamp_covers_every_module_compiled_code_is_built_from():
+    from ptebatch._jit.options import COMPILED_FROM
+
+    jit = [m for m in MODULES if m.startswith("ptebatch._jit")]
+    used = set().union(*(_closure(m) for m in jit)) & MODULES.keys()
+    covered = {m for m in used if m.startswith("ptebatch._jit")}
+    covered |= {f"ptebatch.{f[:-3]}" for f in COMPILED_FROM if f.endswith(".py")}
+    assert used - {"ptebatch"} <= covered, sorted(used - covered)

@@ -3,21 +3,105 @@
 * ``nopython`` always; ``nogil`` so callers may use threads.
 * ``error_model="numpy"``: no Python exception machinery in the hot loops.
 * ``boundscheck`` is left unset so ``NUMBA_BOUNDSCHECK=1`` turns it on for a
-  test pass; ``NUMBA_DISABLE_JIT=1`` runs every kernel as plain Python.
-* Caching is opt-in (``PTEBATCH_NUMBA_CACHE=1``): Numba's cache key ignores
-  the two switches above, so a shared cache could hand a bounds-checked run a
-  kernel compiled without checks.
-* Nothing is compiled at import: kernels are compiled lazily on first call.
+  test pass; ``NUMBA_DISABLE_JIT=1`` runs every function as plain Python.
+* Compiled code is cached on disk by default, so a second process loads it
+  instead of compiling (Numba's cache: beside the package, or under
+  ``NUMBA_CACHE_DIR``).  Numba checks only the source file of the function it
+  loads, not the files whose functions were inlined into it, so ptebatch's
+  functions are stamped with a hash of every source they are built from
+  (``COMPILED_FROM``): an edit to any of them recompiles.  Numba's cache key
+  ignores ``NUMBA_BOUNDSCHECK``, so a bounds-checked run neither reads nor
+  writes the cache: it can never be handed code compiled without checks, nor
+  leave checked code for a normal run.  ``NUMBA_DISABLE_JIT=1`` compiles
+  nothing and touches no cache.  ``PTEBATCH_NUMBA_CACHE=0`` turns caching off.
+* Nothing is compiled at import: functions are compiled lazily on first call.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 from contextlib import contextmanager
 
 import numba
 
-CACHE = os.environ.get("PTEBATCH_NUMBA_CACHE", "").strip() not in ("", "0")
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _cache_enabled() -> bool:
+    if os.environ.get("PTEBATCH_NUMBA_CACHE", "").strip() == "0":
+        return False
+    # any bounds-check setting, on or off, keeps its code out of the shared cache
+    return not os.environ.get("NUMBA_BOUNDSCHECK", "").strip() and not numba.config.DISABLE_JIT
+
+
+# What compiled code is built from: the _jit package and the modules it imports
+# (tests/test_layout.py checks that this list covers them).
+COMPILED_FROM = ("_jit", "arch.py", "callers.py", "reasons.py", "releases.py")
+
+
+@functools.lru_cache(maxsize=1)
+def source_tree_hash() -> str:
+    """Hash of the sources compiled code is built from: the stamp of its cached code."""
+    h = hashlib.sha256()
+    paths = []
+    for entry in COMPILED_FROM:
+        full = os.path.join(_PACKAGE, entry)
+        if os.path.isdir(full):
+            for folder, dirs, files in os.walk(full):
+                dirs[:] = [d for d in dirs if d != "__pycache__"]
+                paths += [os.path.join(folder, f) for f in files if f.endswith(".py")]
+        else:
+            paths.append(full)
+    for path in sorted(paths):
+        h.update(os.path.relpath(path, _PACKAGE).encode())
+        with open(path, "rb") as fh:
+            h.update(fh.read())
+    return h.hexdigest()
+
+
+def _install_locators() -> bool:
+    """Put tree-stamped variants of Numba's cache locators first, for our files only.
+
+    Returns False (caching then stays off) if this Numba lacks the interface.
+    """
+    try:
+        from numba.core import caching
+    except ImportError:
+        return False
+    bases = [
+        getattr(caching, n, None)
+        for n in ("UserProvidedCacheLocator", "InTreeCacheLocator", "UserWideCacheLocator")
+    ]
+    impl = getattr(caching, "CacheImpl", None) or getattr(caching, "_CacheImpl", None)
+    if (
+        impl is None
+        or None in bases
+        or not isinstance(getattr(impl, "_locator_classes", None), list)
+    ):
+        return False
+    ours = []
+    for base in bases:
+
+        class Locator(base):
+            def get_source_stamp(self):
+                return source_tree_hash()
+
+            @classmethod
+            def from_function(cls, py_func, py_file):
+                if not os.path.abspath(py_file).startswith(_PACKAGE + os.sep):
+                    return None
+                return super().from_function(py_func, py_file)
+
+        Locator.__name__ = "Ptebatch" + base.__name__
+        ours.append(Locator)
+    if not any(c.__name__.startswith("Ptebatch") for c in impl._locator_classes):
+        impl._locator_classes[:0] = ours
+    return True
+
+
+CACHE = _cache_enabled() and _install_locators()
 
 prange = numba.prange
 
