@@ -15,8 +15,9 @@ X86_64, ARM64, ARCHES, Arch, get_arch
     PTE encodings.
 CALLERS, resolve_caller, Walk, UnmapMode
     Every kernel caller of folio_pte_batch as a preset per release.
-generate, thread_layout, layouts, experiment, corpus
-    Workloads: synthetic spaces, the real-bug layouts, sweeps, the regression corpus.
+generate, thread_layout, layouts, experiment, corpus, diff
+    Workloads: synthetic spaces, the real-bug layouts, sweeps, the regression corpus,
+    and two settings of a walk compared address by address.
 capture, capture_detailed, Capture, CaptureError, PartialCaptureError, ProcessExitedError,
 reproduce_thread
     Live page tables from /proc.
@@ -45,6 +46,7 @@ from .releases import GENERATIONS, Generation, KernelProfile, resolve_kernel
 from .results import BatchResult, ScanResult, UnmapResult
 from .space import AddressSpace, load
 from .workloads import corpus, layouts
+from .workloads.diff import diff
 from .workloads.experiment import experiment
 from .workloads.generator import generate
 from .workloads.layouts import thread_layout
@@ -81,6 +83,7 @@ __all__ = [
     "layouts",
     "experiment",
     "corpus",
+    "diff",
     "capture",
     "capture_detailed",
     "Capture",

@@ -23,6 +23,7 @@ import numpy as np
 
 from . import engine, naive
 from ._jit.options import num_threads
+from .progress import as_hook
 from .space import AddressSpace
 from .workloads.generator import generate
 
@@ -38,6 +39,7 @@ class Impl:
     unmap: Callable | None
     limits: dict = field(default_factory=dict)  # keyword values it supports, if restricted
     arches: tuple = ("x86_64", "arm64")  # space encodings it supports
+    rows: bool = True  # False: counts only (compare summaries, not rows)
 
     def supports(self, space: AddressSpace, kw: dict) -> bool:
         """Whether it models ``space`` walked with keywords ``kw``."""
@@ -47,11 +49,13 @@ class Impl:
         )
 
 
-def _jit(parallel: bool) -> Impl:
+def _jit(parallel: bool, rows: bool = True) -> Impl:
+    name = ("jit-parallel" if parallel else "jit-serial") + ("" if rows else "-counts")
     return Impl(
-        name="jit-parallel" if parallel else "jit-serial",
-        scan=lambda space, **kw: engine.scan(space, parallel=parallel, **kw),
-        unmap=lambda space, **kw: engine.unmap(space, parallel=parallel, **kw),
+        name=name,
+        scan=lambda space, **kw: engine.scan(space, parallel=parallel, rows=rows, **kw),
+        unmap=lambda space, **kw: engine.unmap(space, parallel=parallel, rows=rows, **kw),
+        rows=rows,
     )
 
 
@@ -71,6 +75,8 @@ IMPLS: dict[str, Impl] = {
     "naive": Impl("naive", naive.scan, naive.unmap),
     "jit-serial": _jit(False),
     "jit-parallel": _jit(True),
+    "jit-serial-counts": _jit(False, rows=False),
+    "jit-parallel-counts": _jit(True, rows=False),
 }
 try:  # the vectorised NumPy scan is optional: it covers clamp="pmd" only
     IMPLS["numpy"] = _numpy_impl()
@@ -158,24 +164,35 @@ def _stream(space: AddressSpace):
     np.bitwise_or.reduce(space.ptes.reshape(-1))
 
 
-def measure_ratios(quick: bool = True) -> list[dict]:
+# rows measure_ratios reports (the progress bar's total)
+N_RATIOS = 10
+
+
+def measure_ratios(quick: bool = True, progress=None) -> list[dict]:
     """Speed ratios measured in one run (best of several repeats for each).
 
     Returns rows ``{name, measured, target, note}``; ``measured`` is a ratio.
+    ``progress(task, done, total, note)`` hears each ratio as it is measured.
     Longer than 80 lines on purpose: each ratio's two timings sit next to each
     other, on spaces built once, in the order the rows are reported.
     """
     small = space_for("mixed-10k")
     big = space_for("mixed-100k" if quick else "mixed-1m")
     reps = 5 if quick else 10
-    rows = []
+    rows: list[dict] = []
+    hook = as_hook(progress)
+
+    def add(row: dict) -> None:
+        rows.append(row)
+        hook("bench", len(rows), N_RATIOS, row["name"])
+
     engine.scan(small, parallel=False)
     engine.scan(small, parallel=True)
     engine.unmap(small, parallel=False)
 
     t_naive = _best(lambda: naive.scan(small), 2 if quick else 3)
     t_ser = _best(lambda: engine.scan(small, parallel=False), reps * 4)
-    rows.append(
+    add(
         {
             "name": "scan jit-serial / naive",
             "measured": t_naive / t_ser,
@@ -185,7 +202,7 @@ def measure_ratios(quick: bool = True) -> list[dict]:
     )
     t_naive_u = _best(lambda: naive.unmap(small), 2 if quick else 3)
     t_ser_u = _best(lambda: engine.unmap(small, parallel=False), reps * 4)
-    rows.append(
+    add(
         {
             "name": "unmap jit-serial / naive",
             "measured": t_naive_u / t_ser_u,
@@ -197,7 +214,7 @@ def measure_ratios(quick: bool = True) -> list[dict]:
     engine.scan(big, parallel=False)
     t_s = _best(lambda: engine.scan(big, parallel=False), reps)
     t_p = _best(lambda: engine.scan(big, parallel=True), reps)
-    rows.append(
+    add(
         {
             "name": "scan jit-parallel / jit-serial",
             "measured": t_s / t_p,
@@ -207,7 +224,7 @@ def measure_ratios(quick: bool = True) -> list[dict]:
     )
     t_su = _best(lambda: engine.unmap(big, parallel=False), reps)
     t_pu = _best(lambda: engine.unmap(big, parallel=True), reps)
-    rows.append(
+    add(
         {
             "name": "unmap jit-parallel / jit-serial",
             "measured": t_su / t_pu,
@@ -217,7 +234,7 @@ def measure_ratios(quick: bool = True) -> list[dict]:
     )
     t_stream = _best(lambda: _stream(big), reps)
     present = big.info()["present_ptes"]
-    rows.append(
+    add(
         {
             "name": "scan jit-serial / streaming read",
             "measured": t_stream / t_s,
@@ -229,7 +246,7 @@ def measure_ratios(quick: bool = True) -> list[dict]:
     )
     if "numpy" in IMPLS:
         t_np = _best(lambda: IMPLS["numpy"].scan(big), max(2, reps // 2))
-        rows.append(
+        add(
             {
                 "name": "scan jit-serial / numpy",
                 "measured": t_np / t_s,
@@ -238,12 +255,33 @@ def measure_ratios(quick: bool = True) -> list[dict]:
             }
         )
 
+    # counts mode: the same walk with nothing written per batch (the CLI's default)
+    engine.scan(big, parallel=False, rows=False)
+    t_cs = _best(lambda: engine.scan(big, parallel=False, rows=False), reps)
+    t_cp = _best(lambda: engine.scan(big, parallel=True, rows=False), reps)
+    add(
+        {
+            "name": "scan counts jit-serial / streaming read",
+            "measured": t_stream / t_cs,
+            "target": 0.35,
+            "note": f"rows=False: serial {present / t_cs / 1e9:.2f} G present PTEs/s",
+        }
+    )
+    add(
+        {
+            "name": "scan counts jit-parallel / jit-serial",
+            "measured": t_cs / t_cp,
+            "target": 1.8,
+            "note": f"rows=False, {num_threads()} threads",
+        }
+    )
+
     # arm64 with contpte: the hint jumps whole blocks
     a64 = space_for("arm64-10k")
     engine.scan(a64, parallel=False)
     t_na = _best(lambda: naive.scan(a64), 2 if quick else 3)
     t_sa = _best(lambda: engine.scan(a64, parallel=False), reps * 4)
-    rows.append(
+    add(
         {
             "name": "arm64 scan jit-serial / naive",
             "measured": t_na / t_sa,
@@ -257,7 +295,7 @@ def measure_ratios(quick: bool = True) -> list[dict]:
     engine.unmap(big, detectors=False, **kw)
     t_off = _best(lambda: engine.unmap(big, detectors=False, **kw), reps)
     t_on = _best(lambda: engine.unmap(big, **kw), reps)
-    rows.append(
+    add(
         {
             "name": "unmap detectors off / on",
             "measured": t_off / t_on,

@@ -6,14 +6,25 @@ reference can use it without depending on what it checks.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
-from .arch import PAGE_SHIFT, PAGE_SIZE, Arch
+from . import reasons as R
+from .arch import PAGE_SHIFT, PAGE_SIZE, U64, Arch
 from .callers import Preset, Walk, resolve_caller
 from .releases import resolve_flags
 from .space import AddressSpace
 
-__all__ = ["CLAMPS", "OOBS", "as_int", "check_batch_args", "check_walk_args"]
+__all__ = [
+    "CLAMPS",
+    "OOBS",
+    "RowSpec",
+    "as_int",
+    "check_batch_args",
+    "check_walk_args",
+    "check_rows",
+]
 
 CLAMPS = ("pmd", "folio")
 OOBS = ("none", "adjacent")
@@ -99,3 +110,85 @@ def check_walk_args(
             f"takes it, not {preset.name}"
         )
     return preset, fl, clamp, move_by
+
+
+class RowSpec(NamedTuple):
+    """Which batches a walk returns as rows (every batch is counted either way)."""
+
+    rows: bool
+    min_nr: int = 1
+    reasons: int = (1 << len(R.NAMES)) - 1  # bit r: rows that stopped for reason r
+    findings: int = 0  # 0: any row; else rows with one of these detector bits
+    va_lo: int = 0
+    va_hi: int = U64  # rows whose first address is in [va_lo, va_hi)
+
+
+ROW_KEYS = ("min_nr", "reasons", "findings", "va")
+
+
+def check_rows(rows) -> RowSpec:
+    """``rows`` of scan/unmap as a :class:`RowSpec`.
+
+    ``True``: every batch is a row; ``False``: counts only; a dict keeps the
+    rows that match all its keys: ``min_nr`` (int), ``reasons`` (stop reason
+    names), ``findings`` (detector names: rows that tripped any of them),
+    ``va`` (``(lo, hi)``: rows whose first address is in ``[lo, hi)``).
+    """
+    if isinstance(rows, (bool, np.bool_)):
+        return RowSpec(bool(rows))
+    if not isinstance(rows, dict):
+        raise TypeError(
+            f"rows: expected True, False or a dict of filters, got {type(rows).__name__}"
+        )
+    unknown = set(rows) - set(ROW_KEYS)
+    if unknown:
+        raise ValueError(
+            f"rows: unknown filter {sorted(unknown)[0]!r} (known: {', '.join(ROW_KEYS)})"
+        )
+    spec = {"rows": True}
+    if "min_nr" in rows:
+        spec["min_nr"] = as_int("rows.min_nr", rows["min_nr"])
+        if spec["min_nr"] < 1:
+            raise ValueError(f"rows.min_nr: must be at least 1, got {spec['min_nr']}")
+    if "reasons" in rows:
+        names = [rows["reasons"]] if isinstance(rows["reasons"], str) else list(rows["reasons"])
+        bad = [n for n in names if n not in R.NAMES]
+        if bad or not names:
+            raise ValueError(
+                f"rows.reasons: unknown stop reason {bad[0] if bad else ''!r} "
+                f"(known: {', '.join(R.NAMES)})"
+            )
+        spec["reasons"] = sum(1 << R.NAMES.index(n) for n in set(names))
+    if "findings" in rows:
+        bits = dict(R.FINDINGS)
+        names = [rows["findings"]] if isinstance(rows["findings"], str) else list(rows["findings"])
+        bad = [n for n in names if n not in bits]
+        if bad or not names:
+            raise ValueError(
+                f"rows.findings: unknown detector {bad[0] if bad else ''!r} "
+                f"(known: {', '.join(bits)})"
+            )
+        spec["findings"] = sum(bits[n] for n in set(names))
+    if "va" in rows:
+        try:
+            lo, hi = rows["va"]
+        except (TypeError, ValueError):
+            raise ValueError("rows.va: expected (lo, hi)") from None
+        lo, hi = as_int("rows.va", lo), as_int("rows.va", hi)
+        if not 0 <= lo < hi <= U64 + 1:
+            raise ValueError(f"rows.va: need 0 <= lo < hi <= 2**64, got ({lo:#x}, {hi:#x})")
+        # pages start 4 KiB apart, so "below 2**64 - 1" is "below 2**64"
+        spec["va_lo"], spec["va_hi"] = lo, min(hi, U64)
+    return RowSpec(**spec)
+
+
+def keep_rows(spec: RowSpec, va, nr, reason, findings) -> np.ndarray:
+    """The rows a :class:`RowSpec` keeps, as a mask (for implementations that build every row)."""
+    va, nr = np.asarray(va, dtype=np.uint64), np.asarray(nr)
+    keep = np.full(nr.shape, spec.rows, dtype=bool)
+    keep &= nr >= spec.min_nr
+    keep &= ((spec.reasons >> np.asarray(reason, dtype=np.int64)) & 1).astype(bool)
+    if spec.findings:
+        keep &= (np.asarray(findings, dtype=np.int64) & spec.findings) != 0
+    keep &= (va >= np.uint64(spec.va_lo)) & (va < np.uint64(spec.va_hi))
+    return keep

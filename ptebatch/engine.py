@@ -11,23 +11,27 @@ import numpy as np
 from . import reasons as R
 from ._jit import folio_pte_batch as FPB
 from ._jit import try_to_unmap, zap_pte_range
-from ._jit.config import make_config
+from ._jit.config import RowFilter, make_config
 from ._jit.options import threads
 from .arch import PAGE_SHIFT, PMD_SIZE, PTRS_PER_PTE, Arch, get_arch
 from .callers import Walk
-from .checks import check_batch_args, check_walk_args
+from .checks import RowSpec, check_batch_args, check_rows, check_walk_args
 from .planning import (
     chunk_bounds,
     derived,
     drive,
     folio_index,
+    hist_bins,
     n_chunks,
     order_table,
+    readonly,
+    run_counts_only,
     segments,
     use_threads,
 )
+from .progress import as_hook
 from .releases import KernelProfile, resolve_flags, resolve_kernel
-from .results import BatchResult, ScanResult, UnmapResult
+from .results import N_DETECTORS, BatchResult, ScanResult, UnmapResult
 from .space import FOLIO_ANON, FOLIO_SWAPBACKED, AddressSpace
 
 __all__ = ["folio_pte_batch", "scan", "unmap"]
@@ -99,7 +103,12 @@ def folio_pte_batch(
     )
     cfg = make_config(arch, profile, fl)
     nr, stop, last, w, y, d, pte = FPB.folio_pte_batch_one(
-        ptes, np.int64(index), np.int64(max_nr), np.uint64(folio_pfn), np.uint64(folio_nr), cfg
+        readonly(ptes),
+        np.int64(index),
+        np.int64(max_nr),
+        np.uint64(folio_pfn),
+        np.uint64(folio_nr),
+        cfg,
     )
     nr, stop, last, pte = int(nr), int(stop), int(last), int(pte)
     pfn = (pte & arch.pfn_mask) >> PAGE_SHIFT
@@ -128,6 +137,8 @@ def scan(
     move_by: int = 0,
     detectors: bool = True,
     parallel: bool = True,
+    rows=True,
+    progress=None,
 ) -> ScanResult:
     """Walk every VMA as a page-table walker does and record each batch.
 
@@ -165,6 +176,16 @@ def scan(
         Walk independent chunks of tables on all Numba threads (spaces under
         65,536 entries are walked on one).  The result is identical to the
         serial walk.
+    rows : bool or dict
+        ``True``: one row per batch.  ``False``: counts only, computed
+        inside the walk with nothing written per batch (the totals, stop
+        reasons, findings and ``length_hist`` are the same).  A dict keeps
+        only the rows that match all its keys, counting every batch:
+        ``min_nr`` (int), ``reasons`` (stop reason names), ``findings``
+        (detector names: rows that tripped any), ``va`` (``(lo, hi)``).
+    progress : callable, optional
+        ``progress(task, done, total, note)`` as a large walk advances (see
+        :mod:`ptebatch.progress`); results do not depend on it.
 
     Returns
     -------
@@ -177,7 +198,7 @@ def scan(
     profile = preset.profile
     arch = get_arch(space.arch)
     cfg = make_config(arch, profile, fl, preset.rule.spread if detectors else (), detectors)
-    flat = space.ptes.reshape(-1)
+    flat = readonly(space.ptes.reshape(-1))
     segs = _scan_segments(space, preset, move_by)
     g0, g1, vma = segs[0], segs[1], segs[3]
     weights = g1 - g0
@@ -187,7 +208,9 @@ def scan(
     if clamp_folio:
         # a batch may run into the next segment of its VMA: chunk at VMA starts only
         allowed = np.concatenate(([True], vma[1:] != vma[:-1]))
-    bounds_ = chunk_bounds(weights.astype(np.float64), n_chunks(parallel, weights.size), allowed)
+    tally = _Tally(rows, space, progress, "scan")
+    n_ch = tally.chunks(parallel, weights.size, int(weights.sum()))
+    bounds_ = chunk_bounds(weights.astype(np.float64), n_ch, allowed)
     starts, ends = bounds_[:-1], bounds_[1:]
     carry_va = np.zeros(starts.size, dtype=np.uint64)
     carry_vma = np.full(starts.size, -1, dtype=np.int64)
@@ -200,13 +223,15 @@ def scan(
         cva, cvm = carry_va[active], carry_vma[active]
         pres, mov = np.zeros(active.size, dtype=np.int64), np.zeros(active.size, dtype=np.int64)
         chunks = (ch_pos, ch_end, cva, cvm, ch_o, ch_o_end, pres, mov)
+        counts = tally.round_arrays(active.size)
         with threads(parallel):
-            zap_pte_range.zap_chunks(flat, *segs, *chunks, *lookup, *modes, *bufs)
+            zap_pte_range.zap_chunks(flat, *segs, *chunks, *lookup, *modes, *counts, *bufs)
+        tally.add(counts)
         carry_va[active], carry_vma[active] = cva, cvm
         present[active] += pres
         moved[active] += mov
 
-    out_va, out_nr, out_reason, out_over = drive(
+    out_va, out_nr, out_reason, out_over = tally.run(
         run_round, weights, starts, ends, (np.uint64, np.uint32, np.uint8, np.uint8)
     )
     return ScanResult(
@@ -215,10 +240,11 @@ def scan(
         generation=profile.generation.name,
         flags=profile.generation.describe_flags(fl),
         oob=oob,
-        va=out_va,
-        nr=out_nr,
-        reason=out_reason,
-        findings=out_over,
+        va=out_va if tally.spec.rows else None,
+        nr=out_nr if tally.spec.rows else None,
+        reason=out_reason if tally.spec.rows else None,
+        findings=out_over if tally.spec.rows else None,
+        **tally.result_fields(),
         clamp=clamp,
         present_ptes=int(present.sum()),
         tables_moved=int(moved.sum()),
@@ -234,6 +260,8 @@ def unmap(
     oob="none",
     detectors: bool = True,
     parallel: bool = True,
+    rows=True,
+    progress=None,
 ) -> UnmapResult:
     """Model reclaim's try_to_unmap_one for every mapped large folio.
 
@@ -260,6 +288,16 @@ def unmap(
         As in :func:`scan`.
     parallel : bool
         Process independent chunks of folios on all Numba threads.
+    rows : bool or dict
+        ``True``: one row per batch.  ``False``: counts only, computed
+        inside the walk with nothing written per batch (the totals, stop
+        reasons, findings and ``length_hist`` are the same).  A dict keeps
+        only the rows that match all its keys, counting every batch:
+        ``min_nr`` (int), ``reasons`` (stop reason names), ``findings``
+        (detector names: rows that tripped any), ``va`` (``(lo, hi)``).
+    progress : callable, optional
+        ``progress(task, done, total, note)`` as a large walk advances (see
+        :mod:`ptebatch.progress`); results do not depend on it.
 
     Returns
     -------
@@ -276,7 +314,7 @@ def unmap(
     profile = preset.profile
     arch = get_arch(space.arch)
     cfg = make_config(arch, profile, fl, preset.rule.spread if detectors else (), detectors)
-    flat = space.ptes.reshape(-1)
+    flat = readonly(space.ptes.reshape(-1))
     g0, g1, va, vma, vma_end, _ = derived(space, ("segments", 0), segments)
     fpfn, fnr, fidx, fbase, fshift = derived(space, "folio_index", folio_index)
 
@@ -287,11 +325,14 @@ def unmap(
         run_g, run_len, run_f, run_seg
     )
     parallel = use_threads(parallel, int(item_bound.sum()))
-    bounds_ = chunk_bounds(item_bound.astype(np.float64), n_chunks(parallel, item_f.size))
+    tally = _Tally(rows, space, progress, "unmap")
+    n_ch = tally.chunks(parallel, item_f.size, int(item_bound.sum()))
+    bounds_ = chunk_bounds(item_bound.astype(np.float64), n_ch)
     starts, ends = bounds_[:-1], bounds_[1:]
     mode = int(preset.rule.unmap_mode)
 
     def run_round(ch_pos, ch_end, ch_o, ch_o_end, bufs, active):
+        counts = tally.round_arrays(active.size)
         with threads(parallel):
             try_to_unmap.unmap_chunks(
                 flat,
@@ -312,17 +353,19 @@ def unmap(
                 ch_o_end,
                 fpfn,
                 fnr,
-                space.folio_flags,
-                space.vma_flags,
+                readonly(space.folio_flags),
+                readonly(space.vma_flags),
                 cfg,
                 mode,
                 preset.rule.file_folios,
                 preset.rule.skip_uffd_wp_vmas,
                 oob == "adjacent",
+                *counts,
                 *bufs,
             )
+        tally.add(counts)
 
-    out_pfn, out_va, out_nr, out_reason, out_over = drive(
+    out_pfn, out_va, out_nr, out_reason, out_over = tally.run(
         run_round, item_bound, starts, ends, (np.uint64, np.uint64, np.uint32, np.uint8, np.uint8)
     )
     lazy = (space.folio_flags[item_f] & np.uint8(FOLIO_ANON | FOLIO_SWAPBACKED)) == FOLIO_ANON
@@ -332,11 +375,12 @@ def unmap(
         generation=profile.generation.name,
         flags=profile.generation.describe_flags(fl),
         oob=oob,
-        va=out_va,
-        nr=out_nr,
-        reason=out_reason,
-        findings=out_over,
-        folio_pfn=out_pfn,
+        va=out_va if tally.spec.rows else None,
+        nr=out_nr if tally.spec.rows else None,
+        reason=out_reason if tally.spec.rows else None,
+        findings=out_over if tally.spec.rows else None,
+        folio_pfn=out_pfn if tally.spec.rows else None,
+        **tally.result_fields(),
         folios=int(item_f.size),
         lazyfree_folios=int(np.count_nonzero(lazy)),
     )
@@ -382,3 +426,57 @@ def _scan_segments(space: AddressSpace, preset, move_by: int) -> tuple:
     else:
         seg_move = np.zeros(g0.size, dtype=np.bool_)
     return g0, g1, va, vma, vma_end, seg_reason, seg_move
+
+
+# Work (entries, or mapped pages for unmap) above which a walk reports progress.
+PROGRESS_MIN_WORK = 1 << 24
+
+
+class _Tally:
+    """The counts every walk keeps, and whether and which rows it writes (``rows=``)."""
+
+    def __init__(self, rows, space: AddressSpace, progress=None, task: str = "scan"):
+        self.hook = as_hook(progress)
+        self.reporting = progress is not None
+        self.task = task
+        self.spec = check_rows(rows)
+        self.flt = RowFilter(*(np.uint64(int(v)) for v in self.spec))
+        self.bins = hist_bins(space)
+        self.hist = np.zeros((len(R.NAMES), self.bins), dtype=np.int64)
+        self.found = np.zeros(N_DETECTORS, dtype=np.int64)
+
+    def round_arrays(self, n_chunks: int) -> tuple:
+        """The filter and one set of counters per chunk of a round (no sharing between threads)."""
+        return (
+            self.flt,
+            np.zeros((n_chunks, len(R.NAMES), self.bins), dtype=np.int64),
+            np.zeros((n_chunks, N_DETECTORS), dtype=np.int64),
+        )
+
+    def add(self, counts: tuple) -> None:
+        self.hist += counts[1].sum(axis=0)
+        self.found += counts[2].sum(axis=0)
+
+    def chunks(self, parallel: bool, n_items: int, work: int) -> int:
+        """How many chunks to cut the work into: more when progress is reported."""
+        more = self.reporting and work >= PROGRESS_MIN_WORK
+        return n_chunks(parallel, n_items) * (8 if more else 1)
+
+    def run(self, run_round, bounds, starts, ends, dtypes) -> list:
+        """Rows mode: rounds with growing buffers; counts mode: one pass, no buffer."""
+        report = None
+        if self.reporting and int(np.sum(bounds)) >= PROGRESS_MIN_WORK:
+
+            def report(done, total):
+                self.hook(self.task, done, total, "entries" if self.task == "scan" else "pages")
+
+        if self.spec.rows:
+            return drive(run_round, bounds, starts, ends, dtypes, report)
+        return run_counts_only(run_round, bounds, starts, ends, dtypes, report)
+
+    def result_fields(self) -> dict:
+        return dict(
+            length_hist=self.hist,
+            found=self.found,
+            rows_filtered=self.spec != RowSpec(True),
+        )

@@ -15,9 +15,9 @@ import numpy as np
 from . import reasons as R
 from .arch import PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, PTRS_PER_PTE, U64, get_arch
 from .callers import UnmapMode, Walk
-from .checks import check_batch_args, check_walk_args
+from .checks import RowSpec, check_batch_args, check_rows, check_walk_args, keep_rows
 from .releases import resolve_flags, resolve_kernel
-from .results import BatchResult, ScanResult, UnmapResult
+from .results import BatchResult, ScanResult, UnmapResult, detector_counts, length_hist
 from .space import FOLIO_ANON, FOLIO_SWAPBACKED, VMA_UFFD_WP, AddressSpace
 
 __all__ = ["folio_pte_batch", "scan", "unmap", "pmd_addr_end"]
@@ -336,8 +336,11 @@ def scan(
     move_by=0,
     detectors=True,
     parallel=None,
+    rows=True,
+    progress=None,
 ) -> ScanResult:
-    """Naive twin of :func:`ptebatch.scan` (``parallel`` is accepted and ignored).
+    """Naive twin of :func:`ptebatch.scan` (``parallel`` and ``progress`` are accepted and
+    ignored).
 
     Longer than 80 lines on purpose: it reads top to bottom like the kernel's
     walk (VMA, then ``pmd_addr_end`` extents, then PTEs and batches), which is
@@ -346,6 +349,7 @@ def scan(
     preset, fl, clamp, move_by = check_walk_args(
         space, Walk.SCAN, caller, kernel, flags, clamp, oob, move_by
     )
+    row_spec = check_rows(rows)
     profile, rule = preset.profile, preset.rule
     arch = get_arch(space.arch)
     mem = _Memory(space, oob)
@@ -444,19 +448,31 @@ def scan(
         preset,
         fl,
         oob,
+        space,
+        row_spec,
         clamp=clamp,
         present_ptes=present,
         tables_moved=tables_moved,
     )
 
 
-def _walk_result(cls, rows, width, preset, fl, oob, **extra):
+def _walk_result(cls, rows, width, preset, fl, oob, space, row_spec, **extra):
+    """Every batch counted from its row; then only the rows ``row_spec`` keeps."""
     cols = list(zip(*rows)) if rows else [()] * width
     dtypes = (np.uint64, np.uint32, np.uint8, np.uint8)
     if cls is UnmapResult:
         extra["folio_pfn"] = np.array(cols[0], dtype=np.uint64)
         cols = cols[1:]
     arrays = [np.array(c, dtype=dt) for c, dt in zip(cols, dtypes)]
+    # no batch is longer than a table or a folio
+    bins = max(PTRS_PER_PTE, int(space.folio_nr.max()) if space.folio_nr.size else 1) + 1
+    extra["length_hist"] = length_hist(arrays[1], arrays[2], bins)
+    extra["found"] = detector_counts(arrays[3])
+    extra["rows_filtered"] = row_spec != RowSpec(True)
+    keep = keep_rows(row_spec, *arrays)
+    if cls is UnmapResult:
+        extra["folio_pfn"] = extra["folio_pfn"][keep] if row_spec.rows else None
+    arrays = [a[keep] for a in arrays] if row_spec.rows else [None] * 4
     profile = preset.profile
     return cls(
         caller=preset.name,
@@ -481,14 +497,18 @@ def unmap(
     oob="none",
     detectors=True,
     parallel=None,
+    rows=True,
+    progress=None,
 ) -> UnmapResult:
-    """Naive twin of :func:`ptebatch.unmap` (``parallel`` is accepted and ignored).
+    """Naive twin of :func:`ptebatch.unmap` (``parallel`` and ``progress`` are accepted and
+    ignored).
 
     Longer than 80 lines on purpose: it reads top to bottom like reclaim
     (the reverse map, then each folio's VMAs in order, then
     ``try_to_unmap_one``'s batches), so it can be checked by eye.
     """
     preset, fl, _, _ = check_walk_args(space, Walk.UNMAP, caller, kernel, flags, None, oob)
+    row_spec = check_rows(rows)
     profile, rule = preset.profile, preset.rule
     arch = get_arch(space.arch)
     mem = _Memory(space, oob)
@@ -576,5 +596,14 @@ def unmap(
                     break  # walk_done
                 cursor = addr + nr * PAGE_SIZE
     return _walk_result(
-        UnmapResult, rows, 5, preset, fl, oob, folios=len(rmap), lazyfree_folios=lazyfree_folios
+        UnmapResult,
+        rows,
+        5,
+        preset,
+        fl,
+        oob,
+        space,
+        row_spec,
+        folios=len(rmap),
+        lazyfree_folios=lazyfree_folios,
     )

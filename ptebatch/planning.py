@@ -122,14 +122,17 @@ def n_chunks(parallel: bool, n_items: int) -> int:
     return max(1, min(n_items, 8 * num_threads()))
 
 
-def drive(run_round, bounds: np.ndarray, starts: np.ndarray, ends: np.ndarray, dtypes) -> list:
+def drive(
+    run_round, bounds: np.ndarray, starts: np.ndarray, ends: np.ndarray, dtypes, report=None
+) -> list:
     """Run chunks to completion in rounds, growing output buffers as needed.
 
     ``run_round(ch_pos, ch_end, ch_o, ch_o_end, bufs, active)`` advances every
     chunk in ``active`` from ``ch_pos`` and writes rows into ``bufs``.  A chunk
     stops before an item whose worst case (``bounds``) would not fit, so the
     buffers are sized by rows written, not by PTEs.  Returns the output arrays
-    in chunk order.
+    in chunk order.  ``report(done, total)``, if given, hears the work done
+    after each round.
     """
     n_ch = starts.size
     pos = starts.copy()
@@ -159,10 +162,47 @@ def drive(run_round, bounds: np.ndarray, starts: np.ndarray, ends: np.ndarray, d
             if covered > 0:
                 ratio[k] = max(done_rows[k] / max(cum[ch_pos[j]] - cum[starts[k]], 1), 1.0 / 512)
             pos[k] = ch_pos[j]
+        if report is not None:
+            report(int(np.sum(cum[pos] - cum[starts])), int(cum[-1]))
     flat_pieces = [p for chunk in pieces for p in chunk]
     if not flat_pieces:
         return [np.empty(0, dtype=dt) for dt in dtypes]
     return [np.concatenate([p[i] for p in flat_pieces]) for i in range(len(dtypes))]
+
+
+def readonly(a: np.ndarray) -> np.ndarray:
+    """A read-only view: Numba types read-only arrays apart, so walks always get them, and a
+    memory-mapped snapshot (read-only) uses the same compiled code as one in memory."""
+    v = a.view()
+    v.flags.writeable = False
+    return v
+
+
+def run_counts_only(
+    run_round, bounds: np.ndarray, starts: np.ndarray, ends: np.ndarray, dtypes, report=None
+) -> list:
+    """Run every chunk once to its end with no row buffer (counts mode): returns empty rows.
+
+    With ``report(done, total)`` the chunks run in groups (two per thread), and
+    ``report`` hears the work done after each group.
+    """
+    bufs = [np.empty(0, dtype=dt) for dt in dtypes]
+    cum = np.concatenate(([0], np.cumsum(bounds, dtype=np.int64)))
+    group = max(1, starts.size if report is None else 2 * num_threads())
+    for lo in range(0, starts.size, group):
+        active = np.arange(lo, min(lo + group, starts.size))
+        no_rows = np.zeros(active.size, dtype=np.int64)
+        unbounded = np.full(active.size, np.iinfo(np.int64).max // 2, dtype=np.int64)
+        run_round(starts[active].copy(), ends[active].copy(), no_rows, unbounded, bufs, active)
+        if report is not None:
+            report(int(cum[ends[active[-1]]]), int(cum[-1]))
+    return bufs
+
+
+def hist_bins(space: AddressSpace) -> int:
+    """Length bins of a walk's histogram: no batch is longer than a table or a folio."""
+    longest = int(space.folio_nr.max()) if space.folio_nr.size else 1
+    return max(PTRS_PER_PTE, longest) + 1
 
 
 def folio_index(space: AddressSpace):
@@ -171,7 +211,7 @@ def folio_index(space: AddressSpace):
     Buckets are at least 512 PFNs and there are at most about 2 per folio, so
     the index costs O(F) memory and a lookup searches one bucket.
     """
-    fpfn, fnr = space.folio_pfn, space.folio_nr
+    fpfn, fnr = readonly(space.folio_pfn), readonly(space.folio_nr)
     if fpfn.size == 0:
         return fpfn, fnr, np.zeros(1, dtype=np.int64), np.uint64(0), np.uint64(0)
     base = int(fpfn[0])

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import reasons as R
+from ._io import atomic_write
 
 __all__ = ["BatchResult", "ScanResult", "UnmapResult"]
 
@@ -47,13 +48,21 @@ class BatchResult:
     pte: int | None = None
 
 
-def _hist(nr: np.ndarray) -> np.ndarray:
-    return np.bincount(nr.astype(np.intp), minlength=2) if nr.size else np.zeros(2, dtype=np.intp)
+N_DETECTORS = 8  # detector bits counted per walk (FINDINGS uses the low five)
 
 
-def _reason_counts(reason: np.ndarray, names) -> dict:
-    counts = np.bincount(reason.astype(np.intp), minlength=len(R.NAMES))
-    return {name: int(counts[R.NAMES.index(name)]) for name in names}
+def length_hist(nr: np.ndarray, reason: np.ndarray, bins: int | None = None) -> np.ndarray:
+    """``hist[r, n]``: batches of ``n`` PTEs that stopped for reason ``r``, from rows."""
+    nr = np.asarray(nr, dtype=np.int64)
+    bins = max(int(nr.max(initial=1)) + 1, 2) if bins is None else bins
+    flat = np.asarray(reason, dtype=np.int64) * bins + nr
+    return np.bincount(flat, minlength=len(R.NAMES) * bins).reshape(len(R.NAMES), bins)
+
+
+def detector_counts(findings: np.ndarray) -> np.ndarray:
+    """Batches with each detector bit set, from rows' ``findings``."""
+    f = np.asarray(findings, dtype=np.int64)
+    return np.array([np.count_nonzero(f & (1 << k)) for k in range(N_DETECTORS)], dtype=np.int64)
 
 
 SCAN_REASONS = (
@@ -80,49 +89,93 @@ UNMAP_REASONS = (
 
 @dataclass
 class _WalkResult:
+    """Counts of every batch, and the rows that were asked for.
+
+    ``length_hist`` and ``found`` are computed inside the walk (counts mode
+    writes nothing per batch); every total below is a sum over them.  Rows
+    (``va``, ``nr``, ``reason``, ``findings``) are ``None`` when the walk ran
+    with ``rows=False``, and a subset of the batches when it ran with a filter.
+    """
+
     caller: str
     kernel: str
     generation: str
     flags: list
     oob: str
-    va: np.ndarray
-    nr: np.ndarray
-    reason: np.ndarray
-    findings: np.ndarray
+    va: np.ndarray | None = None
+    nr: np.ndarray | None = None
+    reason: np.ndarray | None = None
+    findings: np.ndarray | None = None
+    length_hist: np.ndarray | None = None
+    found: np.ndarray | None = None
+    rows_filtered: bool = False
     table_overruns: int = field(init=False)
     vma_overruns: int = field(init=False)
 
     def __post_init__(self) -> None:
-        self.table_overruns = int(np.count_nonzero(self.findings & R.OVER_TABLE))
-        self.vma_overruns = int(np.count_nonzero(self.findings & R.OVER_VMA))
+        if self.length_hist is None:  # built from rows (the naive reference)
+            if self.rows_filtered or self.nr is None:
+                raise ValueError("length_hist: counts are needed when rows are filtered or absent")
+            self.length_hist = length_hist(self.nr, self.reason)
+            self.found = detector_counts(self.findings)
+        self.table_overruns = int(self.found[R.OVER_TABLE.bit_length() - 1])
+        self.vma_overruns = int(self.found[R.OVER_VMA.bit_length() - 1])
+
+    @property
+    def has_rows(self) -> bool:
+        """Whether rows were kept (all of them, or those a filter selected)."""
+        return self.nr is not None
+
+    def _rows(self) -> None:
+        if self.nr is None:
+            raise ValueError("rows: this result holds counts only; run the walk with rows=True")
 
     @property
     def finding_counts(self) -> dict:
         """Batches that tripped each detector (``table_overrun``, ``vma_overrun``,
         ``past_folio``, ``spread``, ``uffd_wp``)."""
-        return {name: int(np.count_nonzero(self.findings & bit)) for name, bit in R.FINDINGS}
+        return {name: int(self.found[bit.bit_length() - 1]) for name, bit in R.FINDINGS}
 
     def flagged(self, detector: str) -> np.ndarray:
         """Row indices of the batches that tripped ``detector``."""
         bits = dict(R.FINDINGS)
         if detector not in bits:
             raise ValueError(f"detector: unknown detector {detector!r} (known: {', '.join(bits)})")
+        self._rows()
         return np.flatnonzero(self.findings & bits[detector])
 
     @property
     def batches(self) -> int:
-        """Number of batches (rows)."""
-        return int(self.nr.shape[0])
+        """Number of batches (all of them, whatever rows were kept)."""
+        return int(self.length_hist.sum())
 
     @property
     def hist(self) -> np.ndarray:
-        """Batch-size histogram: ``hist[n]`` batches of ``n`` PTEs."""
-        return _hist(self.nr)
+        """Batch-size histogram: ``hist[n]`` batches of ``n`` PTEs (at least 2 entries)."""
+        h = self.length_hist.sum(axis=0)
+        nz = np.flatnonzero(h)
+        return h[: max(int(nz[-1]) + 1 if nz.size else 0, 2)]
+
+    @property
+    def ptes_batched(self) -> int:
+        """PTEs in all batches."""
+        h = self.length_hist.sum(axis=0)
+        return int(np.dot(np.arange(h.size, dtype=np.int64), h))
+
+    @property
+    def multi_batches(self) -> int:
+        """Batches of more than one PTE."""
+        return int(self.length_hist[:, 2:].sum())
 
     @property
     def mean_batch(self) -> float:
         """Mean PTEs per batch (0.0 with no batches)."""
-        return float(self.nr.mean()) if self.nr.size else 0.0
+        b = self.batches
+        return self.ptes_batched / b if b else 0.0
+
+    def _reason_counts(self, names) -> dict:
+        per = self.length_hist.sum(axis=1)
+        return {name: int(per[R.NAMES.index(name)]) for name in names}
 
     def _common(self, reasons) -> dict:
         h = self.hist
@@ -133,18 +186,42 @@ class _WalkResult:
             "flags": list(self.flags),
             "oob": self.oob,
             "batches": self.batches,
-            "ptes_batched": int(self.nr.sum(dtype=np.uint64)),
+            "ptes_batched": self.ptes_batched,
             "mean_batch": round(self.mean_batch, 6),
             "table_overruns": self.table_overruns,
             "vma_overruns": self.vma_overruns,
             "findings": self.finding_counts,
-            "stop_reasons": _reason_counts(self.reason, reasons),
+            "stop_reasons": self._reason_counts(reasons),
             "batch_size_hist": {str(n): int(c) for n, c in enumerate(h) if c},
         }
 
     def reason_names(self) -> np.ndarray:
-        """The ``reason`` codes as strings."""
+        """The rows' ``reason`` codes as strings."""
+        self._rows()
         return np.asarray(R.NAMES, dtype=object)[self.reason]
+
+    def _row_columns(self) -> dict:
+        self._rows()
+        cols = {"va": self.va, "nr": self.nr, "reason": self.reason, "findings": self.findings}
+        pfn = getattr(self, "folio_pfn", None)
+        return {"folio_pfn": pfn, **cols} if pfn is not None else cols
+
+    def save_batches(self, path) -> int:
+        """Write the rows to ``path``, atomically; returns how many.
+
+        ``.csv``: one line per row, addresses in hex, reasons and detector
+        names as words.  ``.npz``: the columns as uncompressed NumPy arrays
+        (codes as in :mod:`ptebatch.reasons`).
+        """
+        cols = self._row_columns()
+        name = str(path).lower()
+        if name.endswith(".npz"):
+            atomic_write(path, lambda fh: np.savez(fh, **cols))
+        elif name.endswith(".csv"):
+            atomic_write(path, lambda fh: _write_csv(fh, cols))
+        else:
+            raise ValueError(f"rows: {path!r} must end in .csv or .npz")
+        return int(cols["nr"].size)
 
 
 @dataclass
@@ -155,13 +232,17 @@ class ScanResult(_WalkResult):
     ----------
     caller : str
         The walker preset (``zap``, ``fork-private``, ``mremap``...).
-    va, nr, reason, findings : numpy.ndarray
-        One row per batch in walk order: start address (uint64), size
+    va, nr, reason, findings : numpy.ndarray or None
+        One row per batch (or per batch the ``rows`` filter kept; ``None``
+        with ``rows=False``) in walk order: start address (uint64), size
         (uint32), reason code (uint8, names in :mod:`ptebatch.reasons`) and
         detector bits (uint8, :data:`ptebatch.reasons.FINDINGS`): 1 read past
         entry 511, 2 read past the VMA end, 4 covers a page past its folio,
         8 entries differ in a bit the caller stamps from the first PTE,
         16 entries differ in uffd-wp.
+    length_hist : numpy.ndarray
+        ``length_hist[r, n]``: batches of ``n`` PTEs that stopped for reason
+        ``r``, over every batch, whatever rows were kept.
     table_overruns, vma_overruns : int
         Batches whose scan read past entry 511 of its table / past its VMA.
     finding_counts : dict
@@ -180,7 +261,7 @@ class ScanResult(_WalkResult):
     @property
     def stop_reasons(self) -> dict:
         """Batches per stop reason."""
-        return _reason_counts(self.reason, SCAN_REASONS)
+        return self._reason_counts(SCAN_REASONS)
 
     def summary(self) -> dict:
         """JSON-ready dict of the counts (no per-batch arrays)."""
@@ -202,8 +283,9 @@ class UnmapResult(_WalkResult):
     ----------
     caller : str
         The reverse-map preset (``lazyfree``).
-    folio_pfn, va, nr, reason, findings : numpy.ndarray
-        One row per unmap step in walk order (folio by folio in PFN order, then
+    folio_pfn, va, nr, reason, findings : numpy.ndarray or None
+        One row per unmap step (or per step the ``rows`` filter kept; ``None``
+        with ``rows=False``) in walk order (folio by folio in PFN order, then
         each VMA in address order): the folio, the first address, PTEs taken,
         why the step ended (``single`` when the caller did not batch) and
         detector bits as in :class:`ScanResult`.
@@ -226,7 +308,29 @@ class UnmapResult(_WalkResult):
             "walk": "unmap",
             "folios": self.folios,
             "lazyfree_folios": self.lazyfree_folios,
-            "batched_steps": int(np.count_nonzero(self.nr > 1)),
+            "batched_steps": self.multi_batches,
         }
         out.update(self._common(UNMAP_REASONS))
         return out
+
+
+def _write_csv(fh, cols: dict, block: int = 1 << 20) -> None:
+    """Rows as CSV, a block at a time (a row per batch can be hundreds of millions)."""
+    names = np.asarray(R.NAMES, dtype=object)
+    heads = list(cols)
+    fh.write((",".join(heads) + "\n").encode())
+    n = cols["nr"].size
+    for lo in range(0, n, block):
+        hi = min(lo + block, n)
+        parts = []
+        for h in heads:
+            c = cols[h][lo:hi]
+            if h in ("va", "folio_pfn"):
+                parts.append([f"{int(v):#x}" for v in c])
+            elif h == "reason":
+                parts.append(names[c].tolist())
+            elif h == "findings":
+                parts.append(["|".join(n for n, b in R.FINDINGS if int(f) & b) for f in c])
+            else:
+                parts.append(c.tolist())
+        fh.write("".join(",".join(map(str, r)) + "\n" for r in zip(*parts)).encode())

@@ -17,22 +17,30 @@ field                     dtype, shape     rule
 ========================  ===============  ============================================
 
 A present PTE whose PFN lies in no listed folio maps an order-0 folio.
+
+:meth:`AddressSpace.save` writes each array as an uncompressed (``ZIP_STORED``) member, streamed
+into the zip; ``compress=True`` deflates them.  :func:`load` memory-maps every stored member of
+at least one dimension (read-only arrays over the file: nothing is read until it is used) and
+reads deflated ones whole.  :func:`read_info` describes a snapshot from its headers and small
+arrays without reading the page tables.
 """
 
 from __future__ import annotations
 
 import os
-import zipfile
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
-from ._io import atomic_write
+from ._io import READ_ERRORS, NpzReader, atomic_write
 from .arch import PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, PTRS_PER_PTE, get_arch
 
 __all__ = [
     "AddressSpace",
     "load",
+    "read_info",
     "FOLIO_ANON",
     "FOLIO_SWAPBACKED",
     "VMA_UFFD_WP",
@@ -59,25 +67,130 @@ _ARRAYS = (
 )
 
 
+# Validation, info() and equality go through arrays this many elements at a time (8 MiB of
+# uint64, 2,048 tables of ``ptes``), so that a memory-mapped snapshot is never copied whole into
+# a temporary: a rule or a count makes a few temporaries of one step each.
+_STEP = 1 << 20
+
+
+def _steps(n: int, step: int, start: int = 0) -> Iterator[tuple[int, int]]:
+    for lo in range(start, n, step):
+        yield lo, min(lo + step, n)
+
+
+def _pieces(a: np.ndarray) -> Iterator[np.ndarray]:
+    """The elements of a C-contiguous array, flat, ``_STEP`` at a time (views, no copies)."""
+    flat = a.reshape(-1)
+    for lo, hi in _steps(flat.size, _STEP):
+        yield flat[lo:hi]
+
+
+def _first_bad_in(n: int, bad: Callable[[int, int], np.ndarray], start: int = 0) -> int | None:
+    """First index in ``[start, n)`` where ``bad(lo, hi)``, a mask over ``[lo, hi)``, is set."""
+    for lo, hi in _steps(n, _STEP, start):
+        mask = bad(lo, hi)
+        if mask.any():
+            return lo + _first_bad(mask)
+    return None
+
+
+def _check_layout(name: str, dtype, shape: tuple, c_contiguous: bool, want, ndim: int) -> None:
+    """The dtype, dimension and order rules; shared by arrays and ``.npy`` headers."""
+    if dtype != want:
+        raise TypeError(
+            f"{name}: dtype must be {np.dtype(want).name}, got {dtype} "
+            f"(convert with .astype(np.{np.dtype(want).name}))"
+        )
+    if len(shape) != ndim:
+        raise ValueError(f"{name}: must have {ndim} dimension(s), got shape {shape}")
+    if not c_contiguous:
+        raise ValueError(f"{name}: must be C-contiguous (use np.ascontiguousarray)")
+
+
 def _check_array(name: str, a: Any, dtype, ndim: int) -> np.ndarray:
     if not isinstance(a, np.ndarray):
         raise TypeError(
             f"{name}: expected a numpy.ndarray of {np.dtype(dtype).name}, got {type(a).__name__}"
         )
-    if a.dtype != dtype:
-        raise TypeError(
-            f"{name}: dtype must be {np.dtype(dtype).name}, got {a.dtype} "
-            f"(convert with .astype(np.{np.dtype(dtype).name}))"
-        )
-    if a.ndim != ndim:
-        raise ValueError(f"{name}: must have {ndim} dimension(s), got shape {a.shape}")
-    if not a.flags.c_contiguous:
-        raise ValueError(f"{name}: must be C-contiguous (use np.ascontiguousarray)")
+    _check_layout(name, a.dtype, a.shape, a.flags.c_contiguous, dtype, ndim)
     return a
 
 
 def _first_bad(mask: np.ndarray) -> int:
     return int(np.flatnonzero(mask)[0])
+
+
+# -- the rules on lengths alone (what an .npy header says), in validation's order ---------------
+def _check_table_shapes(ptes: tuple, tva: tuple) -> None:
+    if ptes[1] != PTRS_PER_PTE:
+        raise ValueError(f"ptes: each table must have {PTRS_PER_PTE} entries, got shape {ptes}")
+    if tva[0] != ptes[0]:
+        raise ValueError(f"table_va: length {tva[0]} does not match the {ptes[0]} tables in ptes")
+
+
+def _check_vma_shapes(vs: tuple, ve: tuple) -> None:
+    if vs != ve:
+        raise ValueError(f"vma_end: length {ve[0]} does not match vma_start's {vs[0]}")
+
+
+def _check_vma_flags_shape(vf: tuple, vs: tuple) -> None:
+    if vf != vs:
+        raise ValueError(f"vma_flags: length {vf[0]} does not match vma_start's {vs[0]}")
+
+
+def _check_folio_shapes(fp: tuple, fn: tuple, ff: tuple) -> None:
+    if not (fp == fn == ff):
+        raise ValueError(
+            f"folio_nr/folio_flags: lengths {fn[0]}/{ff[0]} do not match folio_pfn's {fp[0]}"
+        )
+
+
+# -- what info() counts, from pieces of the arrays (in memory, mapped or streamed) --------------
+def _count_present(pieces: Iterable[np.ndarray], present_bit: int) -> int:
+    bit = np.uint64(present_bit)
+    return sum(int(np.count_nonzero(p & bit)) for p in pieces)
+
+
+def _count_lazyfree(pieces: Iterable[np.ndarray]) -> int:
+    both = np.uint8(FOLIO_ANON | FOLIO_SWAPBACKED)
+    return sum(int(np.count_nonzero((p & both) == FOLIO_ANON)) for p in pieces)
+
+
+def _count_flag(pieces: Iterable[np.ndarray], bit: int) -> int:
+    return sum(int(np.count_nonzero(p & np.uint8(bit))) for p in pieces)
+
+
+def _size_counts(pieces: Iterable[np.ndarray]) -> dict[str, int]:
+    """``{str(size): folios}`` in increasing size, as ``np.unique`` would give them."""
+    hist = np.zeros(MAX_FOLIO_NR + 1, dtype=np.int64)
+    other: dict[int, int] = {}
+    for p in pieces:
+        if p.size and int(p.max()) <= MAX_FOLIO_NR:
+            hist += np.bincount(p.astype(np.intp), minlength=MAX_FOLIO_NR + 1)
+        else:  # sizes outside the schema (an array edited after validation)
+            for s, c in zip(*np.unique(p, return_counts=True)):
+                other[int(s)] = other.get(int(s), 0) + int(c)
+    for s in np.flatnonzero(hist):
+        other[int(s)] = other.get(int(s), 0) + int(hist[s])
+    return {str(s): other[s] for s in sorted(other)}
+
+
+def _vma_bytes(starts: Iterable[np.ndarray], ends: Iterable[np.ndarray]) -> int:
+    total = 0
+    for vs, ve in zip(starts, ends):
+        total += int(np.sum(ve - vs, dtype=np.uint64))
+    return total % (1 << 64)  # the uint64 sum the whole-array version computed
+
+
+def _arrays_equal(a: np.ndarray, b: np.ndarray) -> bool:
+    """``np.array_equal``, a piece at a time for big arrays (no full-size temporary)."""
+    if a is b:
+        return True
+    if a.shape != b.shape:
+        return False
+    if a.size <= _STEP or not (a.flags.c_contiguous and b.flags.c_contiguous):
+        return bool(np.array_equal(a, b))
+    return all(np.array_equal(x, y) for x, y in zip(_pieces(a), _pieces(b)))
 
 
 class AddressSpace:
@@ -114,7 +227,9 @@ class AddressSpace:
     -----
     The arrays are kept, not copied, and validated once; the walks also cache
     indexes derived from them on the space.  Editing them in place afterwards
-    bypasses both: copy, edit, and build a new space.
+    bypasses both: copy, edit, and build a new space.  A space from :func:`load`
+    holds read-only views of its file (memory-mapped); it compares, pickles (as
+    in-memory copies) and saves like any other, also over the file it maps.
     """
 
     def __init__(
@@ -157,73 +272,49 @@ class AddressSpace:
     def _check_tables(self) -> None:
         """Tables: 512 entries each, one VA per table, 2 MiB aligned and increasing."""
         ptes, tva = self.ptes, self.table_va
-        if ptes.shape[1] != PTRS_PER_PTE:
+        _check_table_shapes(ptes.shape, tva.shape)
+        n = tva.shape[0]
+        i = _first_bad_in(n, lambda lo, hi: (tva[lo:hi] % np.uint64(PMD_SIZE)) != 0)
+        if i is not None:
+            raise ValueError(f"table_va: must be multiples of 2 MiB; entry {i} is {int(tva[i]):#x}")
+        i = _first_bad_in(n, lambda lo, hi: tva[lo:hi] <= tva[lo - 1 : hi - 1], start=1)
+        if i is not None:
             raise ValueError(
-                f"ptes: each table must have {PTRS_PER_PTE} entries, got shape {ptes.shape}"
+                f"table_va: must be strictly increasing; entry {i} "
+                f"({int(tva[i]):#x}) follows {int(tva[i - 1]):#x}"
             )
-        if tva.shape[0] != ptes.shape[0]:
-            raise ValueError(
-                f"table_va: length {tva.shape[0]} does not match the {ptes.shape[0]} tables in ptes"
-            )
-        if tva.size:
-            bad = (tva % np.uint64(PMD_SIZE)) != 0
-            if bad.any():
-                i = _first_bad(bad)
-                raise ValueError(
-                    f"table_va: must be multiples of 2 MiB; entry {i} is {int(tva[i]):#x}"
-                )
-            if tva.size > 1:
-                bad = tva[1:] <= tva[:-1]
-                if bad.any():
-                    i = _first_bad(bad) + 1
-                    raise ValueError(
-                        f"table_va: must be strictly increasing; entry {i} "
-                        f"({int(tva[i]):#x}) follows {int(tva[i - 1]):#x}"
-                    )
 
     def _check_vmas(self) -> None:
         """VMAs: matching lengths, page-aligned, non-empty, sorted and disjoint."""
         vs, ve = self.vma_start, self.vma_end
-        if vs.shape != ve.shape:
-            raise ValueError(
-                f"vma_end: length {ve.shape[0]} does not match vma_start's {vs.shape[0]}"
-            )
-        if vs.size:
-            for name, a in (("vma_start", vs), ("vma_end", ve)):
-                bad = (a % np.uint64(PAGE_SIZE)) != 0
-                if bad.any():
-                    i = _first_bad(bad)
-                    raise ValueError(
-                        f"{name}: must be page-aligned (multiples of 4096); "
-                        f"entry {i} is {int(a[i]):#x}"
-                    )
-            bad = vs >= ve
-            if bad.any():
-                i = _first_bad(bad)
+        _check_vma_shapes(vs.shape, ve.shape)
+        n = vs.shape[0]
+        for name, a in (("vma_start", vs), ("vma_end", ve)):
+            i = _first_bad_in(n, lambda lo, hi, a=a: (a[lo:hi] % np.uint64(PAGE_SIZE)) != 0)
+            if i is not None:
                 raise ValueError(
-                    f"vma_end: must be above vma_start; VMA {i} is "
-                    f"[{int(vs[i]):#x}, {int(ve[i]):#x})"
+                    f"{name}: must be page-aligned (multiples of 4096); entry {i} is {int(a[i]):#x}"
                 )
-            if vs.size > 1:
-                bad = vs[1:] < ve[:-1]
-                if bad.any():
-                    i = _first_bad(bad) + 1
-                    raise ValueError(
-                        f"vma_start: VMAs must be sorted and non-overlapping; VMA {i} "
-                        f"starts at {int(vs[i]):#x}, before VMA {i - 1} ends at "
-                        f"{int(ve[i - 1]):#x}"
-                    )
+        i = _first_bad_in(n, lambda lo, hi: vs[lo:hi] >= ve[lo:hi])
+        if i is not None:
+            raise ValueError(
+                f"vma_end: must be above vma_start; VMA {i} is [{int(vs[i]):#x}, {int(ve[i]):#x})"
+            )
+        i = _first_bad_in(n, lambda lo, hi: vs[lo:hi] < ve[lo - 1 : hi - 1], start=1)
+        if i is not None:
+            raise ValueError(
+                f"vma_start: VMAs must be sorted and non-overlapping; VMA {i} "
+                f"starts at {int(vs[i]):#x}, before VMA {i - 1} ends at "
+                f"{int(ve[i - 1]):#x}"
+            )
 
     def _check_vma_flags(self) -> None:
         """VMA flags: one per VMA, only the uffd-wp bit defined."""
         vf, vs = self.vma_flags, self.vma_start
-        if vf.shape != vs.shape:
-            raise ValueError(
-                f"vma_flags: length {vf.shape[0]} does not match vma_start's {vs.shape[0]}"
-            )
-        bad = (vf & np.uint8(~VMA_UFFD_WP & 0xFF)) != 0
-        if bad.any():
-            i = _first_bad(bad)
+        _check_vma_flags_shape(vf.shape, vs.shape)
+        undefined = np.uint8(~VMA_UFFD_WP & 0xFF)
+        i = _first_bad_in(vf.shape[0], lambda lo, hi: (vf[lo:hi] & undefined) != 0)
+        if i is not None:
             raise ValueError(
                 f"vma_flags: only bit 0 (uffd-wp registered) is defined; VMA {i} has "
                 f"{int(vf[i]):#x}"
@@ -232,56 +323,58 @@ class AddressSpace:
     def _check_folios(self, arch) -> None:
         """Folios: power-of-two sizes, aligned, inside ``arch``'s PFN field, sorted, disjoint."""
         fp, fn, ff = self.folio_pfn, self.folio_nr, self.folio_flags
-        if not (fp.shape == fn.shape == ff.shape):
+        _check_folio_shapes(fp.shape, fn.shape, ff.shape)
+        n, one = fp.shape[0], np.uint64(1)
+
+        def bad_nr(lo, hi):
+            f = fn[lo:hi]
+            return (f == 0) | ((f & (f - one)) != 0) | (f > np.uint64(MAX_FOLIO_NR))
+
+        def last(lo, hi):  # each folio's last PFN
+            return fp[lo:hi] + fn[lo:hi] - one
+
+        i = _first_bad_in(n, bad_nr)
+        if i is not None:
             raise ValueError(
-                f"folio_nr/folio_flags: lengths {fn.shape[0]}/{ff.shape[0]} "
-                f"do not match folio_pfn's {fp.shape[0]}"
+                f"folio_nr: must be a power of two from 1 to {MAX_FOLIO_NR}; "
+                f"folio {i} has {int(fn[i])}"
             )
-        if fp.size:
-            bad = (fn == 0) | ((fn & (fn - np.uint64(1))) != 0) | (fn > np.uint64(MAX_FOLIO_NR))
-            if bad.any():
-                i = _first_bad(bad)
-                raise ValueError(
-                    f"folio_nr: must be a power of two from 1 to {MAX_FOLIO_NR}; "
-                    f"folio {i} has {int(fn[i])}"
-                )
-            bad = (fp & (fn - np.uint64(1))) != 0
-            if bad.any():
-                i = _first_bad(bad)
-                raise ValueError(
-                    f"folio_pfn: a folio must be naturally aligned to its size; "
-                    f"folio {i} starts at PFN {int(fp[i]):#x} with {int(fn[i])} pages"
-                )
-            last = fp + fn - np.uint64(1)
-            bad = (last < fp) | (last > np.uint64(arch.max_pfn))
-            if bad.any():
-                i = _first_bad(bad)
-                raise ValueError(
-                    f"folio_pfn: folio {i} (PFN {int(fp[i]):#x}) exceeds the {arch.name} PFN field"
-                )
-            if fp.size > 1:
-                bad = fp[1:] <= fp[:-1]
-                if bad.any():
-                    i = _first_bad(bad) + 1
-                    raise ValueError(
-                        f"folio_pfn: must be strictly increasing; folio {i} "
-                        f"({int(fp[i]):#x}) follows {int(fp[i - 1]):#x}"
-                    )
-                bad = fp[1:] <= last[:-1]
-                if bad.any():
-                    i = _first_bad(bad) + 1
-                    raise ValueError(
-                        f"folio_pfn: folios must not overlap; folio {i} starts at "
-                        f"PFN {int(fp[i]):#x} inside folio {i - 1} "
-                        f"({int(fp[i - 1]):#x}, {int(fn[i - 1])} pages)"
-                    )
-            bad = (ff & np.uint8(~(FOLIO_ANON | FOLIO_SWAPBACKED) & 0xFF)) != 0
-            if bad.any():
-                i = _first_bad(bad)
-                raise ValueError(
-                    f"folio_flags: only bit 0 (anon) and bit 1 (swapbacked) are "
-                    f"defined; folio {i} has {int(ff[i]):#x}"
-                )
+        i = _first_bad_in(n, lambda lo, hi: (fp[lo:hi] & (fn[lo:hi] - one)) != 0)
+        if i is not None:
+            raise ValueError(
+                f"folio_pfn: a folio must be naturally aligned to its size; "
+                f"folio {i} starts at PFN {int(fp[i]):#x} with {int(fn[i])} pages"
+            )
+
+        def past_field(lo, hi):
+            end = last(lo, hi)
+            return (end < fp[lo:hi]) | (end > np.uint64(arch.max_pfn))
+
+        i = _first_bad_in(n, past_field)
+        if i is not None:
+            raise ValueError(
+                f"folio_pfn: folio {i} (PFN {int(fp[i]):#x}) exceeds the {arch.name} PFN field"
+            )
+        i = _first_bad_in(n, lambda lo, hi: fp[lo:hi] <= fp[lo - 1 : hi - 1], start=1)
+        if i is not None:
+            raise ValueError(
+                f"folio_pfn: must be strictly increasing; folio {i} "
+                f"({int(fp[i]):#x}) follows {int(fp[i - 1]):#x}"
+            )
+        i = _first_bad_in(n, lambda lo, hi: fp[lo:hi] <= last(lo - 1, hi - 1), start=1)
+        if i is not None:
+            raise ValueError(
+                f"folio_pfn: folios must not overlap; folio {i} starts at "
+                f"PFN {int(fp[i]):#x} inside folio {i - 1} "
+                f"({int(fp[i - 1]):#x}, {int(fn[i - 1])} pages)"
+            )
+        undefined = np.uint8(~(FOLIO_ANON | FOLIO_SWAPBACKED) & 0xFF)
+        i = _first_bad_in(n, lambda lo, hi: (ff[lo:hi] & undefined) != 0)
+        if i is not None:
+            raise ValueError(
+                f"folio_flags: only bit 0 (anon) and bit 1 (swapbacked) are "
+                f"defined; folio {i} has {int(ff[i]):#x}"
+            )
 
     # -- convenience -------------------------------------------------------
     @property
@@ -296,25 +389,24 @@ class AddressSpace:
     def n_folios(self) -> int:
         return int(self.folio_pfn.shape[0])
 
-    def info(self) -> dict:
-        """A JSON-ready description: counts of tables, VMAs, folios and PTEs."""
-        arch = get_arch(self.arch)
-        present = int(np.count_nonzero(self.ptes & np.uint64(arch.present)))
-        sizes, counts = np.unique(self.folio_nr, return_counts=True)
-        lazy = (self.folio_flags & np.uint8(FOLIO_ANON | FOLIO_SWAPBACKED)) == FOLIO_ANON
-        return {
-            "format": FORMAT,
-            "version": VERSION,
-            "arch": self.arch,
-            "tables": self.n_tables,
-            "vmas": self.n_vmas,
-            "folios": self.n_folios,
-            "lazyfree_folios": int(np.count_nonzero(lazy)),
-            "uffd_wp_vmas": int(np.count_nonzero(self.vma_flags & np.uint8(VMA_UFFD_WP))),
-            "folio_sizes": {str(int(s)): int(c) for s, c in zip(sizes, counts)},
-            "present_ptes": present,
-            "vma_bytes": int(np.sum(self.vma_end - self.vma_start, dtype=np.uint64)),
-        }
+    def info(self, *, present: bool = True) -> dict:
+        """A JSON-ready description: counts of tables, VMAs, folios and PTEs.
+
+        Parameters
+        ----------
+        present : bool
+            Count the present PTEs (``present_ptes``), which reads every table (8 MiB at
+            a time).  False: ``present_ptes`` is None and only the VMA and folio arrays
+            are read.
+        """
+        return _describe(
+            self.arch,
+            self.ptes.shape[0],
+            self.vma_start.shape[0],
+            self.folio_pfn.shape[0],
+            lambda name: _pieces(getattr(self, name)),
+            present,
+        )
 
     def __repr__(self) -> str:
         return (
@@ -327,8 +419,8 @@ class AddressSpace:
             return NotImplemented
         return (
             self.arch == other.arch
-            and np.array_equal(self.vma_flags, other.vma_flags)
-            and all(np.array_equal(getattr(self, n), getattr(other, n)) for n, _, _ in _ARRAYS)
+            and _arrays_equal(self.vma_flags, other.vma_flags)
+            and all(_arrays_equal(getattr(self, n), getattr(other, n)) for n, _, _ in _ARRAYS)
         )
 
     __hash__ = None  # type: ignore[assignment]
@@ -389,21 +481,28 @@ class AddressSpace:
         )
 
     # -- persistence -------------------------------------------------------
-    def save(self, path) -> None:
+    def save(self, path, *, compress: bool = False) -> None:
         """Write the snapshot to ``path`` atomically.
 
         The data goes to a temporary file in the same directory, is flushed to
         disk and then renamed over ``path``: a crash leaves either the old file
-        or the new one, never a partial snapshot.
+        or the new one, never a partial snapshot.  Saving a loaded space over
+        the file it was loaded from is safe: its arrays keep mapping the old file.
 
         Parameters
         ----------
         path : str or os.PathLike
             Destination; written exactly as named (no suffix is added).
+        compress : bool
+            False (default): each array is stored uncompressed, so that :func:`load`
+            can memory-map it.  True: deflated (smaller, read whole by :func:`load`).
+            Either way each array is streamed into its zip member in pieces, not
+            copied whole, and the schema is the same.
         """
 
         def write(fh):
-            np.savez(
+            savez = np.savez_compressed if compress else np.savez
+            savez(
                 fh,
                 format=np.array(FORMAT),
                 version=np.array(VERSION, dtype=np.int64),
@@ -415,37 +514,21 @@ class AddressSpace:
         atomic_write(path, write)
 
 
-def load(path) -> AddressSpace:
-    """Load and validate a snapshot written by :meth:`AddressSpace.save`.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-
-    Returns
-    -------
-    AddressSpace
-
-    Raises
-    ------
-    ValueError
-        The file is truncated, corrupt, not a ptebatch snapshot, of another
-        schema version, or breaks a schema rule.
-    FileNotFoundError
-        No such file.
-    """
-    path = os.fspath(path)
-    fields: dict[str, np.ndarray] = {}
+@contextmanager
+def _reading(path: str):
+    """Turn what a truncated, corrupt or foreign file raises into the one ValueError."""
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            for key in npz.files:
-                fields[key] = npz[key]
+        yield
     except FileNotFoundError:
         raise
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
+    except READ_ERRORS as exc:
         raise ValueError(
             f"{path}: not a readable ptebatch snapshot (truncated or corrupt .npz: {exc})"
         ) from None
+
+
+def _check_identity(path: str, fields: dict) -> str:
+    """format, version and arch; returns the arch."""
     for key in ("format", "version", "arch"):
         if key not in fields:
             raise ValueError(f"{path}: missing field {key!r}; not a ptebatch snapshot")
@@ -464,11 +547,139 @@ def load(path) -> AddressSpace:
     missing = [n for n, _, _ in _ARRAYS if n not in fields]
     if missing:
         raise ValueError(f"{path}: missing field {missing[0]!r}")
+    return str(arch)
+
+
+_IDENTITY = ("format", "version", "arch")
+_FIELDS = frozenset(_IDENTITY + ("vma_flags",) + tuple(n for n, _, _ in _ARRAYS))
+
+
+def load(path, *, mmap: bool = True, verify: bool = True) -> AddressSpace:
+    """Load and validate a snapshot written by :meth:`AddressSpace.save`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    mmap : bool
+        True (default): each array stored uncompressed is a read-only view of the
+        file (memory-mapped), so the tables are read only when a walk reads them;
+        deflated arrays are read whole.  False: every array is read into memory
+        (writable), as before.
+    verify : bool
+        Check the CRC-32 of every member.  Members read whole are always checked;
+        with ``mmap`` this reads each mapped member once through a bounded buffer
+        (1-2 s per 3 GB from the page cache, no memory held).  False
+        skips that read: ``load`` then touches only the headers and the arrays
+        validation reads, and a corrupt PTE goes unnoticed.
+
+    Returns
+    -------
+    AddressSpace
+        Validated as on construction, which reads ``table_va`` and the VMA and
+        folio arrays in pieces of 8 MiB, and of ``ptes`` only its shape.
+
+    Raises
+    ------
+    ValueError
+        The file is truncated, corrupt, not a ptebatch snapshot, of another
+        schema version, or breaks a schema rule.
+    FileNotFoundError
+        No such file.
+    """
+    path = os.fspath(path)
+    with _reading(path), NpzReader(path) as npz:
+        fields = {
+            name: npz.array(name, mmap=mmap, verify=verify)
+            for name in npz.members
+            if name in _FIELDS
+        }
+    arch = _check_identity(path, fields)
     try:
         return AddressSpace(
             **{n: fields[n] for n, _, _ in _ARRAYS},
-            arch=str(arch),
+            arch=arch,
             vma_flags=fields.get("vma_flags"),
         )
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"{path}: {exc}") from None
+
+
+def read_info(path, *, present: bool = False) -> dict:
+    """``load(path).info(present=present)`` read from the file's headers and small arrays.
+
+    Reads the ``.npy`` headers (shapes, dtypes), ``format``/``version``/``arch``, and streams
+    ``vma_start``, ``vma_end``, ``vma_flags``, ``folio_nr`` and ``folio_flags`` through one
+    bounded buffer (their CRC-32 is checked); ``ptes`` only when ``present`` is True.  It
+    checks what :func:`load` checks on the headers (fields, dtypes, shapes) but not the value
+    rules (alignment, order, overlap): those need every VMA and folio, and ``load`` checks them.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    present : bool
+        Also count the present PTEs (``present_ptes``; None when False), streaming
+        every table through the buffer.
+
+    Returns
+    -------
+    dict
+        The keys and values of :meth:`AddressSpace.info` for a valid snapshot.
+
+    Raises
+    ------
+    ValueError, TypeError, FileNotFoundError
+        As :func:`load`, for what it checks.
+    """
+    path = os.fspath(path)
+    with _reading(path):
+        npz = NpzReader(path)
+    with npz:
+        with _reading(path):
+            fields = {n: npz.array(n, mmap=False) for n in _IDENTITY if n in npz.members}
+            layouts = {n: npz.layout(n) for n in _FIELDS - set(_IDENTITY) if n in npz.members}
+        arch = _check_identity(path, {**fields, **layouts})
+        try:  # load's checks that need only the headers, in load's order
+            for name, dtype, ndim in (*_ARRAYS, ("vma_flags", np.uint8, 1)):
+                if name in layouts:
+                    lay = layouts[name]
+                    _check_layout(name, lay.dtype, lay.shape, lay.c_contiguous, dtype, ndim)
+            arch = get_arch(arch).name
+            shape = {n: lay.shape for n, lay in layouts.items()}
+            _check_table_shapes(shape["ptes"], shape["table_va"])
+            _check_vma_shapes(shape["vma_start"], shape["vma_end"])
+            if "vma_flags" in shape:
+                _check_vma_flags_shape(shape["vma_flags"], shape["vma_start"])
+            _check_folio_shapes(shape["folio_pfn"], shape["folio_nr"], shape["folio_flags"])
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"{path}: {exc}") from None
+
+        def pieces(name: str) -> Iterator[np.ndarray]:
+            if name in npz.members:  # vma_flags is optional: absent means all 0
+                yield from npz.chunks(name, _STEP)
+
+        with _reading(path):
+            return _describe(
+                arch,
+                shape["ptes"][0],
+                shape["vma_start"][0],
+                shape["folio_pfn"][0],
+                pieces,
+                present,
+            )
+
+
+def _describe(arch: str, n_tables: int, n_vmas: int, n_folios: int, pieces, present: bool):
+    """The ``info()`` dict; ``pieces(name)`` yields an array's elements a piece at a time."""
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "arch": arch,
+        "tables": int(n_tables),
+        "vmas": int(n_vmas),
+        "folios": int(n_folios),
+        "lazyfree_folios": _count_lazyfree(pieces("folio_flags")),
+        "uffd_wp_vmas": _count_flag(pieces("vma_flags"), VMA_UFFD_WP),
+        "folio_sizes": _size_counts(pieces("folio_nr")),
+        "present_ptes": _count_present(pieces("ptes"), get_arch(arch).present) if present else None,
+        "vma_bytes": _vma_bytes(pieces("vma_start"), pieces("vma_end")),
+    }

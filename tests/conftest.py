@@ -2,6 +2,11 @@ import os
 
 from hypothesis import HealthCheck, settings
 
+# Compile in this process rather than load from Numba's cache: the type-hygiene tests inspect
+# what was compiled, and code loaded from the cache has no typing information.  (The cache
+# itself is tested in tests/test_cache.py, in processes of its own.)
+os.environ.setdefault("PTEBATCH_NUMBA_CACHE", "0")
+
 # Derandomised: every CI run sees the same examples; at least 300 per property.
 settings.register_profile(
     "ci",

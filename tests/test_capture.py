@@ -182,7 +182,7 @@ def test_cli_capture_of_a_child_process(tmp_path, capsys):
     try:
         assert child.stdout.readline().strip() == b"ready"
         out = tmp_path / "child.npz"
-        code = main(["capture", "--pid", str(child.pid), "-o", str(out), "--json"])
+        code = main(["capture", "--pid", str(child.pid), "-o", str(out), "--json", "--progress"])
         o, e = capsys.readouterr()
         assert code == 0, e
         summary = json.loads(o)

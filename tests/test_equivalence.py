@@ -135,3 +135,69 @@ def test_generated_space_unmap_agrees(kernel):
     nai = pb.naive.unmap(space, kernel=kernel)
     assert_same(ser, par, UNMAP_FIELDS)
     assert_same(ser, nai, UNMAP_FIELDS)
+
+
+def _row_filters():
+    names = list(pb.reasons.NAMES)
+    detectors = [n for n, _ in pb.reasons.FINDINGS]
+    return st.one_of(
+        st.just(False),
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "min_nr": st.integers(1, 17),
+                "reasons": st.lists(st.sampled_from(names), min_size=1, unique=True),
+                "findings": st.lists(st.sampled_from(detectors), min_size=1, unique=True),
+                "va": st.tuples(st.integers(0, 1 << 44), st.integers(1, 1 << 44)).filter(
+                    lambda t: t[0] < t[1]
+                ),
+            },
+        ),
+    )
+
+
+@given(
+    spaces(),
+    st.sampled_from(KERNELS),
+    st.sampled_from(["pmd", "folio"]),
+    st.sampled_from(WALKERS),
+    _row_filters(),
+    st.booleans(),
+)
+def test_scan_rows_filter_and_counts_jit_equal_naive(space, kernel, clamp, caller, rows, parallel):
+    # counts inside the walk and the filter applied inside the walk; the naive twin builds
+    # every row, counts them and filters them afterwards
+    with threads_even_for_small_spaces():
+        a = pb.scan(space, caller=caller, kernel=kernel, clamp=clamp, rows=rows, parallel=parallel)
+    b = pb.naive.scan(space, caller=caller, kernel=kernel, clamp=clamp, rows=rows)
+    full = pb.naive.scan(space, caller=caller, kernel=kernel, clamp=clamp)
+    assert a.summary() == b.summary() == full.summary()
+    np.testing.assert_array_equal(a.length_hist, b.length_hist)
+    if rows is False:
+        assert a.nr is None and b.nr is None
+    else:
+        assert_same(a, b, SCAN_FIELDS)
+        assert a.nr.size <= full.nr.size
+
+
+@given(spaces(), st.sampled_from(RMAPS), st.sampled_from(KERNELS), _row_filters(), st.booleans())
+def test_unmap_rows_filter_and_counts_jit_equal_naive(space, caller, kernel, rows, parallel):
+    with threads_even_for_small_spaces():
+        a = pb.unmap(space, caller=caller, kernel=kernel, rows=rows, parallel=parallel)
+    b = pb.naive.unmap(space, caller=caller, kernel=kernel, rows=rows)
+    assert a.summary() == b.summary()
+    np.testing.assert_array_equal(a.length_hist, b.length_hist)
+    if rows is not False:
+        assert_same(a, b, UNMAP_FIELDS)
+
+
+def test_a_row_filter_selects_exactly_the_matching_rows():
+    # derived from the full rows, independently of both filters
+    space = pb.generate(3000, seed=7, moved=0.3, lazyfree=0.8)
+    full = pb.unmap(space, kernel="6.15")
+    lo, hi = int(full.va.min()), int(np.median(full.va))
+    want = (full.nr >= 1) & ((full.findings & pb.reasons.OVER_TABLE) != 0)
+    want &= (full.va >= lo) & (full.va < hi)
+    got = pb.unmap(space, kernel="6.15", rows={"findings": "table_overrun", "va": (lo, hi)})
+    np.testing.assert_array_equal(got.va, full.va[want])
+    assert 0 < got.nr.size < full.nr.size and got.batches == full.batches

@@ -8,6 +8,7 @@ Modules are named after the kernel functions they model:
   ``pte_batch_hint``, ``pmd_addr_end``.
 * :mod:`.folio_pte_batch` -- the hot loop, and a batch's stop reason and findings.
 * :mod:`.folio_lookup` -- which large folio a PFN belongs to.
+* :mod:`.tally` -- what a walk does with each batch: count it, and keep it as a row or not.
 * :mod:`.zap_pte_range` -- the page-table walk behind :func:`ptebatch.scan`.
 * :mod:`.try_to_unmap` -- reclaim's per-folio unmap behind :func:`ptebatch.unmap`.
 * :mod:`.generator` -- the synthetic-space generator's loops.
@@ -22,10 +23,18 @@ from __future__ import annotations
 
 def dispatchers() -> dict:
     """Every compiled function by ``module.name``: for the type-hygiene test and compile times."""
-    from . import folio_lookup, folio_pte_batch, generator, pte, try_to_unmap, zap_pte_range
+    from . import (
+        folio_lookup,
+        folio_pte_batch,
+        generator,
+        pte,
+        tally,
+        try_to_unmap,
+        zap_pte_range,
+    )
 
     out = {}
-    for mod in (pte, folio_pte_batch, folio_lookup, zap_pte_range, try_to_unmap, generator):
+    for mod in (pte, folio_pte_batch, folio_lookup, tally, zap_pte_range, try_to_unmap, generator):
         for name, obj in vars(mod).items():
             if (
                 hasattr(obj, "overloads")

@@ -106,3 +106,14 @@ def make_config(
         uffd_wp=arch.uffd_wp if uffd_wp else 0,
     )
     return Config(**{k: np.uint64(v) for k, v in values.items()})
+
+
+class RowFilter(NamedTuple):
+    """Which batches become rows; every batch is counted either way.  All uint64."""
+
+    rows: np.uint64  # 0: counts only, no row is written
+    min_nr: np.uint64  # rows of at least this many PTEs
+    reasons: np.uint64  # bit r set: rows that stopped for reason r
+    findings: np.uint64  # 0: any; else rows with at least one of these detector bits
+    va_lo: np.uint64  # rows whose first address is in [va_lo, va_hi)
+    va_hi: np.uint64

@@ -15,6 +15,7 @@ from .folio_lookup import folio_span
 from .folio_pte_batch import batch_findings, batch_reason, folio_pte_batch, overrun_bits
 from .options import jit, prange
 from .pte import ONE, PAGE_SHIFT, PTRS_PER_PTE, ZERO, pmd_addr_end, pte_pfn, ptep_get
+from .tally import count_batch, keep_row
 
 
 @jit()
@@ -127,6 +128,9 @@ def unmap_folios(
     batch_file,
     skip_uffd_vma,
     oob_adjacent,
+    flt,
+    hist,
+    found,
     out_pfn,
     out_va,
     out_nr,
@@ -206,12 +210,14 @@ def unmap_folios(
                 over = overrun_bits(last, tbl_end, gk, va, vma_end)
                 if nr > 1:
                     over |= batch_findings(flat, gk, nr, limit, pfn, fend, cfg)
-                out_pfn[o] = fpfn
-                out_va[o] = va
-                out_nr[o] = nr
-                out_reason[o] = reason
-                out_over[o] = over
-                o += 1
+                count_batch(hist, found, reason, nr, over)
+                if keep_row(flt, va, nr, reason, over):
+                    out_pfn[o] = fpfn
+                    out_va[o] = va
+                    out_nr[o] = nr
+                    out_reason[o] = reason
+                    out_over[o] = over
+                    o += 1
                 if nr == np.int64(fnr):
                     vma_done = True  # the whole folio went in one batch: walk done
                     break
@@ -248,6 +254,9 @@ def unmap_chunks(
     batch_file,
     skip_uffd_vma,
     oob_adjacent,
+    flt,
+    ch_hist,
+    ch_found,
     out_pfn,
     out_va,
     out_nr,
@@ -280,6 +289,9 @@ def unmap_chunks(
             batch_file,
             skip_uffd_vma,
             oob_adjacent,
+            flt,
+            ch_hist[k],
+            ch_found[k],
             out_pfn,
             out_va,
             out_nr,

@@ -14,6 +14,7 @@ from .folio_lookup import folio_of_pte
 from .folio_pte_batch import batch_findings, batch_reason, folio_pte_batch, overrun_bits
 from .options import jit, prange
 from .pte import ONE, PAGE_SHIFT, PTRS_PER_PTE, ZERO, pte_batch_hint, pte_pfn, ptep_get
+from .tally import count_batch, keep_row
 
 
 @jit()
@@ -42,6 +43,9 @@ def zap_segments(
     walk,
     clamp_folio,
     oob_adjacent,
+    flt,
+    hist,
+    found,
     out_va,
     out_nr,
     out_reason,
@@ -134,11 +138,13 @@ def zap_segments(
                     over = overrun_bits(last, tbl_end, g, va, vma_end) | batch_findings(
                         flat, g, nr, limit, pfn, fp + fn, cfg
                     )
-            out_va[o] = va
-            out_nr[o] = nr
-            out_reason[o] = reason
-            out_over[o] = over
-            o += 1
+            count_batch(hist, found, reason, nr, over)
+            if keep_row(flt, va, nr, reason, over):
+                out_va[o] = va
+                out_nr[o] = nr
+                out_reason[o] = reason
+                out_over[o] = over
+                o += 1
             n_in = min(nr, g1 - g)
             if cfg.cont == ZERO:
                 present += n_in  # every batched entry was read and is present
@@ -186,6 +192,9 @@ def zap_chunks(
     walk,
     clamp_folio,
     oob_adjacent,
+    flt,
+    ch_hist,
+    ch_found,
     out_va,
     out_nr,
     out_reason,
@@ -219,6 +228,9 @@ def zap_chunks(
             walk,
             clamp_folio,
             oob_adjacent,
+            flt,
+            ch_hist[k],
+            ch_found[k],
             out_va,
             out_nr,
             out_reason,

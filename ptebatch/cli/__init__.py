@@ -14,7 +14,7 @@ import sys
 
 # Each import registers its commands; the order is the order of `ptebatch --help`.
 # isort: off
-from . import walks, live, workloads, bench  # noqa: F401
+from . import walks, live, workloads, diff, bench  # noqa: F401
 
 # isort: on
 from ._registry import COMMANDS, _Parser
@@ -29,7 +29,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, (help_, configure, _run) in COMMANDS.items():
-        configure(sub.add_parser(name, help=help_, description=help_))
+        sp = sub.add_parser(name, help=help_, description=help_)
+        configure(sp)
+        sp.add_argument(
+            "--progress",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help="progress bars on stderr (default: when stderr is a terminal and the work "
+            "lasts more than a second); nothing on stdout changes",
+        )
     return parser
 
 

@@ -11,6 +11,8 @@ import json
 import sys
 from collections.abc import Callable
 
+from ..progress import Progress
+
 COMMANDS: dict[str, tuple[str, Callable, Callable]] = {}
 
 
@@ -73,3 +75,13 @@ def int_arg(field: str):
             ) from None
 
     return parse
+
+
+def make_progress(a) -> Progress:
+    """The command's progress bars: ``--progress``/``--no-progress`` (or ``--quiet``); by
+    default only when stderr is a terminal."""
+    enabled = getattr(a, "progress", None)
+    if getattr(a, "quiet", False):
+        enabled = False
+    # asked for explicitly: show at once; automatic: only work that lasts
+    return Progress(enabled, delay=0.0 if enabled else 1.0)

@@ -8,7 +8,7 @@ import sys
 from ..live import capture as live_capture
 from ..live.capture import DEFAULT_MAX_BYTES, PartialCaptureError
 from ..live.reproduce import format_report, reproduce_thread
-from ._registry import command, int_arg
+from ._registry import command, int_arg, make_progress
 
 
 @command("capture", "capture a live process's page tables from /proc into a snapshot")
@@ -43,12 +43,17 @@ def _capture_args(p):
         default=DEFAULT_MAX_BYTES / 2**30,
         help="refuse to scan more virtual memory than this (default: %(default)s)",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr (--no-progress)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
 
 @_capture_args
 def _capture(a) -> int:
+    with make_progress(a) as prog:
+        return _capture_with(a, prog)
+
+
+def _capture_with(a, prog) -> int:
     cap = live_capture.capture_detailed(
         a.pid,
         anon_only=a.anon,
@@ -57,7 +62,7 @@ def _capture(a) -> int:
         name=a.name,
         pmd=a.pmd,
         max_bytes=int(a.max_gib * 2**30),
-        progress=not a.quiet,
+        progress=lambda done, total: prog("capture: pagemap", done >> 20, total >> 20, "MiB"),
     )
     if cap.partial and not a.allow_partial:
         raise PartialCaptureError(

@@ -8,9 +8,10 @@ import time
 import ptebatch as pb
 
 from ..callers import CALLERS, callers_table
+from ..space import read_info
 from ..workloads.corpus import NOT_EXPRESSED, check_all
 from ..workloads.demo import run_demo
-from ._registry import command, int_arg, print_json, table
+from ._registry import command, int_arg, make_progress, print_json, table
 
 
 def _walk_args(p, *, scan: bool) -> None:
@@ -74,6 +75,60 @@ def _walk_args(p, *, scan: bool) -> None:
         help="JIT on all threads, JIT on one thread, or the naive reference (default: %(default)s)",
     )
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    rows = p.add_argument_group(
+        "rows", "counts are computed inside the walk; rows are written only with --rows"
+    )
+    rows.add_argument(
+        "--rows",
+        metavar="FILE",
+        default=None,
+        help="also write the selected batches to FILE: .csv, or .npz (columns)",
+    )
+    rows.add_argument(
+        "--min-nr", type=int, default=None, metavar="N", help="rows of at least N PTEs"
+    )
+    rows.add_argument(
+        "--reason",
+        default=None,
+        metavar="NAMES",
+        help="rows that stopped for one of these reasons, comma-separated (default: every "
+        "reason but order0: single PTEs of 4 KiB folios are rows only when asked for)",
+    )
+    rows.add_argument(
+        "--flagged",
+        default=None,
+        metavar="DETECTORS",
+        help="rows that tripped one of these detectors, comma-separated "
+        "(table_overrun, vma_overrun, past_folio, spread, uffd_wp)",
+    )
+    rows.add_argument(
+        "--va",
+        default=None,
+        metavar="LO-HI",
+        help="rows whose first address is in [LO, HI), e.g. 0x100000000000-0x100000200000",
+    )
+
+
+def _row_filter(a):
+    """``rows=`` for the walk: False unless --rows; the filter options otherwise."""
+    if a.rows is None:
+        for opt in ("min_nr", "reason", "flagged", "va"):
+            if getattr(a, opt) is not None:
+                raise ValueError(f"--{opt.replace('_', '-')}: selects rows; give --rows FILE too")
+        return False
+    spec = {"reasons": [r for r in pb.reasons.NAMES if r != "order0"]}
+    if a.reason is not None:
+        spec["reasons"] = [w.strip() for w in a.reason.split(",") if w.strip()]
+    if a.min_nr is not None:
+        spec["min_nr"] = a.min_nr
+    if a.flagged is not None:
+        spec["findings"] = [w.strip() for w in a.flagged.split(",") if w.strip()]
+    if a.va is not None:
+        lo, sep, hi = a.va.partition("-")
+        if not sep:
+            raise ValueError(f"--va: expected LO-HI, got {a.va!r}")
+        spec["va"] = (int_arg("--va")(lo), int_arg("--va")(hi))
+    return spec
 
 
 def _impl(name: str):
@@ -99,9 +154,13 @@ def _run_walk(a, walk: str) -> int:
     if walk == "scan":
         kw.update(clamp=a.clamp, move_by=a.move_by)
 
-    def run(sp):
+    rows = _row_filter(a)
+
+    def run(sp, rows=False, progress=None):
         return getattr(mod, walk)(
             sp,
+            rows=rows,
+            progress=progress,
             caller=a.caller,
             kernel=a.kernel,
             flags=a.flags,
@@ -117,10 +176,14 @@ def _run_walk(a, walk: str) -> int:
         run(pb.thread_layout())
         compile_s = time.perf_counter() - t
     t = time.perf_counter()
-    s = run(space).summary()
+    with make_progress(a) as prog:
+        r = run(space, rows, prog)
+    s = r.summary()
     s["seconds"] = round(time.perf_counter() - t, 6)
     if compile_s is not None:
         s["compile_seconds"] = round(compile_s, 6)
+    if a.rows is not None:
+        s["rows"] = {"file": a.rows, "written": r.save_batches(a.rows)}
     print_json(s) if a.json else _print_summary(s)
     return 0
 
@@ -221,12 +284,18 @@ def _corpus(a) -> int:
 @command("info", "describe a snapshot")
 def _info_args(p):
     p.add_argument("file", help="snapshot (.npz)")
+    p.add_argument(
+        "--present",
+        action="store_true",
+        help="also count present PTEs (reads every table; without it, only the metadata is "
+        "read and present_ptes is null)",
+    )
     p.add_argument("--json", action="store_true", help="print as one JSON object")
 
 
 @_info_args
 def _info(a) -> int:
-    info = pb.load(a.file).info()
+    info = read_info(a.file, present=a.present)
     print_json(info) if a.json else _print_summary(info)
     return 0
 
@@ -282,8 +351,13 @@ def _demo(a) -> int:
         f"JIT parallel {t['jit_parallel_s']:.4f} s ({t['threads']} threads)"
     )
     print(
-        f"  speedup: serial {t['serial_speedup']:.0f}x, parallel {t['parallel_speedup']:.0f}x; "
-        f"identical results: {t['identical']}; first-call compile {t['compile_s']:.1f} s"
+        f"  the JIT walk is {t['serial_speedup']:.0f}x faster than the naive reference on one "
+        f"thread and {t['parallel_speedup']:.0f}x on {t['threads']}; results identical: "
+        f"{t['identical']}"
+    )
+    print(
+        f"  first call {t['compile_s']:.1f} s: compiling, or loading the compiled code from "
+        f"Numba's cache after the first run on this machine"
     )
     th = report["thread"]
     print(

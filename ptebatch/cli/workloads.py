@@ -12,7 +12,6 @@ from ..workloads.experiment import (
     FINDING_COLUMNS,
     ROW_COLUMNS,
     STOP_COLUMNS,
-    Progress,
     columns,
     experiment,
     read_rows,
@@ -20,7 +19,7 @@ from ..workloads.experiment import (
     write_rows,
 )
 from ..workloads.generator import CONTPTE_HELP, PRESET_HELP, RATE_KNOBS, generate
-from ._registry import command, int_arg, print_json, table
+from ._registry import command, int_arg, make_progress, print_json, table
 
 
 def _add_knobs(p, *, sweep: bool) -> None:
@@ -128,7 +127,13 @@ def _words(text: str) -> list[str]:
 @command("generate", "write a seeded synthetic snapshot")
 def _gen_args(p):
     p.add_argument(
-        "--folios", type=int, required=True, help="folios to map, order-0 ones included (count)"
+        "--folios",
+        type=int,
+        required=True,
+        help="folios to map (count), 4 KiB order-0 ones included. Only the large folios are "
+        "listed in the snapshot's folio arrays (and in 'ptebatch info'); an order-0 folio is "
+        "implied by a present PTE whose PFN is in no listed folio. With the default size mix "
+        "(55%% order 0), --folios 1000000 lists about 450,000 large folios",
     )
     p.add_argument(
         "--seed",
@@ -140,19 +145,18 @@ def _gen_args(p):
         "-o", "--output", required=True, help="snapshot file to write (.npz), written atomically"
     )
     _add_knobs(p, sweep=False)
-    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr (--no-progress)")
 
 
 @_gen_args
 def _generate(a) -> int:
-    prog = Progress("generate", quiet=a.quiet)
+    prog = make_progress(a)
     knobs = _knobs_from(a, sweep=False)
     try:
         space = pb.generate(a.folios, seed=a.seed, progress=prog, **knobs)
-        prog("writing")
         space.save(a.output)
     finally:
-        prog.done()
+        prog.close()
     print(f"wrote {a.output}: {space!r}")
     return 0
 
@@ -211,7 +215,8 @@ def _run_args_common(p, *, plot: bool = False) -> None:
     p.add_argument(
         "--folios",
         default="100000",
-        help="folios per generated space (count; comma-separated values sweep) "
+        help="folios per generated space (count, 4 KiB order-0 ones included, though only "
+        "large folios are listed in a snapshot's folio arrays; comma-separated values sweep) "
         "(default: %(default)s)",
     )
     p.add_argument(
@@ -221,11 +226,11 @@ def _run_args_common(p, *, plot: bool = False) -> None:
     )
     p.add_argument("--by-seed", action="store_true", help="one row per seed instead of sums")
     _add_knobs(p, sweep=True)
-    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr (--no-progress)")
 
 
 def _experiment_from(a) -> list[dict]:
-    prog = Progress(a.command, quiet=a.quiet)
+    prog = make_progress(a)
     knobs = _knobs_from(a, sweep=True)
     callers = None
     if a.callers is not None:
@@ -256,7 +261,7 @@ def _experiment_from(a) -> list[dict]:
             **knobs,
         )
     finally:
-        prog.done()
+        prog.close()
 
 
 _TABLE_COLS = [

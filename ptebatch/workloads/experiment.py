@@ -11,7 +11,6 @@ import io
 import itertools
 import json
 import os
-import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
@@ -20,6 +19,7 @@ from .._io import atomic_write
 from ..arch import get_arch
 from ..callers import DEFAULT, Walk, get_caller
 from ..checks import CLAMPS, OOBS
+from ..progress import as_hook
 from ..reasons import FINDINGS
 from ..releases import resolve_kernel
 from ..results import SCAN_REASONS
@@ -33,7 +33,6 @@ __all__ = [
     "read_rows",
     "rows_to_csv",
     "atomic_write",
-    "Progress",
     "ROW_COLUMNS",
     "STOP_COLUMNS",
     "FINDING_COLUMNS",
@@ -94,42 +93,9 @@ def _as_list(name: str, value) -> list:
     return out
 
 
-class Progress:
-    """Progress lines on stderr for work that takes more than ``delay`` seconds.
-
-    Silent when ``quiet``, or when stdout or stderr is not a terminal (so
-    pipes and files never see it).
-    """
-
-    def __init__(self, label: str, *, quiet: bool = False, delay: float = 2.0, stream=None):
-        self.stream = stream if stream is not None else sys.stderr
-        self.enabled = not quiet and _isatty(sys.stdout) and _isatty(self.stream)
-        self.label, self.delay, self.t0, self.shown = label, delay, time.perf_counter(), False
-
-    def __call__(self, message: str) -> None:
-        elapsed = time.perf_counter() - self.t0
-        if self.enabled and elapsed >= self.delay:
-            self.stream.write(f"\r\x1b[Kptebatch {self.label}: {message} ({elapsed:.0f} s)")
-            self.stream.flush()
-            self.shown = True
-
-    def done(self) -> None:
-        """Clear the progress line, if one was shown."""
-        if self.shown:
-            self.stream.write("\r\x1b[K")
-            self.stream.flush()
-
-
-def _isatty(stream) -> bool:
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError):
-        return False
-
-
 def _walk_row(r, walk: str) -> dict:
     s = r.summary()
-    multi = int((r.nr > 1).sum())
+    multi = r.multi_batches
     row = {
         "batches": s["batches"],
         "ptes_batched": s["ptes_batched"],
@@ -219,7 +185,8 @@ def experiment(
     parallel : bool
         Walk on all threads (the results are the same either way).
     progress : callable, optional
-        Called with a short description before each step.
+        ``progress(task, done, total, note)`` before each step (see
+        :mod:`ptebatch.progress`); a one-argument callable gets the step's description.
     **knobs
         Generator knobs (see :func:`ptebatch.generate`), ``arch`` and
         ``contpte`` included; a list sweeps them.
@@ -243,7 +210,7 @@ def experiment(
         Unknown walk, caller, kernel, clamp, architecture or knob, a caller
         whose walk is not in ``walks``, or knobs given with ``spaces``.
     """
-    say = progress or (lambda msg: None)
+    hook = as_hook(progress)
     pairs = _caller_pairs(walks, callers)
     kernels_l, clamps_l, oob_l = _check_settings(kernels, clamps, oob, knobs)
     jobs = _space_jobs(spaces, seeds, folios, knobs)
@@ -255,9 +222,19 @@ def experiment(
             ]
         else:
             settings += [(walk, caller, k, "-", o) for k in kernels_l for o in oob_l]
+    # steps: one compile (or cache load) per setting, then per space its load and its walks
+    total = len(settings) + len(jobs) * (1 + len(settings))
+    step = 0
+
+    def say(note: str) -> None:
+        nonlocal step
+        hook("run", step, total, note)
+        step += 1
+
     # compile the walks outside the timed calls
     tiny = thread_layout()
     for walk, caller, k, c, o in settings:
+        say(f"compiling {caller} {k}")
         _walk(tiny, walk, caller, k, c, o, parallel, move_by)
 
     rows: dict[tuple, dict] = {}
@@ -283,6 +260,7 @@ def experiment(
                 rows, (ident, walk, caller, k, c, o), name, seed, setting, _walk_row(r, walk), dt
             )
         del space
+    hook("run", total, total, "done")
     return [_finish(row) for row in rows.values()]
 
 
@@ -409,6 +387,7 @@ def _walk(space, walk, caller, kernel, clamp, oob, parallel, move_by=0):
     if walk == "scan":
         return engine.scan(
             space,
+            rows=False,
             caller=caller,
             kernel=kernel,
             clamp=clamp,
@@ -416,7 +395,7 @@ def _walk(space, walk, caller, kernel, clamp, oob, parallel, move_by=0):
             move_by=move_by if get_caller(caller).takes_move_by else 0,
             parallel=parallel,
         )
-    return engine.unmap(space, caller=caller, kernel=kernel, oob=oob, parallel=parallel)
+    return engine.unmap(space, rows=False, caller=caller, kernel=kernel, oob=oob, parallel=parallel)
 
 
 def columns(rows: list[dict], *, hist: bool) -> list[str]:

@@ -34,6 +34,7 @@ import numpy as np
 
 from .._jit import generator as G
 from ..arch import PAGE_SHIFT, PAGE_SIZE, PTRS_PER_PTE, Arch, get_arch
+from ..progress import as_hook
 from ..space import FOLIO_ANON, FOLIO_SWAPBACKED, VMA_UFFD_WP, AddressSpace
 
 __all__ = ["generate", "PRESETS", "PRESET_HELP", "parse_sizes", "RATE_KNOBS", "CONTPTE_HELP"]
@@ -314,7 +315,8 @@ def generate(
         is an error).  The blocks are chosen by a hash of their address from
         a random stream of their own, so this knob changes no other bytes.
     progress : callable, optional
-        Called with a short stage name as the work proceeds.
+        ``progress(task, done, total, note)`` as the steps proceed (see
+        :mod:`ptebatch.progress`); a one-argument callable gets the step name.
 
     Returns
     -------
@@ -363,7 +365,10 @@ def generate(
         a, "contpte", contpte, bool(a.cont), 1.0, "contiguous (CONT) PTE bit, so no contpte blocks"
     )
     n = int(n_folios)
-    say = progress or (lambda stage: None)
+    hook = as_hook(progress)
+
+    def say(stage: str) -> None:
+        hook("generate", _STAGES.index(stage), len(_STAGES), stage)
 
     orders_k = np.array(sorted(mix), dtype=np.int64)
     p = np.array([mix[o] for o in orders_k], dtype=np.float64)
@@ -383,7 +388,24 @@ def generate(
         )
 
     with np.errstate(over="ignore"):  # the hash wraps on purpose (plain Python without the JIT)
-        return _build(n, seed, orders_k, p, rates, bool(shuffle_pfn), int(vma_tables), a, say)
+        space = _build(n, seed, orders_k, p, rates, bool(shuffle_pfn), int(vma_tables), a, say)
+    hook("generate", len(_STAGES), len(_STAGES), "done")
+    return space
+
+
+# the steps of _build, in order (the progress bar counts them)
+_STAGES = (
+    "orders",
+    "virtual layout",
+    "physical layout",
+    "tables",
+    "bits",
+    "ptes",
+    "vmas",
+    "folios",
+    "contpte",
+    "vma flags",
+)
 
 
 def _build(n, seed, orders_k, p, r, shuffle_pfn, vma_tables, a, say) -> AddressSpace:

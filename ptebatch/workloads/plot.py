@@ -105,6 +105,91 @@ def _labels(rows: list[dict]) -> list[str]:
     return out
 
 
+# Series styles: every series gets its own colour and its own (marker, line style) pair, so
+# lines that lie on top of each other (settings that batch alike) still show, and the plot
+# reads without colour too.  Markers are hollow so that stacked points stay visible.
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+_LINESTYLES = (
+    "-",
+    (0, (6, 2)),  # dashed
+    (0, (1.5, 1.5)),  # dotted
+    (0, (6, 2, 1.5, 2)),  # dash-dot
+    (0, (6, 2, 1.5, 2, 1.5, 2)),  # dash-dot-dot
+    (0, (12, 3)),  # long dash
+)
+# one colour family per group (caller), shaded per member (kernel)
+_FAMILIES = ("Blues", "Oranges", "Greens", "Purples", "Reds", "Greys", "YlOrBr", "PuRd")
+# flat palette when the series do not group: tab10 then Dark2 (18 colours)
+_FLAT = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+    "#1b9e77",
+    "#d95f02",
+    "#7570b3",
+    "#e7298a",
+    "#66a61e",
+    "#e6ab02",
+    "#a6761d",
+    "#000000",
+)
+
+
+def _styles(labels: list[str], plt) -> list[dict]:
+    """Line keywords (``color``, ``marker``, ``ls``, ``markersize``) per series.
+
+    Series whose labels start with the same word (the first setting that
+    varies, e.g. the caller) form a group: one colour family and one marker
+    per group, a shade and a line style per member (e.g. the kernel).  So 4
+    callers x 4 kernels give 16 colours and 16 distinct marker and line-style
+    pairs, with caller and kernel readable from them; a group's markers shrink
+    member by member, so equal counts show as concentric rings.  Otherwise each series
+    takes the next colour of a flat palette and the next marker/line pair.
+    """
+    heads = [label.split(" ", 1)[0] for label in labels]
+    groups = list(dict.fromkeys(heads))
+    members: dict[str, list[int]] = {g: [] for g in groups}
+    for i, h in enumerate(heads):
+        members[h].append(i)
+    size = max(len(m) for m in members.values())
+    grouped = (
+        1 < len(groups) <= len(_FAMILIES)
+        and 1 < size <= len(_LINESTYLES)
+        and len(groups) <= len(_MARKERS)
+        and len(labels) > 4
+    )
+    out: list[dict] = [{} for _ in labels]
+    if grouped:
+        for g, idx in enumerate(members.values()):
+            cmap = plt.get_cmap(_FAMILIES[g])
+            for k, i in enumerate(idx):
+                # dark to light, never so light that it fades into the background
+                shade = 0.95 - 0.5 * k / max(size - 1, 1)
+                out[i] = {
+                    "color": cmap(shade),
+                    "marker": _MARKERS[g],
+                    "ls": _LINESTYLES[k],
+                    # hollow and shrinking: equal points of one group show as concentric rings
+                    "markersize": 4.5 + 2.0 * (size - 1 - k),
+                }
+        return out
+    for i in range(len(labels)):
+        out[i] = {
+            "color": _FLAT[i % len(_FLAT)],
+            "marker": _MARKERS[i % len(_MARKERS)],
+            "ls": _LINESTYLES[(i // len(_MARKERS)) % len(_LINESTYLES)],
+            "markersize": 6.0,
+        }
+    return out
+
+
 def plot_rows(rows: list[dict], path, *, title: str | None = None) -> None:
     """Draw the rows' batch-size histograms and stop reasons to an image file.
 
@@ -134,14 +219,19 @@ def plot_rows(rows: list[dict], path, *, title: str | None = None) -> None:
         raise ValueError("rows: nothing to plot")
     plt = require_matplotlib()
     labels = _labels(rows)
+    styles = _styles(labels, plt)
+    # the histogram's legend sits to its right, outside the data: widen the figure for it
+    legend_w = 0.8 + 0.075 * max(len(label) for label in labels)
     fig, (ax_h, ax_s) = plt.subplots(
-        1, 2, figsize=(13, 0.9 + max(4.0, 0.45 * len(rows))), gridspec_kw={"width_ratios": [1.2, 1]}
+        1,
+        2,
+        figsize=(13 + legend_w, 1.4 + max(4.0, 0.45 * len(rows))),
+        gridspec_kw={"width_ratios": [1.2 + legend_w / 7, 1]},
+        layout="constrained",
     )
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
 
     # Left: batch-size histogram, log-log (sizes 1..512, counts spanning decades).
-    styles = ("-", "--", ":", "-.")
-    for i, (r, label) in enumerate(zip(rows, labels)):
+    for r, label, style in zip(rows, labels, styles):
         h = r["batch_size_hist"]
         if not h:
             continue
@@ -155,15 +245,12 @@ def plot_rows(rows: list[dict], path, *, title: str | None = None) -> None:
             sizes,
             counts[1:],
             drawstyle="steps-mid",
-            marker=".",
-            markersize=4,
-            lw=1.2,
-            ls=styles[(i // len(colors)) % len(styles)]
-            if len(rows) > len(colors)
-            else styles[i % 2],
-            color=colors[i % len(colors)],
+            markerfacecolor="none",
+            markeredgewidth=1.2,
+            lw=1.4,
             label=label,
-            alpha=0.85,
+            alpha=0.9,
+            **style,
         )
     ax_h.set_xscale("log", base=2)
     ax_h.set_yscale("log")
@@ -171,7 +258,14 @@ def plot_rows(rows: list[dict], path, *, title: str | None = None) -> None:
     ax_h.set_ylabel("batches")
     ax_h.set_title("batch-size histogram")
     ax_h.grid(True, which="major", alpha=0.3)
-    ax_h.legend(fontsize="small")
+    ax_h.legend(
+        fontsize="small",
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1.0),
+        borderaxespad=0.0,
+        handlelength=3.5,
+        frameon=False,
+    )
 
     # Right: stop-reason breakdown, fraction of each setting's batches.
     y = np.arange(len(rows))
@@ -197,7 +291,6 @@ def plot_rows(rows: list[dict], path, *, title: str | None = None) -> None:
     ax_s.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=4)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
 
     try:
         atomic_write(path, lambda fh: fig.savefig(fh, format=suffix[1:], dpi=120))
