@@ -19,6 +19,8 @@ import pytest
 from ptebatch import engine, naive
 from ptebatch.bench import CASES, IMPLS, cases_up_to, space_for
 
+pytestmark = pytest.mark.slow  # PTEBATCH_SLOW=1 runs it (CI does)
+
 TIER = os.environ.get("PTEBATCH_BENCH_TIER", "medium")
 CASE_NAMES = cases_up_to(TIER)
 

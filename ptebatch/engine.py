@@ -17,6 +17,7 @@ from .arch import PAGE_SHIFT, PMD_SIZE, PTRS_PER_PTE, Arch, get_arch
 from .callers import Walk
 from .checks import RowSpec, check_batch_args, check_rows, check_walk_args
 from .planning import (
+    PageReleaser,
     chunk_bounds,
     derived,
     drive,
@@ -209,7 +210,8 @@ def scan(
         # a batch may run into the next segment of its VMA: chunk at VMA starts only
         allowed = np.concatenate(([True], vma[1:] != vma[:-1]))
     tally = _Tally(rows, space, progress, "scan")
-    n_ch = tally.chunks(parallel, weights.size, int(weights.sum()))
+    pages = PageReleaser(space.ptes)
+    n_ch = tally.chunks(parallel, weights.size, int(weights.sum()), pages.active)
     bounds_ = chunk_bounds(weights.astype(np.float64), n_ch, allowed)
     starts, ends = bounds_[:-1], bounds_[1:]
     carry_va = np.zeros(starts.size, dtype=np.uint64)
@@ -231,8 +233,17 @@ def scan(
         present[active] += pres
         moved[active] += mov
 
+    def release(c0: int, c1: int) -> None:
+        # segments are in address order: the chunks' first and last entries bound the tables
+        pages.release(int(g0[starts[c0]]), int(g1[ends[c1 - 1] - 1]))
+
     out_va, out_nr, out_reason, out_over = tally.run(
-        run_round, weights, starts, ends, (np.uint64, np.uint32, np.uint8, np.uint8)
+        run_round,
+        weights,
+        starts,
+        ends,
+        (np.uint64, np.uint32, np.uint8, np.uint8),
+        release if pages.active else None,
     )
     return ScanResult(
         caller=preset.name,
@@ -405,7 +416,12 @@ def _group_by_folio(run_g, run_len, run_f, run_seg):
     """Runs grouped by folio (address order kept inside each): the unmap's work items."""
     n_runs = run_g.size
     order = np.argsort(run_f, kind="stable")
-    run_g, run_len, run_f, run_seg = run_g[order], run_len[order], run_f[order], run_seg[order]
+    # one gather at a time, so at most one array is held twice
+    run_g = run_g[order]
+    run_len = run_len[order]
+    run_f = run_f[order]
+    run_seg = run_seg[order]
+    del order
     item_f, item_r0 = np.unique(run_f, return_index=True)
     item_r0 = item_r0.astype(np.int64)
     item_r1 = np.concatenate((item_r0[1:], [n_runs])).astype(np.int64)
@@ -457,12 +473,13 @@ class _Tally:
         self.hist += counts[1].sum(axis=0)
         self.found += counts[2].sum(axis=0)
 
-    def chunks(self, parallel: bool, n_items: int, work: int) -> int:
-        """How many chunks to cut the work into: more when progress is reported."""
-        more = self.reporting and work >= PROGRESS_MIN_WORK
+    def chunks(self, parallel: bool, n_items: int, work: int, mapped: bool = False) -> int:
+        """How many chunks to cut the work into: more when progress is reported, or when
+        walked tables are released (a memory-mapped counts-mode scan)."""
+        more = (self.reporting or (mapped and not self.spec.rows)) and work >= PROGRESS_MIN_WORK
         return n_chunks(parallel, n_items) * (8 if more else 1)
 
-    def run(self, run_round, bounds, starts, ends, dtypes) -> list:
+    def run(self, run_round, bounds, starts, ends, dtypes, after_group=None) -> list:
         """Rows mode: rounds with growing buffers; counts mode: one pass, no buffer."""
         report = None
         if self.reporting and int(np.sum(bounds)) >= PROGRESS_MIN_WORK:
@@ -472,7 +489,9 @@ class _Tally:
 
         if self.spec.rows:
             return drive(run_round, bounds, starts, ends, dtypes, report)
-        return run_counts_only(run_round, bounds, starts, ends, dtypes, report)
+        if after_group is not None and int(np.sum(bounds)) < PROGRESS_MIN_WORK:
+            after_group = None  # small: one pass
+        return run_counts_only(run_round, bounds, starts, ends, dtypes, report, after_group)
 
     def result_fields(self) -> dict:
         return dict(

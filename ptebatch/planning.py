@@ -179,24 +179,66 @@ def readonly(a: np.ndarray) -> np.ndarray:
 
 
 def run_counts_only(
-    run_round, bounds: np.ndarray, starts: np.ndarray, ends: np.ndarray, dtypes, report=None
+    run_round,
+    bounds: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    dtypes,
+    report=None,
+    after_group=None,
 ) -> list:
     """Run every chunk once to its end with no row buffer (counts mode): returns empty rows.
 
-    With ``report(done, total)`` the chunks run in groups (two per thread), and
-    ``report`` hears the work done after each group.
+    With ``report(done, total)`` or ``after_group(first_chunk, end_chunk)`` the
+    chunks run in groups (two per thread), and each hears about every group.
     """
     bufs = [np.empty(0, dtype=dt) for dt in dtypes]
     cum = np.concatenate(([0], np.cumsum(bounds, dtype=np.int64)))
-    group = max(1, starts.size if report is None else 2 * num_threads())
+    grouped = report is not None or after_group is not None
+    group = max(1, 2 * num_threads() if grouped else starts.size)
     for lo in range(0, starts.size, group):
         active = np.arange(lo, min(lo + group, starts.size))
         no_rows = np.zeros(active.size, dtype=np.int64)
         unbounded = np.full(active.size, np.iinfo(np.int64).max // 2, dtype=np.int64)
         run_round(starts[active].copy(), ends[active].copy(), no_rows, unbounded, bufs, active)
+        if after_group is not None:
+            after_group(int(active[0]), int(active[-1]) + 1)
         if report is not None:
             report(int(cum[ends[active[-1]]]), int(cum[-1]))
     return bufs
+
+
+class PageReleaser:
+    """Drop the pages of tables already walked from a memory-mapped snapshot's mapping.
+
+    A counts-mode scan reads each table once, in address order.  After each
+    group of chunks it tells the kernel (``MADV_DONTNEED``) that this process
+    no longer needs those pages: they stay in the page cache, a later read maps
+    them again, and the process holds only the tables in flight, so a space
+    larger than memory can be scanned.  Does nothing for arrays in memory.
+    """
+
+    def __init__(self, ptes: np.ndarray):
+        import mmap
+
+        mm = ptes.base
+        self.active = isinstance(mm, mmap.mmap) and hasattr(mm, "madvise")
+        if self.active:
+            self.mm = mm
+            self.page = mmap.PAGESIZE
+            start = np.frombuffer(mm, dtype=np.uint8, count=1).ctypes.data
+            self.offset = ptes.ctypes.data - start  # of entry 0 in the mapping
+
+    def release(self, g_lo: int, g_hi: int) -> None:
+        """Release the whole pages inside entries ``[g_lo, g_hi)``."""
+        if not self.active or g_hi <= g_lo:
+            return
+        lo = -(-(self.offset + 8 * g_lo) // self.page) * self.page
+        hi = (self.offset + 8 * g_hi) // self.page * self.page
+        if hi > lo:
+            import mmap
+
+            self.mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
 
 
 def hist_bins(space: AddressSpace) -> int:
@@ -227,6 +269,7 @@ def folio_index(space: AddressSpace):
 # (very sparse PFNs) the kernels search the folio arrays instead.
 ORDER_TABLE_BYTES_PER_FOLIO = 64
 ORDER_TABLE_MIN_BYTES = 1 << 20  # always allowed, however few the folios
+ORDER_TABLE_FOLIOS_PER_STEP = 1 << 16
 
 
 def order_table(space: AddressSpace):
@@ -247,9 +290,17 @@ def order_table(space: AddressSpace):
     if nb > max(ORDER_TABLE_BYTES_PER_FOLIO * int(lp.size), ORDER_TABLE_MIN_BYTES):
         return empty
     table = np.full(nb, -1, dtype=np.int8)
-    per = (ln >> np.uint64(shift)).astype(np.int64)  # buckets per folio
-    first = ((lp >> np.uint64(shift)) - np.uint64(base)).astype(np.int64)
-    rep = np.repeat(first - (np.cumsum(per) - per), per) + np.arange(int(per.sum()))
-    order = np.array([int(n).bit_length() - 1 for n in np.unique(ln)], dtype=np.int8)
-    table[rep] = np.repeat(order[np.searchsorted(np.unique(ln), ln)], per)
+    sizes = np.unique(ln)
+    order = np.array([int(n).bit_length() - 1 for n in sizes], dtype=np.int8)
+    # a few folios at a time: the bucket indexes of all folios at once would be
+    # 16 bytes per bucket, several times the table itself
+    for lo in range(0, lp.size, ORDER_TABLE_FOLIOS_PER_STEP):
+        p_, n_ = (
+            lp[lo : lo + ORDER_TABLE_FOLIOS_PER_STEP],
+            ln[lo : lo + ORDER_TABLE_FOLIOS_PER_STEP],
+        )
+        per = (n_ >> np.uint64(shift)).astype(np.int64)  # buckets per folio
+        first = ((p_ >> np.uint64(shift)) - np.uint64(base)).astype(np.int64)
+        rep = np.repeat(first - (np.cumsum(per) - per), per) + np.arange(int(per.sum()))
+        table[rep] = np.repeat(order[np.searchsorted(sizes, n_)], per)
     return table, np.uint64(base << shift), np.uint64(shift)

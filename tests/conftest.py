@@ -1,5 +1,6 @@
 import os
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 # Compile in this process rather than load from Numba's cache: the type-hygiene tests inspect
@@ -17,3 +18,15 @@ settings.register_profile(
     print_blob=True,
 )
 settings.load_profile("ci")
+
+
+# The default run leaves out tests marked slow (the strategy-reach searches, the benchmark smoke
+# tests, the cache's fresh processes, the large snapshots); PTEBATCH_SLOW=1 runs them too, as
+# .ci/run does in every pass.
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("PTEBATCH_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: PTEBATCH_SLOW=1 runs it (CI does)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

@@ -12,7 +12,11 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 import ptebatch as pb
+
+pytestmark = pytest.mark.slow  # PTEBATCH_SLOW=1 runs it (CI does)
 
 PACKAGE = os.path.dirname(os.path.abspath(pb.__file__))
 

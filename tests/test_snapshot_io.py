@@ -450,3 +450,30 @@ def test_large_mapped_snapshot_scans_like_the_in_memory_one(large):
         pb.scan(sp, kernel="6.15", clamp="folio", oob="adjacent"),
     )
     assert read_info(path, present=True) == sp.info()
+
+
+def test_a_counts_scan_of_a_mapped_snapshot_releases_walked_tables(tmp_path, monkeypatch):
+    # large-space behaviour forced on a small space: groups of chunks, walked pages released
+    from ptebatch import engine, planning
+
+    monkeypatch.setattr(engine, "PROGRESS_MIN_WORK", 0)
+    released = []
+    real = planning.PageReleaser.release
+
+    def spy(self, lo, hi):
+        released.append((lo, hi))
+        real(self, lo, hi)
+
+    monkeypatch.setattr(planning.PageReleaser, "release", spy)
+    space = pb.generate(20_000, seed=9, moved=0.2)
+    path = tmp_path / "s.npz"
+    space.save(path)
+    mapped = pb.load(path)
+    for kw in ({}, {"clamp": "folio", "oob": "adjacent"}):
+        got = pb.scan(mapped, rows=False, **kw)
+        assert got.summary() == pb.scan(space, rows=False, **kw).summary()
+    assert len(released) > 2
+    assert all(lo < hi for lo, hi in released)
+    released.clear()
+    pb.scan(space, rows=False)  # in memory: nothing to release
+    assert not released

@@ -12,6 +12,8 @@ from strategies import batch_calls, spaces
 
 import ptebatch as pb
 
+pytestmark = pytest.mark.slow  # PTEBATCH_SLOW=1 runs it (CI does)
+
 ARM64 = pb.ARM64
 
 # No shrinking: finding one example is the point, not a minimal one.
