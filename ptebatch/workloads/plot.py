@@ -10,22 +10,13 @@ import os
 import numpy as np
 
 from .._io import atomic_write
+from ..results import SCAN_REASONS
 
 __all__ = ["plot_rows", "require_matplotlib", "INSTALL_HINT"]
 
 INSTALL_HINT = "plotting needs matplotlib: pip install 'ptebatch[plot]' (or pip install matplotlib)"
 _FORMATS = (".png", ".svg", ".pdf")
-_REASONS = (
-    "folio_end",
-    "pmd_end",
-    "vma_end",
-    "dst_pmd_end",
-    "not_present",
-    "pfn_gap",
-    "bit_mismatch",
-    "order0",
-    "single",
-)
+_REASONS = SCAN_REASONS
 # finding columns noted beside a row's stop-reason bar (old rows have only table_overruns)
 _NOTES = (
     ("table_overruns", "read past table"),
