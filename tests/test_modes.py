@@ -7,7 +7,7 @@ import pytest
 
 import ptebatch as pb
 from ptebatch._jit import zap_pte_range as K
-from ptebatch._jit.config import WALK_BATCH
+from ptebatch._jit.config import WALK_BATCH, RowFilter
 from ptebatch._jit.config import make_config as make_cfg
 
 
@@ -50,6 +50,9 @@ def test_boundscheck_is_on():
             WALK_BATCH,
             False,
             False,
+            RowFilter(*(np.uint64(v) for v in (1, 1, (1 << 16) - 1, 0, 0, (1 << 64) - 1))),
+            np.zeros((len(pb.reasons.NAMES), 513), dtype=np.int64),
+            np.zeros(8, dtype=np.int64),
             *out,
             0,
             512,
