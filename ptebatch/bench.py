@@ -22,7 +22,7 @@ from functools import lru_cache
 import numpy as np
 
 from . import engine, naive
-from ._jit.options import num_threads
+from ._jit import num_threads
 from .progress import as_hook
 from .space import AddressSpace
 from .workloads.generator import generate

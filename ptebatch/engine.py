@@ -9,10 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import reasons as R
-from ._jit import folio_pte_batch as FPB
-from ._jit import try_to_unmap, zap_pte_range
+from ._jit import compiled
 from ._jit.config import RowFilter, make_config
-from ._jit.options import threads
 from .arch import PAGE_SHIFT, PMD_SIZE, PTRS_PER_PTE, Arch, get_arch
 from .callers import Walk
 from .checks import RowSpec, check_batch_args, check_rows, check_walk_args
@@ -34,6 +32,18 @@ from .progress import as_hook
 from .releases import KernelProfile, resolve_flags, resolve_kernel
 from .results import N_DETECTORS, BatchResult, ScanResult, UnmapResult
 from .space import FOLIO_ANON, FOLIO_SWAPBACKED, AddressSpace
+
+# Loaded on first use, so that importing ptebatch does not import Numba.
+FPB = compiled("folio_pte_batch")
+try_to_unmap = compiled("try_to_unmap")
+zap_pte_range = compiled("zap_pte_range")
+_options = compiled("options")
+
+
+def threads(parallel: bool):
+    """:func:`ptebatch._jit.options.threads`, without importing Numba before a walk."""
+    return _options.threads(parallel)
+
 
 __all__ = ["folio_pte_batch", "scan", "unmap"]
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import reasons as R
-from ._jit.options import num_threads
+from ._jit import num_threads
 from .arch import PAGE_SHIFT, PMD_SIZE, PTRS_PER_PTE
 from .space import AddressSpace
 

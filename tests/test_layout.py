@@ -201,3 +201,30 @@ def test_the_cache_stamp_covers_every_module_compiled_code_is_built_from():
     covered = {m for m in used if m.startswith("ptebatch._jit")}
     covered |= {f"ptebatch.{f[:-3]}" for f in COMPILED_FROM if f.endswith(".py")}
     assert used - {"ptebatch"} <= covered, sorted(used - covered)
+
+
+def test_reading_a_snapshot_s_metadata_does_not_import_numba(tmp_path):
+    # Numba's import costs about 0.3 s: `ptebatch info` and `--help` must not pay it (issue 11
+    # target: info under 0.5 s).  The compiled modules load on first use (_jit.compiled).
+    path = tmp_path / "t.npz"
+    code = (
+        "import sys, ptebatch\n"
+        f"ptebatch.thread_layout().save({str(path)!r})\n"
+        "from ptebatch.cli import main\n"
+        f"rc = main(['info', {str(path)!r}])\n"
+        "print(rc, sorted(m for m in sys.modules if m.split('.')[0] in ('numba', 'llvmlite')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] in ("0 []", "None []")
+
+
+def test_a_walk_loads_the_compiled_modules_on_first_use():
+    code = (
+        "import sys, ptebatch\n"
+        "print('numba' in sys.modules)\n"
+        "r = ptebatch.scan(ptebatch.thread_layout(), kernel='6.16', rows=False)\n"
+        "print('numba' in sys.modules, r.batches)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    expected = pb.scan(pb.thread_layout(), kernel="6.16", rows=False).batches
+    assert out.stdout.split() == ["False", "True", str(expected)]

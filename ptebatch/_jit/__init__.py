@@ -20,6 +20,32 @@ import; each function compiles on its first call.
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+
+
+def compiled(name: str):
+    """The module ``ptebatch._jit.<name>``, loaded on first attribute access.
+
+    Importing Numba takes about 0.3 s; commands that never walk a table (``ptebatch info``,
+    ``--help``) should not pay it, so the library holds its compiled modules through this.
+    """
+    full = f"{__name__}.{name}"
+    if full in sys.modules:
+        return sys.modules[full]
+    spec = importlib.util.find_spec(full)
+    loader = importlib.util.LazyLoader(spec.loader)
+    spec.loader = loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[full] = module
+    loader.exec_module(module)
+    return module
+
+
+def num_threads() -> int:
+    """Threads a parallel kernel will use (loads Numba)."""
+    return compiled("options").num_threads()
+
 
 def dispatchers() -> dict:
     """Every compiled function by ``module.name``: for the type-hygiene test and compile times."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from .._jit.options import num_threads
+from .._jit import num_threads
 from ..bench import compile_times, measure_ratios, peak_memory
 from ._registry import command, make_progress, print_json, table
 

@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from .. import engine, naive
-from .._jit.options import num_threads
+from .._jit import num_threads
 from ..space import AddressSpace
 from .generator import generate
 from .layouts import thread_layout

@@ -32,10 +32,13 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from .._jit import generator as G
+from .._jit import compiled
 from ..arch import PAGE_SHIFT, PAGE_SIZE, PTRS_PER_PTE, Arch, get_arch
 from ..progress import as_hook
 from ..space import FOLIO_ANON, FOLIO_SWAPBACKED, VMA_UFFD_WP, AddressSpace
+
+# The compiled loops, loaded on first use (importing Numba costs about 0.3 s).
+G = compiled("generator")
 
 __all__ = ["generate", "PRESETS", "PRESET_HELP", "parse_sizes", "RATE_KNOBS", "CONTPTE_HELP"]
 
