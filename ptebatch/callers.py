@@ -526,7 +526,7 @@ def resolve_caller(caller, kernel, *, walk: Walk | str | None = None) -> Preset:
         raise ValueError(f"caller: {caller.name!r} is a {kind} caller; run it with {other}")
     profile = resolve_kernel(kernel)
     rule = caller.rule(profile.version)
-    flags = resolve_flags(rule.flags, profile.generation, 0)
+    flags = resolve_flags(rule.flags or 0, profile.generation, 0)  # a row's "": no flags
     return Preset(caller, profile, rule, flags)
 
 

@@ -117,6 +117,13 @@ def _check_array(name: str, a: Any, dtype, ndim: int) -> np.ndarray:
         raise TypeError(
             f"{name}: expected a numpy.ndarray of {np.dtype(dtype).name}, got {type(a).__name__}"
         )
+    if type(a) is not np.ndarray and not isinstance(a, np.memmap):
+        # numpy.matrix keeps two dimensions when indexed, a masked array hides entries:
+        # neither means what the compiled walks read
+        raise TypeError(
+            f"{name}: expected a plain numpy.ndarray (or numpy.memmap), got the subclass "
+            f"{type(a).__module__}.{type(a).__name__} (convert with np.asarray)"
+        )
     _check_layout(name, a.dtype, a.shape, a.flags.c_contiguous, dtype, ndim)
     return a
 

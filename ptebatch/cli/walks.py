@@ -30,8 +30,8 @@ def _walk_args(p, *, scan: bool) -> None:
     p.add_argument(
         "--kernel",
         default="6.16",
-        help="kernel release (6.9 .. 7.0, e.g. 6.15, 6.15.7, 6.18) or gen1/gen1b/gen2 "
-        "(default: %(default)s)",
+        help="kernel release (6.9 .. 7.0, e.g. 6.15, 6.15.7, 6.18), gen1/gen1b/gen2, or "
+        "gen2:RELEASE for a release newer than 7.0 (default: %(default)s)",
     )
     p.add_argument(
         "--flags",

@@ -172,7 +172,8 @@ def _run_args_common(p, *, plot: bool = False) -> None:
     p.add_argument(
         "--kernels",
         default="6.15,6.16",
-        help="kernel releases, comma-separated (6.9 .. 7.0, e.g. 6.14,6.15,6.15.7,6.16,6.18) "
+        help="kernel releases, comma-separated (6.9 .. 7.0, e.g. 6.14,6.15,6.15.7,6.16,6.18; "
+        "gen1/gen1b/gen2; gen2:RELEASE for a release newer than 7.0) "
         "(default: %(default)s)",
     )
     p.add_argument(
