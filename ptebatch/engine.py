@@ -162,9 +162,10 @@ def scan(
         size, as a caller that forgot to clamp (the 6.15 lazyfree bug).
     move_by : int
         mremap only: destination minus source address (bytes, page-aligned,
-        may be negative, at most 2**64 - 4096 either way); ``max_nr`` is also cut
-        at the destination's next 2 MiB boundary.  With a multiple of 2 MiB, a VMA's whole tables move
-        by their PMD entries and give no batches (``tables_moved``).
+        may be negative, at most 2**64 - 4096 either way); ``max_nr`` is also
+        cut at the destination's next 2 MiB boundary.  With a multiple of 2 MiB,
+        a VMA's whole tables move by their PMD entries and give no batches
+        (``tables_moved``).
     detectors : bool
         ``True`` or ``False`` only.  Run the ``spread`` and ``uffd_wp`` detectors, which re-read the
         entries of a batch where they apply (a caller that stamps bits, or an
