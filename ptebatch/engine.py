@@ -167,10 +167,10 @@ def scan(
         a VMA's whole tables move by their PMD entries and give no batches
         (``tables_moved``).
     detectors : bool
-        ``True`` or ``False`` only.  Run the ``spread`` and ``uffd_wp`` detectors, which re-read the
-        entries of a batch where they apply (a caller that stamps bits, or an
-        arch with contpte).  False skips that pass; the overrun and
-        ``past_folio`` bits cost nothing and are always set.
+        ``True`` or ``False`` only.  Run the ``spread`` and ``uffd_wp``
+        detectors, which re-read the entries of a batch where they apply (a
+        caller that stamps bits, or an arch with contpte).  False skips that
+        pass; the overrun and ``past_folio`` bits cost nothing and are always set.
     oob : {"none", "adjacent"}
         What a read past entry 511 returns: none (0), or the same entry of the
         next row of ``ptes`` (0 past the last row), as if the next page-table
