@@ -207,3 +207,13 @@ def test_mremap_moves_a_whole_aligned_table_by_its_pmd(impl):
     assert r.tables_moved == 0 and r.nr.tolist() == [496, 16]
     assert r.reason_names().tolist() == ["dst_pmd_end", "folio_end"]
     assert impl.scan(space, caller="zap", kernel="6.18").tables_moved == 0
+
+
+def test_mempolicy_and_mlock_notes_name_their_release():
+    # issue 12, finding 8: the mempolicy row is mainline 4a34c584d8cd, first released in
+    # 6.16; mlock's batching came in the 6.11 merge
+    mempolicy, mlock = pb.CALLERS["mempolicy"].rules[0], pb.CALLERS["mlock"].rules[0]
+    assert (mempolicy.since, mlock.since) == ("6.16", "6.11")
+    assert "4a34c584d8cd" in mempolicy.note and "first released in 6.16" in mempolicy.note
+    assert "merged for 6.11" in mlock.note
+    assert not any("release tag not verified" in r.note for r in (mempolicy, mlock))
