@@ -166,3 +166,22 @@ def test_unmap_at_the_top_equals_unmap_low(space, kernel, oob):
 def test_vectorized_scan_at_the_top_equals_scan_low(space, kernel):
     low, top, delta = low_and_top(space)
     same_batches(vectorized.scan(low, kernel=kernel), vectorized.scan(top, kernel=kernel), delta)
+
+
+ADDRS = [0, 0x1000, PMD_SIZE - PAGE_SIZE, PMD_SIZE, TOP_TABLE, TOP - PAGE_SIZE]
+
+
+@pytest.mark.parametrize("addr", ADDRS)
+@pytest.mark.parametrize("end_off", [PAGE_SIZE, PMD_SIZE - PAGE_SIZE, PMD_SIZE, 3 * PMD_SIZE, None])
+def test_compiled_pmd_addr_end_equals_the_kernel_rule(addr, end_off):
+    # the naive twin writes the kernel's comparison (boundary - 1 < end - 1, end 0 = top);
+    # the compiled one compares distances from addr; they must agree everywhere, the top
+    # table and end 0 included
+    from ptebatch._jit.pte import pmd_addr_end
+
+    end = 0 if end_off is None else (addr + end_off) % TOP
+    if end != 0 and end <= addr:
+        pytest.skip("end wraps past the top: not a range")
+    with np.errstate(over="ignore"):
+        got = int(pmd_addr_end(np.uint64(addr), np.uint64(end)))
+    assert got == pb.naive.pmd_addr_end(addr, end)
