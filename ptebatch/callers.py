@@ -454,8 +454,8 @@ _LIST: tuple[Caller, ...] = (
             Rule(
                 "6.16",
                 flags=_G1_ID,
-                note="mm: mempolicy: use folio_pte_batch (posted April "
-                "2025; release tag not verified)",
+                note="4a34c584d8cd, 'mempolicy: optimize queue_folios_pte_range by PTE "
+                "batching' (mainline; first released in 6.16)",
             ),
             Rule("6.17", flags=""),
         ),
@@ -469,8 +469,9 @@ _LIST: tuple[Caller, ...] = (
             Rule(
                 "6.11",
                 flags=_G1_ID,
-                note="folio_mlock_step switched to folio_pte_batch (June 2024 series; release "
-                "tag not verified); before, it counted entries without comparing bits",
+                note="'mm/mlock: implement folio_mlock_step() using folio_pte_batch()' "
+                "(June 2024 series, merged for 6.11; id not verified); before, it counted "
+                "entries without comparing bits",
             ),
             Rule("6.17", flags=""),
         ),
@@ -526,7 +527,7 @@ def resolve_caller(caller, kernel, *, walk: Walk | str | None = None) -> Preset:
         raise ValueError(f"caller: {caller.name!r} is a {kind} caller; run it with {other}")
     profile = resolve_kernel(kernel)
     rule = caller.rule(profile.version)
-    flags = resolve_flags(rule.flags, profile.generation, 0)
+    flags = resolve_flags(rule.flags or 0, profile.generation, 0)  # a row's "": no flags
     return Preset(caller, profile, rule, flags)
 
 

@@ -14,13 +14,14 @@ from . import reasons as R
 from .arch import PAGE_SHIFT, PAGE_SIZE, U64, Arch
 from .callers import Preset, Walk, resolve_caller
 from .releases import resolve_flags
-from .space import AddressSpace
+from .space import MAX_FOLIO_NR, AddressSpace
 
 __all__ = [
     "CLAMPS",
     "OOBS",
     "RowSpec",
     "as_int",
+    "check_bool",
     "check_batch_args",
     "check_walk_args",
     "check_rows",
@@ -35,6 +36,17 @@ def as_int(name: str, value) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name}: expected an integer, got {type(value).__name__}")
     return int(value)
+
+
+def check_bool(name: str, value) -> bool:
+    """``value`` as a bool; only ``True`` and ``False`` are accepted (``"no"`` is not false)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected True or False, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
+# move_by is a destination minus a source, both addresses of pages: at most 2**64 - 4096 apart.
+MOVE_BY_MAX = U64 + 1 - PAGE_SIZE
 
 
 def check_batch_args(ptes, index, max_nr, folio_pfn, folio_nr, arch: Arch, max_nr_limit: int):
@@ -62,10 +74,11 @@ def check_batch_args(ptes, index, max_nr, folio_pfn, folio_nr, arch: Arch, max_n
         raise ValueError(
             f"max_nr: {max_nr} does not fit the kernel's max_nr type (at most {max_nr_limit})"
         )
-    if folio_nr < 2 or folio_nr & (folio_nr - 1):
+    if folio_nr < 2 or folio_nr & (folio_nr - 1) or folio_nr > MAX_FOLIO_NR:
         raise ValueError(
-            f"folio_nr: must be a power of two >= 2 (folio_pte_batch is only called "
-            f"for large folios), got {folio_nr}"
+            f"folio_nr: must be a power of two from 2 to {MAX_FOLIO_NR} (folio_pte_batch is "
+            f"only called for large folios, and no modelled kernel has a larger one), "
+            f"got {folio_nr}"
         )
     if folio_pfn < 0 or folio_pfn % folio_nr or folio_pfn + folio_nr - 1 > arch.max_pfn:
         raise ValueError(
@@ -102,6 +115,11 @@ def check_walk_args(
     if oob not in OOBS:
         raise ValueError(f"oob: must be one of {', '.join(OOBS)}, got {oob!r}")
     move_by = as_int("move_by", move_by)
+    if not -MOVE_BY_MAX <= move_by <= MOVE_BY_MAX:
+        raise ValueError(
+            f"move_by: must be between -(2**64 - 4096) and 2**64 - 4096 (a destination minus "
+            f"a source address), got {move_by:#x}"
+        )
     if move_by % PAGE_SIZE:
         raise ValueError(f"move_by: must be a multiple of 4096 (a page), got {move_by}")
     if move_by and not preset.caller.takes_move_by:

@@ -13,7 +13,7 @@ from ._jit import compiled
 from ._jit.config import RowFilter, make_config
 from .arch import PAGE_SHIFT, PMD_SIZE, PTRS_PER_PTE, Arch, get_arch
 from .callers import Walk
-from .checks import RowSpec, check_batch_args, check_rows, check_walk_args
+from .checks import RowSpec, check_batch_args, check_bool, check_rows, check_walk_args
 from .planning import (
     PageReleaser,
     chunk_bounds,
@@ -98,7 +98,8 @@ def folio_pte_batch(
         ``FPB_*`` flags in the vocabulary of the kernel's generation
         (``FPB_IGNORE_*`` up to 6.16, ``FPB_RESPECT_*``/``FPB_MERGE_*`` from 6.17).
     kernel : str
-        Release (``"6.14"``, ``"6.16"``, ``"6.18"``) or generation (``"gen1b"``).
+        Release (``"6.14"``, ``"6.16"``, ``"6.18"``) or generation (``"gen1b"``);
+        the grammar is :func:`ptebatch.resolve_kernel`'s.
     arch : str
         PTE encoding.
 
@@ -171,14 +172,15 @@ def scan(
         size, as a caller that forgot to clamp (the 6.15 lazyfree bug).
     move_by : int
         mremap only: destination minus source address (bytes, page-aligned,
-        may be negative); ``max_nr`` is also cut at the destination's next
-        2 MiB boundary.  With a multiple of 2 MiB, a VMA's whole tables move
-        by their PMD entries and give no batches (``tables_moved``).
+        may be negative, at most 2**64 - 4096 either way); ``max_nr`` is also
+        cut at the destination's next 2 MiB boundary.  With a multiple of 2 MiB,
+        a VMA's whole tables move by their PMD entries and give no batches
+        (``tables_moved``).
     detectors : bool
-        Run the ``spread`` and ``uffd_wp`` detectors, which re-read the
-        entries of a batch where they apply (a caller that stamps bits, or an
-        arch with contpte).  False skips that pass; the overrun and
-        ``past_folio`` bits cost nothing and are always set.
+        ``True`` or ``False`` only.  Run the ``spread`` and ``uffd_wp``
+        detectors, which re-read the entries of a batch where they apply (a
+        caller that stamps bits, or an arch with contpte).  False skips that
+        pass; the overrun and ``past_folio`` bits cost nothing and are always set.
     oob : {"none", "adjacent"}
         What a read past entry 511 returns: none (0), or the same entry of the
         next row of ``ptes`` (0 past the last row), as if the next page-table
@@ -206,6 +208,7 @@ def scan(
     preset, fl, clamp, move_by = check_walk_args(
         space, Walk.SCAN, caller, kernel, flags, clamp, oob, move_by
     )
+    detectors = check_bool("detectors", detectors)
     profile = preset.profile
     arch = get_arch(space.arch)
     cfg = make_config(arch, profile, fl, preset.rule.spread if detectors else (), detectors)
@@ -332,6 +335,7 @@ def unmap(
     where the kernel would then see ``not_present``.
     """
     preset, fl, _, _ = check_walk_args(space, Walk.UNMAP, caller, kernel, flags, None, oob)
+    detectors = check_bool("detectors", detectors)
     profile = preset.profile
     arch = get_arch(space.arch)
     cfg = make_config(arch, profile, fl, preset.rule.spread if detectors else (), detectors)

@@ -15,7 +15,7 @@ import numpy as np
 from . import reasons as R
 from .arch import PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, PTRS_PER_PTE, U64, get_arch
 from .callers import UnmapMode, Walk
-from .checks import RowSpec, check_batch_args, check_rows, check_walk_args, keep_rows
+from .checks import RowSpec, check_batch_args, check_bool, check_rows, check_walk_args, keep_rows
 from .releases import resolve_flags, resolve_kernel
 from .results import BatchResult, ScanResult, UnmapResult, detector_counts, length_hist
 from .space import FOLIO_ANON, FOLIO_SWAPBACKED, VMA_UFFD_WP, AddressSpace
@@ -349,6 +349,7 @@ def scan(
     preset, fl, clamp, move_by = check_walk_args(
         space, Walk.SCAN, caller, kernel, flags, clamp, oob, move_by
     )
+    detectors = check_bool("detectors", detectors)
     row_spec = check_rows(rows)
     profile, rule = preset.profile, preset.rule
     arch = get_arch(space.arch)
@@ -508,6 +509,7 @@ def unmap(
     ``try_to_unmap_one``'s batches), so it can be checked by eye.
     """
     preset, fl, _, _ = check_walk_args(space, Walk.UNMAP, caller, kernel, flags, None, oob)
+    detectors = check_bool("detectors", detectors)
     row_spec = check_rows(rows)
     profile, rule = preset.profile, preset.rule
     arch = get_arch(space.arch)

@@ -76,14 +76,20 @@ def table_segments(space: AddressSpace):
     t = t.astype(np.int64)
     tv = tva[t]
     lo = np.maximum(vs[vma], tv)
-    hi = np.minimum(ve[vma], tv + pmd)
-    keep = lo < hi
-    t, tv, lo, hi, vma = t[keep], tv[keep], lo[keep], hi[keep], vma[keep]
+    # Offsets from the table's start, never end addresses: the last table's end, 2**64,
+    # wraps to 0 in uint64.  Every table here starts below its VMA's end (searchsorted).
+    ve_off = ve[vma] - tv
+    hi_off = np.minimum(ve_off, pmd)
+    lo_off = lo - tv
+    keep = lo_off < hi_off
+    t, tv, lo, lo_off, hi_off, vma, ve_off = (
+        a[keep] for a in (t, tv, lo, lo_off, hi_off, vma, ve_off)
+    )
     base = t * PTRS_PER_PTE
-    g0 = base + ((lo - tv) >> np.uint64(PAGE_SHIFT)).astype(np.int64)
-    g1 = base + ((hi - tv) >> np.uint64(PAGE_SHIFT)).astype(np.int64)
+    g0 = base + (lo_off >> np.uint64(PAGE_SHIFT)).astype(np.int64)
+    g1 = base + (hi_off >> np.uint64(PAGE_SHIFT)).astype(np.int64)
     vma_end = ve[vma]
-    reason = np.where(vma_end <= tv + pmd, R.VMA_END, R.PMD_END).astype(np.int64)
+    reason = np.where(ve_off <= pmd, R.VMA_END, R.PMD_END).astype(np.int64)
     return g0, g1, lo, vma, vma_end, reason
 
 

@@ -18,6 +18,11 @@ field                     dtype, shape     rule
 
 A present PTE whose PFN lies in no listed folio maps an order-0 folio.
 
+The top of the 64-bit space is usable: a table may start at ``2**64 - 2 MiB``.  A VMA's end is
+a uint64 like its start, so the last page cannot be mapped: the highest ``vma_end`` is
+``2**64 - 4096`` (an end of 0, the kernel's "top" in ``pmd_addr_end``, is refused by
+``start < end``).
+
 :meth:`AddressSpace.save` writes each array as an uncompressed (``ZIP_STORED``) member, streamed
 into the zip; ``compress=True`` deflates them.  :func:`load` memory-maps every stored member of
 at least one dimension (read-only arrays over the file: nothing is read until it is used) and
@@ -112,6 +117,13 @@ def _check_array(name: str, a: Any, dtype, ndim: int) -> np.ndarray:
         raise TypeError(
             f"{name}: expected a numpy.ndarray of {np.dtype(dtype).name}, got {type(a).__name__}"
         )
+    if type(a) is not np.ndarray and not isinstance(a, np.memmap):
+        # numpy.matrix keeps two dimensions when indexed, a masked array hides entries:
+        # neither means what the compiled walks read
+        raise TypeError(
+            f"{name}: expected a plain numpy.ndarray (or numpy.memmap), got the subclass "
+            f"{type(a).__module__}.{type(a).__name__} (convert with np.asarray)"
+        )
     _check_layout(name, a.dtype, a.shape, a.flags.c_contiguous, dtype, ndim)
     return a
 
@@ -204,7 +216,8 @@ class AddressSpace:
         Virtual address mapped by entry 0 of each table: a multiple of 2 MiB,
         strictly increasing.
     vma_start, vma_end : numpy.ndarray of uint64, shape (V,)
-        VMAs: page-aligned, ``start < end``, sorted and non-overlapping.
+        VMAs: page-aligned, ``start < end``, sorted and non-overlapping.  An
+        end of 2**64 is not representable: the highest is ``2**64 - 4096``.
     folio_pfn, folio_nr : numpy.ndarray of uint64, shape (F,)
         Folios: first PFN (strictly increasing, aligned to the folio's size)
         and size in pages (a power of two).  Folios must not overlap.

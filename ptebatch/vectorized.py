@@ -80,7 +80,8 @@ def scan(
             & (norm[1:] == norm[:-1] + np.uint64(1 << PAGE_SHIFT))
         )
     starts = np.flatnonzero(~cont)
-    ends = np.append(starts[1:], idx.size) - 1  # last entry of each batch
+    # last entry of each batch (none when no entry is present)
+    ends = np.append(starts[1:], idx.size)[: starts.size] - 1
     nr = (ends - starts + 1).astype(np.uint32)
     s_seg = seg[starts]
     va = seg_va[s_seg] + ((idx[starts] - g0[s_seg]).astype(np.uint64) << np.uint64(PAGE_SHIFT))

@@ -30,7 +30,7 @@ def test_every_rule_is_valid_in_every_release_it_covers():
                 tuple(pb.resolve_kernel(".".join(map(str, v))).generation.flags) for v in covered
             }
             assert len(vocabs) == 1, (c.name, r.since)
-            resolve_flags(r.flags, pb.resolve_kernel(r.since).generation, 0)
+            resolve_flags(r.flags or 0, pb.resolve_kernel(r.since).generation, 0)
             assert set(r.spread) <= {"write", "soft_dirty", "dirty"}
             assert c.walk == "unmap" or (r.unmap == "clamped" and not r.file_folios)
 
@@ -150,7 +150,7 @@ def test_scan_cli_takes_a_caller(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["scan", path, "--caller", "lazyfree"])
     assert e.value.code == 2
-    assert parse_version("v6.15.7") == (6, 15, 7)
+    assert parse_version("6.15.7") == (6, 15, 7)
 
 
 @pytest.mark.parametrize("impl", [pb, pb.naive], ids=["jit", "naive"])
@@ -207,3 +207,13 @@ def test_mremap_moves_a_whole_aligned_table_by_its_pmd(impl):
     assert r.tables_moved == 0 and r.nr.tolist() == [496, 16]
     assert r.reason_names().tolist() == ["dst_pmd_end", "folio_end"]
     assert impl.scan(space, caller="zap", kernel="6.18").tables_moved == 0
+
+
+def test_mempolicy_and_mlock_notes_name_their_release():
+    # issue 12, finding 8: the mempolicy row is mainline 4a34c584d8cd, first released in
+    # 6.16; mlock's batching came in the 6.11 merge
+    mempolicy, mlock = pb.CALLERS["mempolicy"].rules[0], pb.CALLERS["mlock"].rules[0]
+    assert (mempolicy.since, mlock.since) == ("6.16", "6.11")
+    assert "4a34c584d8cd" in mempolicy.note and "first released in 6.16" in mempolicy.note
+    assert "merged for 6.11" in mlock.note
+    assert not any("release tag not verified" in r.note for r in (mempolicy, mlock))

@@ -555,3 +555,11 @@ def test_capture_marks_a_uffd_wp_registered_vma():
     with Region(8 * PAGE_SIZE) as r:
         r.touch(0, n=8)
         assert C.capture(os.getpid(), start=r.addr, end=r.addr + r.size).vma_flags.tolist() == [0]
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("nan"), 0, -1, 1.5, True])
+def test_max_bytes_must_be_a_positive_integer(bad):
+    # issue 12: the CLI's --max-gib 1e300 became int(inf) (OverflowError); the library
+    # checks max_bytes before it reads anything of the process
+    with pytest.raises(ValueError, match=r"^max_bytes: must be a positive integer \(bytes\)"):
+        C.capture_detailed(os.getpid(), max_bytes=bad)

@@ -272,13 +272,24 @@ def test_peak_memory_close_to_the_result():
         ({"sizes": {4: -1.0}}, "sizes: weights must be finite and >= 0"),
         ({"sizes": {4: 0.0}}, "sizes: at least one order"),
         ({"sizes": "4:x"}, "sizes: '4:x' is not order:weight"),
-        ({"vma_tables": 0}, "vma_tables: must be an integer >= 1"),
+        ({"vma_tables": 0}, "vma_tables: must be an integer from 1 to 66,584,576"),
+        # issue 12: 2**62 tables of 2 MiB do not fit the 128 TiB the generator lays VMAs in
+        # ((2**47 - 2**40) / 2**21 = 66,584,576 tables); it used to overflow inside NumPy
+        ({"vma_tables": 2**62}, "vma_tables: must be an integer from 1 to 66,584,576"),
         ({"seed": -1}, "seed: must be an integer >= 0"),
     ],
 )
 def test_bad_knobs(kw, needle):
     with pytest.raises(ValueError, match=needle.replace("(", r"\(").replace(")", r"\)")):
         pb.generate(100, **kw)
+
+
+def test_size_weights_near_the_float_maximum_are_a_mix_like_any_other():
+    # issue 12: 1e308 + 1e308 is inf, and the mix became nan ("probabilities do not sum to
+    # 1"); equal weights are the same mix whatever their scale
+    assert pb.generate(200, seed=3, sizes="4:1e308,0:1e308") == pb.generate(
+        200, seed=3, sizes="4:1,0:1"
+    )
 
 
 @pytest.mark.parametrize("n", [0, -5, 2.5, True])

@@ -104,7 +104,12 @@ def test_generation_ignore_rules(kernel, flags, ignored):
     [
         ("6.9", "1", "single"),
         ("6.14", "1", "single"),
-        ("v6.14.3", "1", "single"),
+        ("6.14.3", "1", "single"),
+        ("6.15.0", "1b", "all_or_nothing"),
+        ("6.15.11", "1b", "clamped"),
+        ("6.19", "2", "clamped"),
+        ("gen2:7.1", "2", "clamped"),
+        ("gen2:6.18", "2", "clamped"),
         ("6.15", "1b", "all_or_nothing"),
         ("6.15.6", "1b", "all_or_nothing"),
         ("6.15.7", "1b", "clamped"),
@@ -150,11 +155,90 @@ def test_bad_kernel_strings(bad, match):
         pb.resolve_kernel(bad)
 
 
+def test_flag_spellings_that_are_accepted():
+    # bits from the generation 2 table: RESPECT_WRITE bit 2, MERGE_WRITE bit 3
+    g2 = pb.resolve_kernel("6.18").generation
+    assert resolve_flags("FPB_RESPECT_WRITE | MERGE_WRITE", g2, 0) == 4 | 8
+    assert resolve_flags("FPB_RESPECT_WRITE,FPB_MERGE_WRITE", g2, 0) == 4 | 8
+    assert resolve_flags(("MERGE_WRITE",), g2, 0) == 8
+    assert resolve_flags("0", g2, 7) == 0 and resolve_flags([], g2, 7) == 0
+    assert resolve_flags(np.int64(8), g2, 0) == 8
+
+
+# Issue 12, finding 6: flags that used to be taken as no flags or as some flags.
+@pytest.mark.parametrize(
+    "bad,exc,match",
+    [
+        ("", ValueError, r"'' has an empty flag name.*or 0 for none"),
+        ("|", ValueError, r"'\|' has an empty flag name"),
+        ("FPB_RESPECT_WRITE|", ValueError, r"'FPB_RESPECT_WRITE\|' has an empty flag name"),
+        (
+            "fpb_respect_write",
+            ValueError,
+            r"'fpb_respect_write' must be written in capitals as the kernel spells it "
+            r"\('FPB_RESPECT_WRITE'\)",
+        ),
+        (
+            ["merge_write"],
+            ValueError,
+            r"'merge_write' must be written in capitals.*'FPB_MERGE_WRITE'",
+        ),
+        ({"FPB_RESPECT_WRITE": 1}, TypeError, r"expected an int, .* a list of names, got dict"),
+        ({"FPB_RESPECT_WRITE"}, TypeError, r"expected an int, .* a list of names, got set"),
+        (np.bool_(True), TypeError, r"expected an int, .* a list of names, got bool"),
+    ],
+)
+def test_meaningless_flags_are_refused(bad, exc, match):
+    g2 = pb.resolve_kernel("6.18").generation
+    with pytest.raises(exc, match="^flags: " + match):
+        resolve_flags(bad, g2, 0)
+
+
+# Issue 12, finding 6: selectors that used to be taken silently as some generation.
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        # newer than 7.0, the newest modelled release: only with an explicit generation
+        ("99.0", r"newer than the newest modelled release \(7\.0\).*'gen2:99\.0'"),
+        ("7.1", r"newer than the newest modelled release \(7\.0\).*'gen2:7\.1'"),
+        # 6.15.y ended at 6.15.11, so 6.15.99 never existed
+        ("6.15.99", r"never released: the 6\.15\.y stable series ended at 6\.15\.11"),
+        ("v6.16", r"without the 'v'.*expected a modelled release MAJOR\.MINOR \(6\.9 to 7\.0\)"),
+        ("06.16", r"no 'v', spaces or leading zeros.*gen1, gen1b, gen2"),
+        (" 6.16", r"without spaces"),
+        ("6.20", r"not a mainline release; the model knows 6\.9, .*6\.19, 7\.0"),
+        ("Gen2", r"not a release version"),
+        ("gen1:7.1", r"newer than 7\.0 can only be taken as the newest generation, gen2"),
+        ("gen1:6.18", r"contradicts the model: 6\.18 has generation 2"),
+        ("gen2:", r"not a release version"),
+    ],
+)
+def test_meaningless_kernel_selectors_are_refused(bad, match):
+    with pytest.raises(ValueError, match="^kernel: .*" + match):
+        pb.resolve_kernel(bad)
+
+
+def test_a_release_past_the_newest_takes_the_newest_rows_and_names_itself():
+    p = pb.resolve_kernel("gen2:7.1")
+    assert (p.version, p.generation.name, p.name) == ((7, 1, 0), "2", "gen2:7.1")
+    assert pb.resolve_kernel(p.name) == p
+    # 7.0's lazyfree row (respects write and soft-dirty) is the one in force
+    assert (
+        pb.resolve_caller("lazyfree", "gen2:7.1").rule == pb.resolve_caller("lazyfree", "7.0").rule
+    )
+    # real bug 5: 8 writable then 8 read-only PTEs of one folio.  6.19 ignores write and
+    # batches all 16 (spread); 7.0, and so 7.1 as generation 2, respects write: 8 and 8
+    space = pb.workloads.layouts.lazyfree_restore_layout()
+    old, new = pb.unmap(space, kernel="6.19"), pb.unmap(space, kernel="gen2:7.1")
+    assert (old.nr.tolist(), old.finding_counts["spread"]) == ([16], 1)
+    assert (new.nr.tolist(), new.finding_counts["spread"], new.kernel) == ([8, 8], 0, "gen2:7.1")
+
+
 def test_flag_vocabularies_do_not_mix():
     g1 = pb.resolve_kernel("6.16").generation
     g2 = pb.resolve_kernel("6.18").generation
-    assert resolve_flags("ignore_dirty", g1, 0) == 1
-    assert resolve_flags(["FPB_RESPECT_WRITE", "merge_write"], g2, 0) == 12
+    assert resolve_flags("IGNORE_DIRTY", g1, 0) == 1
+    assert resolve_flags(["FPB_RESPECT_WRITE", "MERGE_WRITE"], g2, 0) == 12
     with pytest.raises(
         ValueError, match="flags: 'FPB_RESPECT_DIRTY' is not a flag of generation 1b"
     ):
@@ -292,6 +376,23 @@ def test_bad_space_is_rejected_with_the_field_and_rule(changes, exc, match):
         build(**changes)
 
 
+# Issue 12, finding 4: an np.matrix was accepted and then failed inside Numba.
+@pytest.mark.parametrize(
+    "field,wrap",
+    [
+        ("ptes", np.matrix),
+        ("table_va", lambda a: np.ma.masked_array(a)),
+        ("folio_nr", lambda a: np.ma.masked_array(a)),
+    ],
+)
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")  # np.matrix
+def test_array_subclasses_are_refused(field, wrap):
+    arrays = good_arrays()
+    arrays[field] = wrap(arrays[field])
+    with pytest.raises(TypeError, match=f"^{field}: expected a plain numpy.ndarray .*np.asarray"):
+        pb.AddressSpace(**arrays)
+
+
 def test_bad_arch():
     with pytest.raises(ValueError, match="arch: unknown architecture 'sparc'"):
         pb.AddressSpace(**good_arrays(), arch="sparc")
@@ -320,8 +421,10 @@ def test_bad_arch():
         (("ok", -1, 1, 0x1000, 4), ValueError, "index: -1 is outside"),
         (("ok", 0, 0, 0x1000, 4), ValueError, "max_nr: must be at least 1"),
         (("ok", 0, 1.0, 0x1000, 4), TypeError, "max_nr: expected an integer"),
-        (("ok", 0, 1, 0x1000, 3), ValueError, "folio_nr: must be a power of two >= 2"),
-        (("ok", 0, 1, 0x1000, 1), ValueError, "folio_nr: must be a power of two >= 2"),
+        (("ok", 0, 1, 0x1000, 3), ValueError, "folio_nr: must be a power of two from 2 to 262144"),
+        (("ok", 0, 1, 0x1000, 1), ValueError, "folio_nr: must be a power of two from 2 to 262144"),
+        # issue 12: a folio of 2**40 pages is no folio of any modelled kernel (at most 2**18)
+        (("ok", 0, 1, 0, 2**40), ValueError, "folio_nr: must be a power of two from 2 to 262144"),
         (("ok", 0, 1, 0x1001, 4), ValueError, "folio_pfn: must be aligned"),
         (("ok", 0, 1, 0x2000, 4), ValueError, r"ptes\[0\]: the first PTE maps PFN 0x1000, outside"),
         (("hole", 0, 1, 0x1000, 4), ValueError, r"ptes\[0\]: the first PTE must be present"),
@@ -353,6 +456,24 @@ def test_bad_walk_arguments(impl):
         impl.scan(sp, kernel="6.18", flags="FPB_IGNORE_DIRTY")
     with pytest.raises(TypeError, match="space: expected an AddressSpace"):
         impl.scan({"ptes": 1})
+
+
+# Issue 12, finding 6: detectors="no" was taken as true, move_by=2**70 as some offset.
+@pytest.mark.parametrize("impl", [pb, pb.naive])
+def test_walk_switches_and_offsets_out_of_their_domain(impl):
+    sp = pb.thread_layout()
+    for walk in (impl.scan, impl.unmap):
+        for bad in ("no", 0, None):
+            with pytest.raises(TypeError, match="^detectors: expected True or False"):
+                walk(sp, detectors=bad)
+    for bad in (2**70, -(2**64), 2**64):
+        with pytest.raises(ValueError, match=r"^move_by: must be between -\(2\*\*64 - 4096\)"):
+            impl.scan(sp, caller="mremap", kernel="6.18", move_by=bad)
+    # the largest offsets in range are accepted: mremap on x86-64 never batches (hint 1),
+    # so each of the folio's 16 PTEs is its own row
+    top = 2**64 - 4096
+    for ok in (top, -top):
+        assert impl.scan(sp, caller="mremap", kernel="6.18", move_by=ok).batches == 16
 
 
 # -- snapshots -----------------------------------------------------------------------------

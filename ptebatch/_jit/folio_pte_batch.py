@@ -118,7 +118,8 @@ def overrun_bits(last_read, table_end, g, va, vma_end):
     over = 0
     if last_read >= table_end:
         over |= R.OVER_TABLE
-    if va + (np.uint64(last_read - g) << PAGE_SHIFT) >= vma_end:
+    # va < vma_end: compare offsets, since va + offset wraps past the top of the space
+    if (np.uint64(last_read - g) << PAGE_SHIFT) >= vma_end - va:
         over |= R.OVER_VMA
     return over
 

@@ -111,8 +111,14 @@ def ptep_get(flat, g, limit, cfg):
 
 @jit(inline=True)
 def pmd_addr_end(addr, end):
-    """Next 2 MiB boundary above addr, or end if that is lower (end 0 = top)."""
-    boundary = (addr + PMD_SIZE) & PMD_MASK
-    if boundary - ONE < end - ONE:
-        return boundary
+    """Next 2 MiB boundary above addr, or end if that is lower (end 0 = top).
+
+    The kernel compares ``boundary - 1 < end - 1`` so that a boundary that wraps to 0 counts
+    as the top.  Comparing distances from ``addr`` decides the same, and wraps only for
+    ``end`` 0, which no walk passes (NumPy warns on a wrap when the JIT is off): a boundary
+    at 2**64 is never closer than ``end``.  Minus one, as in the kernel, so that a distance
+    of 0 (``addr`` 0, ``end`` 0) is the whole space."""
+    left = PMD_SIZE - (addr & (PMD_SIZE - ONE))  # bytes to the next boundary, 4 KiB to 2 MiB
+    if left - ONE < end - addr - ONE:
+        return addr + left
     return end

@@ -221,6 +221,8 @@ def unmap_folios(
                 if nr == np.int64(fnr):
                     vma_done = True  # the whole folio went in one batch: walk done
                     break
+                # cannot wrap: every batch but a whole-folio one (which ended the walk
+                # above) ends at or below vm_end, and vm_end is at most 2**64 - 4096
                 cursor = va + (np.uint64(nr) << PAGE_SHIFT)
                 k += nr
         i += 1

@@ -155,7 +155,10 @@ def zap_segments(
                         present += 1
             g += nr
         if g > g1:
-            next_carry = va0 + (np.uint64(g - g0) << PAGE_SHIFT)
+            # a batch past the last table of the space covers up to 2**64: saturate
+            # (va0 + span would wrap to a low address)
+            span = np.uint64(g - g0) << PAGE_SHIFT
+            next_carry = va0 + span if span <= ~va0 else ~ZERO
         carry_va = next_carry
         carry_vma = vma
         s += 1

@@ -17,7 +17,7 @@ import sys
 from . import walks, live, workloads, diff, bench  # noqa: F401
 
 # isort: on
-from ._registry import COMMANDS, _Parser
+from ._registry import COMMANDS, _Parser, join_signed_values
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     """Run ``ptebatch`` with ``argv`` (default: the process's arguments); returns the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(join_signed_values(argv))
     if not args.command:
         parser.print_help()
         return 2

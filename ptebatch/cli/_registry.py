@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import re
 import sys
 from collections.abc import Callable
 
@@ -75,6 +77,48 @@ def int_arg(field: str):
             ) from None
 
     return parse
+
+
+def real_arg(field: str, lo: float, hi: float, what: str):
+    """An argparse ``type``: a finite number in ``(lo, hi]`` (not nan, not inf); ``what``
+    says what the number is, for the error."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and lo < value <= hi):
+            raise argparse.ArgumentTypeError(
+                f"{field}: must be {what}, above {lo:,} and at most {hi:,}; got {text!r}"
+            )
+        return value
+
+    return parse
+
+
+# Options whose value may be negative: argparse takes "-0x1ff000" for an option, so
+# "--move-by -0x1ff000" is joined into "--move-by=-0x1ff000" before parsing.
+SIGNED_OPTIONS = ("--move-by",)
+_SIGNED_NUMBER = re.compile(r"-(0[xX][0-9a-fA-F_]+|0[oO][0-7_]+|0[bB][01_]+|[0-9][0-9_]*)")
+
+
+def join_signed_values(argv: list[str]) -> list[str]:
+    """``argv`` with each ``OPTION -NUMBER`` of :data:`SIGNED_OPTIONS` written
+    ``OPTION=-NUMBER``, which argparse reads as the option's value (not after ``--``)."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--":
+            return out + argv[i:]
+        if a in SIGNED_OPTIONS and i + 1 < len(argv) and _SIGNED_NUMBER.fullmatch(argv[i + 1]):
+            out.append(f"{a}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(a)
+        i += 1
+    return out
 
 
 def make_progress(a) -> Progress:

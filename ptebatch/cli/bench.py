@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 
 from .._jit import num_threads
@@ -74,6 +75,33 @@ def _meaning(r: dict) -> str:
     return line
 
 
+def _read_floors(path: str) -> dict:
+    """The ``floors`` object of a gate file: ``{"floors": {ratio name: floor}}``, checked before
+    anything is measured."""
+    with open(path) as fh:
+        try:
+            data = json.load(fh)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"--gate: {path} is not JSON ({exc})") from None
+    floors = data.get("floors") if isinstance(data, dict) else None
+    if not isinstance(floors, dict):
+        raise ValueError(
+            f'--gate: {path} needs a "floors" object of ratio names and floors, '
+            f'e.g. {{"floors": {{"scan jit-serial / naive": 50}}}}'
+        )
+    for name, floor in floors.items():
+        if (
+            isinstance(floor, bool)
+            or not isinstance(floor, (int, float))
+            or not (math.isfinite(floor) and floor > 0)
+        ):
+            raise ValueError(
+                f"--gate: {path}: the floor of {name!r} must be a finite number above 0, "
+                f"got {floor!r}"
+            )
+    return floors
+
+
 @command(
     "bench", "measure speed ratios (JIT vs naive, parallel vs serial) and optionally gate them"
 )
@@ -101,10 +129,7 @@ def _bench_args(p):
 
 @_bench_args
 def _bench(a) -> int:
-    floors = {}
-    if a.gate:
-        with open(a.gate) as fh:
-            floors = json.load(fh)["floors"]
+    floors = _read_floors(a.gate) if a.gate else {}
     with make_progress(a) as prog:
         rows = measure_ratios(quick=not a.full, progress=prog)
     failed = []

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 
 from ..live import capture as live_capture
 from ..live.capture import DEFAULT_MAX_BYTES, PartialCaptureError
 from ..live.reproduce import format_report, reproduce_thread
-from ._registry import command, int_arg, make_progress
+from ._registry import command, int_arg, make_progress, real_arg
 
 
 @command("capture", "capture a live process's page tables from /proc into a snapshot")
 def _capture_args(p):
-    p.add_argument("--pid", type=int, required=True, help="process to capture")
+    p.add_argument("--pid", type=int_arg("pid"), required=True, help="process to capture")
     p.add_argument("-o", "--output", required=True, help="snapshot file to write (.npz)")
     p.add_argument("--anon", action="store_true", help="only anonymous VMAs")
     p.add_argument(
@@ -39,9 +40,10 @@ def _capture_args(p):
     )
     p.add_argument(
         "--max-gib",
-        type=float,
+        type=real_arg("max_gib", 0, 2**34, "a number of GiB (2**34 GiB spans the 64-bit space)"),
         default=DEFAULT_MAX_BYTES / 2**30,
-        help="refuse to scan more virtual memory than this (default: %(default)s)",
+        help="refuse to scan more virtual memory than this many GiB, at most 2**34 "
+        "(default: %(default)s)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress on stderr (--no-progress)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
@@ -95,18 +97,25 @@ def _capture_with(a, prog) -> int:
     return 0
 
 
-def _bytes(text: str) -> int:
+def _bytes(field: str, text: str) -> int:
+    """A byte count such as ``2M``, ``64K``, ``4096`` or ``0x1000``; errors name ``field``."""
     t = text.strip().lower()
+    bad = ValueError(
+        f"{field}: {text!r} is not a byte count (a finite number of bytes, e.g. 2M, 64K, 4096)"
+    )
     for suffix, mult in (("kib", 1 << 10), ("mib", 1 << 20), ("k", 1 << 10), ("m", 1 << 20)):
         if t.endswith(suffix):
             try:
-                return int(float(t[: -len(suffix)]) * mult)
+                value = float(t[: -len(suffix)])
             except ValueError:
-                break
+                raise bad from None
+            if not math.isfinite(value):
+                raise bad
+            return int(value * mult)
     try:
         return int(t, 0)
     except ValueError:
-        raise ValueError(f"size: {text!r} is not a byte count (e.g. 2M, 64K, 4096)") from None
+        raise bad from None
 
 
 @command(
@@ -136,7 +145,8 @@ def _reproduce_args(p):
 
 @_reproduce_args
 def _reproduce(a) -> int:
-    r = reproduce_thread(_bytes(a.size), _bytes(a.below), lazyfree=not a.no_lazyfree)
+    size, below = _bytes("size", a.size), _bytes("below", a.below)
+    r = reproduce_thread(size, below, lazyfree=not a.no_lazyfree)
     if a.json:
         json.dump(r, sys.stdout, indent=2)
         sys.stdout.write("\n")

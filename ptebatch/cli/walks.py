@@ -30,8 +30,8 @@ def _walk_args(p, *, scan: bool) -> None:
     p.add_argument(
         "--kernel",
         default="6.16",
-        help="kernel release (6.9 .. 7.0, e.g. 6.15, 6.15.7, 6.18) or gen1/gen1b/gen2 "
-        "(default: %(default)s)",
+        help="kernel release (6.9 .. 7.0, e.g. 6.15, 6.15.7, 6.18), gen1/gen1b/gen2, or "
+        "gen2:RELEASE for a release newer than 7.0 (default: %(default)s)",
     )
     p.add_argument(
         "--flags",
@@ -53,7 +53,7 @@ def _walk_args(p, *, scan: bool) -> None:
             default=0,
             metavar="BYTES",
             help="mremap: destination minus source address, page-aligned, may be "
-            "negative, e.g. 0x1ff000 (default: 0)",
+            "negative (--move-by -0x1ff000 or --move-by=-0x1ff000), e.g. 0x1ff000 (default: 0)",
         )
     p.add_argument(
         "--oob",
@@ -85,7 +85,11 @@ def _walk_args(p, *, scan: bool) -> None:
         help="also write the selected batches to FILE: .csv, or .npz (columns)",
     )
     rows.add_argument(
-        "--min-nr", type=int, default=None, metavar="N", help="rows of at least N PTEs"
+        "--min-nr",
+        type=int_arg("min_nr"),
+        default=None,
+        metavar="N",
+        help="rows of at least N PTEs",
     )
     rows.add_argument(
         "--reason",
@@ -306,11 +310,13 @@ def _info(a) -> int:
 def _demo_args(p):
     p.add_argument(
         "--folios",
-        type=int,
+        type=int_arg("n_folios"),
         default=100_000,
         help="folios in the synthetic space (default: %(default)s)",
     )
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument(
+        "--seed", type=int_arg("seed"), default=0, help="random seed (default: %(default)s)"
+    )
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
 
 

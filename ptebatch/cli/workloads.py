@@ -50,7 +50,7 @@ def _add_knobs(p, *, sweep: bool) -> None:
     p.add_argument(
         "--vma-tables",
         dest="vma_tables",
-        type=str if sweep else int,
+        type=str if sweep else int_arg("vma_tables"),
         default=None if sweep else defaults["vma_tables"],
         metavar="TABLES",
         help=f"page tables (2 MiB each) per VMA where folios were faulted; VMAs there are "
@@ -128,7 +128,7 @@ def _words(text: str) -> list[str]:
 def _gen_args(p):
     p.add_argument(
         "--folios",
-        type=int,
+        type=int_arg("n_folios"),
         required=True,
         help="folios to map (count), 4 KiB order-0 ones included. Only the large folios are "
         "listed in the snapshot's folio arrays (and in 'ptebatch info'); an order-0 folio is "
@@ -137,7 +137,7 @@ def _gen_args(p):
     )
     p.add_argument(
         "--seed",
-        type=int,
+        type=int_arg("seed"),
         default=0,
         help="random seed; same seed, same bytes (default: %(default)s)",
     )
@@ -172,7 +172,8 @@ def _run_args_common(p, *, plot: bool = False) -> None:
     p.add_argument(
         "--kernels",
         default="6.15,6.16",
-        help="kernel releases, comma-separated (6.9 .. 7.0, e.g. 6.14,6.15,6.15.7,6.16,6.18) "
+        help="kernel releases, comma-separated (6.9 .. 7.0, e.g. 6.14,6.15,6.15.7,6.16,6.18; "
+        "gen1/gen1b/gen2; gen2:RELEASE for a release newer than 7.0) "
         "(default: %(default)s)",
     )
     p.add_argument(
@@ -195,9 +196,9 @@ def _run_args_common(p, *, plot: bool = False) -> None:
         type=int_arg("move_by"),
         default=0,
         metavar="BYTES",
-        help="mremap rows: destination minus source address, page-aligned (a multiple "
-        "of 2 MiB, the default 0 too, moves whole tables by their PMD) "
-        "(default: 0)",
+        help="mremap rows: destination minus source address, page-aligned, may be negative "
+        "(--move-by -0x1ff000); a multiple of 2 MiB, the default 0 too, moves whole tables by "
+        "their PMD (default: 0)",
     )
     p.add_argument(
         "--clamps",

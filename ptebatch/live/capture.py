@@ -364,6 +364,8 @@ def capture_detailed(
     """
     t0 = time.perf_counter()
     pid = _check_arguments(pid, pmd)
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, (int, np.integer)) or max_bytes < 1:
+        raise ValueError(f"max_bytes: must be a positive integer (bytes), got {max_bytes!r}")
     rng = _norm_ranges(start, end, ranges)
     report = _progress_fn(progress)
     start_time = _start_time(pid)

@@ -23,7 +23,7 @@ from ..progress import as_hook
 from ..reasons import FINDINGS
 from ..releases import resolve_kernel
 from ..results import SCAN_REASONS
-from ..space import AddressSpace, load
+from ..space import MAX_FOLIO_NR, AddressSpace, load
 from .generator import generate
 from .layouts import thread_layout
 
@@ -457,4 +457,39 @@ def read_rows(path) -> list[dict]:
         raise ValueError(
             f"{path}: expected the JSON list of rows that 'ptebatch run --json' prints"
         )
+    for i, r in enumerate(rows):
+        problem = _row_problem(r)
+        if problem:
+            raise ValueError(f"{path}: row {i}: {problem}")
     return rows
+
+
+# The count columns of a row, besides stop_* and find_*: non-negative integers.
+_COUNT_KEYS = ("batches", "multi_batches", "table_overruns", "vma_overruns")
+
+
+def _is_count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _row_problem(r: dict) -> str | None:
+    """What breaks the rules of a saved row (None when nothing does)."""
+    if not isinstance(r["walk"], str):
+        return f"walk: expected a string, got {r['walk']!r}"
+    if "batches" not in r:
+        return "batches: missing (every row counts its batches)"
+    for k, v in r.items():
+        if (k in _COUNT_KEYS or k.startswith(("stop_", "find_"))) and not _is_count(v):
+            return f"{k}: expected a count (an integer >= 0), got {v!r}"
+    hist = r["batch_size_hist"]
+    if not isinstance(hist, dict):
+        return f"batch_size_hist: expected an object {{size: batches}}, got {type(hist).__name__}"
+    for k, v in hist.items():
+        if not (k.isascii() and k.isdigit() and 1 <= int(k) <= MAX_FOLIO_NR):
+            return (
+                f"batch_size_hist: sizes must be integers from 1 to {MAX_FOLIO_NR} (no batch "
+                f"is longer than a folio), got {k!r}"
+            )
+        if not _is_count(v):
+            return f"batch_size_hist: counts must be integers >= 0, got {v!r} for size {k}"
+    return None

@@ -95,6 +95,8 @@ _BASE_PAGE = _BASE_VA >> PAGE_SHIFT  # first page of the unmoved region
 _FIRST_TABLE = _BASE_PAGE // PTRS_PER_PTE  # its table number (VA >> 21)
 _MAX_GAP = 32  # pages between moved VMAs: 1 .. _MAX_GAP
 _USER_TOP = 1 << 47  # x86-64 4-level user address space
+# The most tables one VMA can have: more would not fit between the base and the top.
+MAX_VMA_TABLES = (_USER_TOP - _BASE_VA) // (PTRS_PER_PTE << PAGE_SHIFT)
 _THRESH_BITS = 21  # per-entry rates are resolved to 1 / 2**21
 _FOLIO_BYTES = 96  # per-folio working arrays, bytes (estimate)
 
@@ -356,9 +358,12 @@ def generate(
     if (
         isinstance(vma_tables, bool)
         or not isinstance(vma_tables, (int, np.integer))
-        or vma_tables < 1
+        or not 1 <= vma_tables <= MAX_VMA_TABLES
     ):
-        raise ValueError(f"vma_tables: must be an integer >= 1, got {vma_tables!r}")
+        raise ValueError(
+            f"vma_tables: must be an integer from 1 to {MAX_VMA_TABLES:,} (a VMA of that many "
+            f"2 MiB tables fills the 128 TiB user address space), got {vma_tables!r}"
+        )
     mix = parse_sizes(sizes)
     a = get_arch(arch)
     rates["soft_dirty"] = _arch_rate(
@@ -375,6 +380,7 @@ def generate(
 
     orders_k = np.array(sorted(mix), dtype=np.int64)
     p = np.array([mix[o] for o in orders_k], dtype=np.float64)
+    p /= p.max()  # first, so that weights near the float maximum do not sum to inf
     p /= p.sum()
     mean_nr = float(np.sum(p * (2.0**orders_k)))
     need = n * (mean_nr * 8 * (1 + 1 / vma_tables) + _FOLIO_BYTES)
