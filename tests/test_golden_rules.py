@@ -290,3 +290,29 @@ def test_gen1_ignore_soft_dirty_only_with_its_flag(impl):
     r = impl.folio_pte_batch(arr, 0, 8, PFN, 8, kernel="6.14")
     assert (r.nr, r.reason) == (3, "bit_mismatch")
     assert impl.folio_pte_batch(arr, 0, 8, PFN, 8, kernel="6.14", flags=2).nr == 8
+
+
+# -- pmd_addr_end: compared minus one, so an end of 0 is the top (section 1) -------------------
+
+
+def _jit_pmd_addr_end(addr, end):
+    from ptebatch._jit.pte import pmd_addr_end
+
+    with np.errstate(over="ignore"):  # without the JIT, end - 1 wraps in NumPy scalars
+        return int(pmd_addr_end(np.uint64(addr), np.uint64(end)))
+
+
+@pytest.mark.parametrize("impl", [_jit_pmd_addr_end, pb.naive.pmd_addr_end], ids=["jit", "naive"])
+def test_pmd_addr_end_treats_end_0_as_the_top(impl):
+    """Kills: pmd_addr_end comparing the plain values (then end 0 would be below everything).
+
+    No VMA of a space ends at 0, so no walk reaches this case: it is checked directly."""
+    top = 1 << 64
+    # end 0 is the top of the address space: the next 2 MiB boundary is lower
+    assert impl(0x1000, 0) == 0x200000
+    # a boundary that wraps to 0 is still the larger one: end wins
+    assert impl(top - 0x1000, top - 0x800) == top - 0x800
+    # ordinary cases: the lower of the two
+    assert impl(0x1000, 0x3000) == 0x3000
+    assert impl(0x1000, 0x400000) == 0x200000
+    assert impl(0x200000, 0x400000) == 0x400000  # a boundary-aligned addr: the next one
