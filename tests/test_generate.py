@@ -724,3 +724,106 @@ def test_generate_cli_arch_and_contpte(tmp_path, capsys):
             and needle in err
         ), err
         assert not (tmp_path / "x.npz").exists()
+
+
+# -- per-knob seed checks: every random stream follows the seed ----------------------------------
+#
+# A knob whose random stream ignored the seed would still give different spaces for two
+# seeds, because the layout streams differ (the old check only compared whole spaces).  So
+# each knob gets a measure that does not depend on where folios land (a count over all
+# folios or entries, or with every folio moved, the PFNs in address order, which follow
+# the folio order), with every other knob off.  The test then checks both directions: three
+# seeds give more than one value, and with that knob's stream frozen to one seed
+# (``_stream(0, k)``) all three seeds give the same value, which shows the measure would
+# catch a stream that ignores the seed.
+
+_OFF = dict(
+    sizes="mthp16",
+    moved=0.0,
+    straddle=0.0,
+    partial=0.0,
+    holes=0.0,
+    vma_split=0.0,
+    lazyfree=0.0,
+    write=0.0,
+    young=0.0,
+    dirty=0.0,
+    soft_dirty=0.0,
+    uffd_wp=0.0,
+    mixed_write=0.0,
+    vma_tables=100000,  # one VMA for the unmoved region: a VMA count counts moves and splits
+)
+
+
+def _present(s):
+    flat = s.ptes.reshape(-1)
+    return flat[(flat & np.uint64(pb.get_arch(s.arch).present)) != 0]
+
+
+def _count_bit(bit):
+    return lambda s: int(np.count_nonzero(_present(s) & np.uint64(bit)))
+
+
+def _crossing_vmas(s):
+    return int(
+        np.count_nonzero((s.vma_start >> np.uint64(21)) != ((s.vma_end - 1) >> np.uint64(21)))
+    )
+
+
+def _pfns_in_va_order(s):
+    return tuple((_present(s) >> np.uint64(12)).tolist())  # tables are stored in address order
+
+
+# knob -> (its stream number in generator._build, the knobs that turn it on, the measure)
+_KNOB_STREAMS = {
+    "sizes": (
+        0,
+        dict(sizes="mthp-mixed"),
+        lambda s: (sorted(s.folio_nr.tolist()), _present(s).size),
+    ),
+    "moved": (1, dict(moved=0.5), lambda s: s.n_vmas),
+    "partial": (2, dict(partial=0.5), lambda s: _present(s).size),
+    "vma_split": (4, dict(vma_split=0.5), lambda s: s.n_vmas),
+    "straddle": (5, dict(moved=1.0, straddle=0.5), _crossing_vmas),
+    "shuffle_pfn": (6, dict(moved=1.0, shuffle_pfn=True), _pfns_in_va_order),
+    "write": (7, dict(write=0.5), _count_bit(X86.write)),
+    "soft_dirty": (8, dict(soft_dirty=0.5), _count_bit(X86.soft_dirty)),
+    "uffd_wp": (9, dict(uffd_wp=0.5), _count_bit(X86.uffd_wp)),
+    "mixed_write": (10, dict(write=1.0, mixed_write=0.5), _count_bit(X86.write)),
+    "lazyfree": (11, dict(lazyfree=0.5), lambda s: int(np.count_nonzero(s.folio_flags == 1))),
+    "holes": (12, dict(holes=0.3), lambda s: _present(s).size),
+    "young": (12, dict(young=0.5), _count_bit(X86.young)),
+    "dirty": (12, dict(dirty=0.5), _count_bit(X86.bits["DIRTY"])),
+    # 1536 folios of 16 pages fill 48 tables: the same addresses for every seed, so the
+    # fold count depends only on the fold stream's key
+    "contpte": (
+        13,
+        dict(arch="arm64", sizes="mthp64", contpte=0.5),
+        _count_bit(ARM64.cont),
+    ),
+}
+
+
+def test_every_randomised_knob_has_a_seed_check():
+    import inspect
+
+    params = inspect.signature(pb.generate).parameters
+    not_random = {"n_folios", "seed", "vma_tables", "arch", "progress"}
+    assert set(params) - not_random == set(_KNOB_STREAMS)
+
+
+@pytest.mark.parametrize("knob", sorted(_KNOB_STREAMS))
+def test_changing_only_the_seed_changes_what_each_knob_draws(knob, monkeypatch):
+    from ptebatch.workloads import generator as gen_mod
+
+    stream, on, measure = _KNOB_STREAMS[knob]
+    kw = {**_OFF, **on}
+    if kw.get("arch") == "arm64":
+        kw["soft_dirty"] = None  # arm64 has no soft-dirty bit
+    seeds = (1, 2, 3)
+    values = [measure(pb.generate(1536, seed=seed, **kw)) for seed in seeds]
+    assert len({repr(v) for v in values}) > 1, f"{knob}: the seed changes nothing it draws"
+    real = gen_mod._stream
+    monkeypatch.setattr(gen_mod, "_stream", lambda seed, i: real(0 if i == stream else seed, i))
+    frozen = [measure(pb.generate(1536, seed=seed, **kw)) for seed in seeds]
+    assert len({repr(v) for v in frozen}) == 1, f"{knob}: the measure sees other streams"
