@@ -3,7 +3,7 @@
 The equivalence tests compare the compiled walks with the naive twin, so a wrong rule
 written into both passes them.  Each case here pins one kernel rule from docs/model.md
 with values derived by hand in its comment, and runs against both twins.  The mutant
-each case kills is named in its docstring; ``scripts/mutants.py`` applies those mutants
+each case kills is named in its docstring; ``tests/mutants.py`` applies those mutants
 to both twins and runs these tests.
 """
 

@@ -10,9 +10,9 @@ all pass.
 
 Usage (from the repository root)::
 
-    python scripts/mutants.py            # every mutant
-    python scripts/mutants.py --list     # the table, nothing run
-    python scripts/mutants.py --only contpte-gather-15 vma-overrun-gt
+    python tests/mutants.py            # every mutant
+    python tests/mutants.py --list     # the table, nothing run
+    python tests/mutants.py --only contpte-gather-15 vma-overrun-gt
 
 Exit status: 0 when every survivor is listed in ``ACCEPTED``; 1 when some other mutant
 survived; 2 when the run cannot judge (the unmutated subset fails, or a mutant's old text
