@@ -46,18 +46,15 @@ def folio(pfn0, nr, anon=True):
 
 def count(vfn, pfn, flags, vma=None, n_vmas=1, tails=(), cont=()):
     vma = np.zeros(len(vfn), dtype=np.intp) if vma is None else np.asarray(vma, dtype=np.intp)
-    tails = {int(t) for t in tails}
-
-    def tail_after(pfns):
-        return np.array([int(p) in tails for p in pfns], dtype=bool)
-
+    # the flags of each page's PFN + 1: a compound tail where listed in ``tails``
+    nxt = [TAIL if int(p) + 1 in set(tails) else 0 for p in pfn]
     return T.count_thp(
         np.asarray(vfn, dtype=np.uint64),
         np.asarray(pfn, dtype=np.uint64),
         np.asarray(flags, dtype=np.uint64),
+        np.asarray(nxt, dtype=np.uint64),
         vma,
         n_vmas,
-        tail_after,
         cont,
     )
 
@@ -505,3 +502,31 @@ def test_a_named_pid_that_is_gone_is_an_error():
     p.wait()
     with pytest.raises(ProcessLookupError):
         T.thpmaps([p.pid])
+
+
+@real
+def test_read_flags_agrees_with_reading_each_pfn(child):
+    pid, r = child
+    # PFNs of several layouts, out of order and repeated (as a shared page is)
+    pfn = np.concatenate([_pages(pid, *r[k])[0] for k in ("partial_hi", "pmd", "file_64k")])
+    pfn = np.concatenate((pfn, pfn[::-1][:40]))
+    fd = os.open("/proc/kpageflags", os.O_RDONLY)
+    try:
+        flags, nxt = T.read_flags(fd, pfn)
+        want = [int.from_bytes(os.pread(fd, 8, int(p) * 8), "little") for p in pfn]
+        want_next = [int.from_bytes(os.pread(fd, 8, (int(p) + 1) * 8), "little") for p in pfn]
+    finally:
+        os.close(fd)
+    assert flags.tolist() == want and nxt.tolist() == want_next
+
+
+@real
+def test_progress_counts_processes(child):
+    pid, _ = child
+    seen = []
+    T.thpmaps(
+        [pid, os.getpid()],
+        progress=lambda task, done, total, note="": seen.append((task, done, total)),
+    )
+    mine = [(d, t) for task, d, t in seen if task == "thpmaps"]
+    assert mine[0] == (0, 2) and mine[-1] == (2, 2)

@@ -161,7 +161,8 @@ def _parse_maps(text: str) -> list:
             out.append((Vma(**cur), fields))
 
     for line in text.splitlines():
-        m = _HEADER.match(line)
+        # field lines start with a capital ("Rss:"), VMA lines with a hex digit
+        m = None if "A" <= line[:1] <= "Z" else _HEADER.match(line)
         if m:
             flush()
             cur = dict(

@@ -69,6 +69,7 @@ from .procfs import (
     ProcessExitedError,
     Vma,
     _open,
+    _pread_into,
     _proc,
     _read_text,
     _stat,
@@ -229,7 +230,7 @@ def _add(shape: tuple, idx: tuple, values) -> np.ndarray:
     return out.reshape(shape)
 
 
-def count_thp(vfn, pfn, flags, vma, n_vmas: int, tail_after, cont_orders=()) -> Counts:
+def count_thp(vfn, pfn, flags, next_flags, vma, n_vmas: int, cont_orders=()) -> Counts:
     """Count THP pages per VMA by the tool's rules (see the module notes).
 
     Parameters
@@ -237,12 +238,12 @@ def count_thp(vfn, pfn, flags, vma, n_vmas: int, tail_after, cont_orders=()) -> 
     vfn, pfn, flags : numpy.ndarray of uint64
         Virtual page number, PFN and kpageflags of each present page, in
         address order.
+    next_flags : numpy.ndarray of uint64
+        kpageflags of each page's PFN + 1 (a range whose last page is followed
+        by a compound tail ends in a cut folio).
     vma : numpy.ndarray of intp
         Index of each page's VMA (non-decreasing).
     n_vmas : int
-    tail_after : callable
-        ``tail_after(pfns)``: whether each PFN (the page after a range) is a
-        compound tail.
     cont_orders : sequence of int
 
     Returns
@@ -253,6 +254,7 @@ def count_thp(vfn, pfn, flags, vma, n_vmas: int, tail_after, cont_orders=()) -> 
     vfn = np.asarray(vfn, dtype=np.uint64)[keep]
     pfn = np.asarray(pfn, dtype=np.uint64)[keep]
     fl = np.asarray(flags, dtype=np.uint64)[keep]
+    nfl = np.asarray(next_flags, dtype=np.uint64)[keep]
     vma = np.asarray(vma, dtype=np.intp)[keep]
     kind = ((fl & _ANON) == _U0).astype(np.intp)  # 0 anon, 1 file
     head = (fl & _HEAD) != _U0
@@ -289,7 +291,7 @@ def count_thp(vfn, pfn, flags, vma, n_vmas: int, tail_after, cont_orders=()) -> 
     # the range's last folio runs on past the range when the next PFN is a tail
     cut = np.zeros(rs.size, dtype=bool)
     if has.any():
-        cut[has] = np.asarray(tail_after(pfn[re_[has] - 1] + _U1), dtype=bool)
+        cut[has] = (nfl[re_[has] - 1] & _TAIL) != _U0
     # kind of the cut pages: the page before the cut folio's head, wrapping to the VMA's last
     before = last - 1
     wrap = before < vma_lo[rvma]
@@ -325,29 +327,40 @@ def count_thp(vfn, pfn, flags, vma, n_vmas: int, tail_after, cont_orders=()) -> 
     return Counts(aligned, unaligned, partial, cont)
 
 
-def _vma_counters(counts: Counts, i: int, pmd_kb: tuple, cont_orders) -> dict:
-    """The tool's counters (kB) of VMA ``i``; ``pmd_kb`` = (anon, file) PMD-mapped kB from smaps."""
-    out = {}
-    pmd_pages = [kb << 10 >> PAGE_SHIFT for kb in pmd_kb]
-    label_kb = _kb(PMD_ORDER)
-    out[f"anon-thp-pmd-aligned-{label_kb}kB"] = pmd_kb[0]
-    out[f"file-thp-pmd-aligned-{label_kb}kB"] = pmd_kb[1]
-    for k, kind in enumerate(("anon", "file")):
-        for how, arr in (("aligned", counts.aligned), ("unaligned", counts.unaligned)):
-            for o in range(MIN_ORDER, PMD_ORDER + 1):
-                pages = int(arr[k, i, o])
-                if how == "aligned" and o == PMD_ORDER:
-                    pages = max(0, pages - pmd_pages[k])
-                out[f"{kind}-thp-pte-{how}-{_kb(o)}kB"] = _pages_to_kb(pages)
-        out[f"{kind}-thp-pte-partial"] = _pages_to_kb(int(counts.partial[k, i]))
+def counter_table(counts: Counts, pmd_kb: np.ndarray, cont_orders) -> np.ndarray:
+    """The tool's counters (kB) of every VMA: one row per VMA, columns as :func:`counter_labels`.
+
+    ``pmd_kb[:, 0]`` / ``pmd_kb[:, 1]``: anon / file kB mapped by PMDs (smaps'
+    ``AnonHugePages``; ``ShmemPmdMapped + FilePmdMapped``).
+    """
+    pmd_kb = np.asarray(pmd_kb, dtype=np.int64).reshape(-1, 2)
+    pmd_pages = (pmd_kb << 10) >> PAGE_SHIFT
+    cols = [pmd_kb[:, 0], pmd_kb[:, 1]]
+    for k in (0, 1):
+        aligned = counts.aligned[k, :, MIN_ORDER : PMD_ORDER + 1].copy()
+        # PMD-mapped THPs show as aligned PMD-size folios in pagemap: taken off, floored at 0
+        aligned[:, -1] = np.maximum(0, aligned[:, -1] - pmd_pages[:, k])
+        cols += list(aligned.T)
+        cols += list(counts.unaligned[k, :, MIN_ORDER : PMD_ORDER + 1].T)
+        cols.append(counts.partial[k])
+    kb_cols = [c if i < 2 else _pages_to_kb(c) for i, c in enumerate(cols)]
     for c in _unique(cont_orders):
-        kb = _kb(c)
-        out[f"anon-cont-pmd-aligned-{kb}kB"] = pmd_kb[0]
-        out[f"file-cont-pmd-aligned-{kb}kB"] = pmd_kb[1]
-        for k, kind in enumerate(("anon", "file")):
-            pages = max(0, int(counts.cont[c][k, i]) - pmd_pages[k])
-            out[f"{kind}-cont-pte-aligned-{kb}kB"] = _pages_to_kb(pages)
-    return out
+        kb_cols += [pmd_kb[:, 0], pmd_kb[:, 1]]
+        for k in (0, 1):
+            kb_cols.append(_pages_to_kb(np.maximum(0, counts.cont[c][k] - pmd_pages[:, k])))
+    return np.column_stack(kb_cols) if kb_cols[0].size else np.zeros((0, len(kb_cols)), np.int64)
+
+
+def _vma_counters(counts: Counts, i: int, pmd_kb: tuple, cont_orders) -> dict:
+    """The tool's counters (kB) of VMA ``i`` as a dict (see :func:`counter_table`)."""
+    one = Counts(
+        counts.aligned[:, i : i + 1],
+        counts.unaligned[:, i : i + 1],
+        counts.partial[:, i : i + 1],
+        {c: v[:, i : i + 1] for c, v in counts.cont.items()},
+    )
+    row = counter_table(one, np.array([pmd_kb]), cont_orders)[0]
+    return dict(zip([label for label, _ in counter_labels(cont_orders)], row.tolist()))
 
 
 # -- reports ----------------------------------------------------------------------
@@ -697,6 +710,62 @@ def _flags_at(blocks: np.ndarray, kflags: np.ndarray, pfns: np.ndarray) -> np.nd
     return out
 
 
+MERGE_GAP = 64  # PFN runs closer than this are read in one pread (64 extra entries = 512 B)
+READ_MAX = 1 << 18  # entries per pread (2 MiB)
+
+
+def read_flags(kfd: int, pfn: np.ndarray) -> tuple:
+    """kpageflags of every page and of the PFN after it, one ``pread`` per stretch of PFNs.
+
+    Pages whose PFNs go up by one in address order form runs (a THP is one run);
+    each run, with the PFN after it, is a stretch of PFNs to read.  The stretches
+    are sorted and merged where they overlap or nearly touch, so a PFN mapped
+    many times (the zero page) is read once, and each page's flags are found by
+    its offset in the merged stretch: no per-page search.
+
+    Parameters
+    ----------
+    kfd : int
+        ``os.open("/proc/kpageflags", os.O_RDONLY)``.
+    pfn : numpy.ndarray of uint64
+
+    Returns
+    -------
+    flags, flags_next : numpy.ndarray of uint64
+        kpageflags of ``pfn`` and of ``pfn + 1`` (``KPF_NOPAGE`` past the end of memory).
+    """
+    n = pfn.size
+    if n == 0:
+        return np.zeros(0, np.uint64), np.zeros(0, np.uint64)
+    new = np.ones(n, dtype=bool)
+    new[1:] = pfn[1:] != pfn[:-1] + _U1
+    rs = np.flatnonzero(new)
+    lo = pfn[rs]
+    hi = np.append(pfn[rs[1:] - 1], pfn[-1]) + _U1  # the PFN after the run, inclusive
+    order = np.argsort(lo, kind="stable")
+    slo, shi = lo[order], hi[order]
+    # merge sorted stretches that overlap or lie within MERGE_GAP of the furthest end so far
+    reach = np.maximum.accumulate(shi)
+    start_ext = np.ones(slo.size, dtype=bool)
+    start_ext[1:] = slo[1:] > reach[:-1] + np.uint64(MERGE_GAP)
+    ext = np.cumsum(start_ext) - 1
+    e_lo = slo[start_ext]
+    e_hi = np.maximum.reduceat(shi, np.flatnonzero(start_ext))
+    e_len = (e_hi - e_lo + _U1).astype(np.int64)
+    e_off = np.concatenate(([0], np.cumsum(e_len)[:-1]))
+    buf = np.full(int(e_len.sum()), np.uint64(1 << KPF_NOPAGE), dtype=np.uint64)
+    for a, off, ln in zip(e_lo.tolist(), e_off.tolist(), e_len.tolist()):
+        for k in range(0, ln, READ_MAX):
+            m = min(READ_MAX, ln - k)
+            _pread_into(kfd, buf[off + k : off + k + m], (a + k) * 8)
+    # each run's offset in buf, then each page's
+    run_ext = np.empty(rs.size, dtype=np.int64)
+    run_ext[order] = ext
+    base = e_off[run_ext] - e_lo[run_ext].astype(np.int64)
+    pos = np.repeat(base, np.diff(np.append(rs, n))) + pfn.astype(np.int64)
+    return buf[pos], buf[pos + 1]
+
+
 def _read_entries(pid, pfd, vmas, report) -> tuple:
     """Present pages of ``vmas``: virtual page numbers, raw pagemap entries, VMA index."""
     vfn_parts, pm_parts, of_parts = [], [], []
@@ -746,15 +815,24 @@ def _scan_process(pid: int, kfd: int, cont, presets, report) -> ProcessReport:
             f"pagemap: present pages of process {pid} read PFN 0: the kernel hides PFNs "
             f"from readers without CAP_SYS_ADMIN; run as root"
         )
-    # the blocks of every mapped PFN and of the PFN after each (a range's end is checked there)
-    edge = pfn[(pfn & np.uint64(KPF_BLOCK - 1)) == np.uint64(KPF_BLOCK - 1)] + _U1
-    blocks, kflags = read_kpageflags(kfd, np.concatenate((pfn, edge)))
-    flags = _flags_at(blocks, kflags, pfn)
-
-    def tail_after(pfns):
-        return (_flags_at(blocks, kflags, pfns) & _TAIL) != _U0
-
-    counts = count_thp(vfn, pfn, flags, of, len(vmas), tail_after, cont)
+    if presets:
+        # whole aligned blocks: the capture finds folio boundaries beyond the mapped pages
+        edge = pfn[(pfn & np.uint64(KPF_BLOCK - 1)) == np.uint64(KPF_BLOCK - 1)] + _U1
+        blocks, kflags = read_kpageflags(kfd, np.concatenate((pfn, edge)))
+        flags = _flags_at(blocks, kflags, pfn)
+        next_flags = _flags_at(blocks, kflags, pfn + _U1)
+    else:
+        flags, next_flags = read_flags(kfd, pfn)
+    counts = count_thp(vfn, pfn, flags, next_flags, of, len(vmas), cont)
+    pmd_kb = np.array(
+        [
+            (f.get("AnonHugePages", 0), f.get("ShmemPmdMapped", 0) + f.get("FilePmdMapped", 0))
+            for f in (smaps[i][1] for i in scanned)
+        ],
+        dtype=np.int64,
+    )
+    rows = counter_table(counts, pmd_kb, cont).tolist()
+    labels = [label for label, _ in counter_labels(cont)]
     reports = []
     pos = {i: k for k, i in enumerate(scanned)}
     for i, (v, f) in enumerate(smaps):
@@ -762,18 +840,9 @@ def _scan_process(pid: int, kfd: int, cont, presets, report) -> ProcessReport:
         if i not in pos:
             reports.append(VmaReport(v, smaps_fields, False))
             continue
-        pmd_kb = (f.get("AnonHugePages", 0), f.get("ShmemPmdMapped", 0) + f.get("FilePmdMapped", 0))
         anon = f.get("Anonymous", 0)
-        reports.append(
-            VmaReport(
-                v,
-                smaps_fields,
-                True,
-                _vma_counters(counts, pos[i], pmd_kb, cont),
-                anon,
-                f.get("Rss", 0) - anon,
-            )
-        )
+        counters = dict(zip(labels, rows[pos[i]]))
+        reports.append(VmaReport(v, smaps_fields, True, counters, anon, f.get("Rss", 0) - anon))
     proc = ProcessReport(pid, comm, reports)
     if presets:
         _attach_batching(proc, st[1], vmas, scanned, vfn, pm, of, blocks, kflags, presets, t0)
