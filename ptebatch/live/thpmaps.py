@@ -9,8 +9,8 @@ the same counters, with the same names and the same numbers, and reads
 With ``batching`` it also runs the caller presets of :mod:`ptebatch.callers`
 over what it read (see :func:`thpmaps`).
 
-The rules (our words; docs/model.md, "Live reports", has the details)
---------------------------------------------------------------------
+The rules (our words; docs/model.md section 9 has the details)
+-------------------------------------------------------------
 Only VMAs with at least one of r/w/x and a non-zero smaps ``Rss`` are
 scanned.  Of their present pages, those whose kpageflags has THP (any large
 folio that is not hugetlb) are kept and cut into *ranges*: runs in which both
