@@ -21,6 +21,8 @@ generate, thread_layout, layouts, experiment, corpus, diff
 capture, capture_detailed, Capture, CaptureError, PartialCaptureError, ProcessExitedError,
 reproduce_thread
     Live page tables from /proc.
+thpmaps, ThpReport
+    The kernel's tools/mm/thpmaps counters for live processes, with batching on top.
 
 Where things live: the model (``arch``, ``space``, ``releases``, ``callers``,
 ``reasons``, ``results``); the JIT side (``engine`` with ``checks`` and
@@ -42,6 +44,7 @@ from .live.capture import (
     capture_detailed,
 )
 from .live.reproduce import reproduce_thread
+from .live.thpmaps import ThpReport, thpmaps
 from .releases import GENERATIONS, Generation, KernelProfile, resolve_kernel
 from .results import BatchResult, ScanResult, UnmapResult
 from .space import AddressSpace, load
@@ -91,5 +94,7 @@ __all__ = [
     "PartialCaptureError",
     "ProcessExitedError",
     "reproduce_thread",
+    "thpmaps",
+    "ThpReport",
     "__version__",
 ]

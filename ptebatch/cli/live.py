@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import time
 
 from ..live import capture as live_capture
 from ..live.capture import DEFAULT_MAX_BYTES, PartialCaptureError
@@ -153,3 +154,118 @@ def _reproduce(a) -> int:
     else:
         print(format_report(r))
     return 0
+
+
+@command(
+    "thpmaps",
+    "how transparent huge pages are mapped in live processes: the kernel's tools/mm/thpmaps "
+    "counters, with batching on top",
+)
+def _thpmaps_args(p):
+    who = p.add_mutually_exclusive_group()
+    who.add_argument(
+        "--pid",
+        type=int,
+        action="append",
+        default=None,
+        metavar="PID",
+        help="a process to scan (repeat for more); default: every process on the system",
+    )
+    who.add_argument(
+        "--cgroup",
+        default=None,
+        metavar="PATH",
+        help="every process of this cgroup directory (v1 or v2) and of the cgroups below it",
+    )
+    p.add_argument(
+        "--rollup", action="store_true", help="one sum over every VMA instead of a block per VMA"
+    )
+    p.add_argument(
+        "--cont",
+        action="append",
+        default=[],
+        metavar="SIZE",
+        help="also count memory mapped in aligned contiguous blocks of SIZE (e.g. 64K; a "
+        "power-of-two number of pages up to the PMD size; repeatable)",
+    )
+    p.add_argument("--inc-smaps", action="store_true", help="also show the additive smaps fields")
+    p.add_argument("--inc-empty", action="store_true", help="also show counters that are 0")
+    p.add_argument(
+        "--periodic",
+        type=int,
+        default=None,
+        metavar="MS",
+        help="report again every MS milliseconds until interrupted",
+    )
+    p.add_argument(
+        "--count",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --periodic: stop after N reports",
+    )
+    p.add_argument(
+        "--batching",
+        action="store_true",
+        help="add, per VMA and in the rollup, what each caller preset does on these mappings",
+    )
+    p.add_argument(
+        "--caller",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="with --batching: a caller preset (repeatable; default: zap, fork-private, "
+        "lazyfree, mprotect)",
+    )
+    p.add_argument(
+        "--kernel",
+        action="append",
+        default=None,
+        metavar="RELEASE",
+        help="with --batching: a release (repeatable; default: the running kernel's and the "
+        "newest modelled)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr (--no-progress)")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object (with --periodic: one per line)",
+    )
+
+
+@_thpmaps_args
+def _thpmaps(a) -> int:
+    from ..live.thpmaps import default_presets, thpmaps
+
+    if (a.caller or a.kernel) and not a.batching:
+        raise ValueError("--caller/--kernel: choose batching presets; give --batching too")
+    if a.periodic is not None and a.periodic <= 0:
+        raise ValueError(f"--periodic: must be a positive number of milliseconds, got {a.periodic}")
+    if a.count is not None and (a.periodic is None or a.count <= 0):
+        raise ValueError("--count: must be positive, and only goes with --periodic")
+    presets = default_presets(a.caller, a.kernel) if a.batching else None
+    done = 0
+    while True:
+        with make_progress(a) as prog:
+            r = thpmaps(a.pid, cgroup=a.cgroup, cont=a.cont, batching=presets, progress=prog)
+        if a.json:
+            obj = r.to_json(rollup=a.rollup, inc_smaps=a.inc_smaps)
+            if a.periodic is None:
+                json.dump(obj, sys.stdout, indent=2)
+            else:
+                json.dump(obj, sys.stdout, separators=(",", ":"))
+            sys.stdout.write("\n")
+        else:
+            text = r.format(rollup=a.rollup, inc_empty=a.inc_empty, inc_smaps=a.inc_smaps)
+            if text:
+                print(text)
+            if a.periodic is not None:
+                print()
+        sys.stdout.flush()
+        if not (a.quiet or a.json):
+            for pid, why in r.skipped:
+                sys.stderr.write(f"ptebatch: note: skipped pid {pid}: {why}\n")
+        done += 1
+        if a.periodic is None or (a.count is not None and done >= a.count):
+            return 0
+        time.sleep(a.periodic / 1000)

@@ -372,6 +372,35 @@ def capture_detailed(
     comm, pieces, skipped, total, read = _read_process(
         pid, start_time, rng, anon_only, name, max_bytes, report
     )
+    return build_capture(pid, comm, start_time, pieces, skipped, total, read, pmd, t0)
+
+
+def build_capture(pid, comm, start_time, pieces, skipped, total, read, pmd, t0) -> Capture:
+    """The :class:`Capture` of entries already read from pagemap and kpageflags.
+
+    Parameters
+    ----------
+    pid : int
+    comm : str
+    start_time : str
+        The process's start time when the reads began (``/proc/PID/stat``).
+    pieces : list of (Vma, int, int)
+        The VMAs (clipped) the entries come from, in address order.
+    skipped : list of (Vma, str)
+    total : int
+        Virtual bytes read.
+    read : tuple
+        ``(va, pm, piece_of, blocks, kflags)``: addresses and raw pagemap
+        entries of the present (or swapped) pages in address order, the
+        index of each one's piece, and :func:`read_kpageflags` of their PFNs.
+    pmd : {"pte", "skip"}
+    t0 : float
+        ``time.perf_counter()`` when the capture began.
+
+    Returns
+    -------
+    Capture
+    """
     va, pm, piece_of, blocks, kflags = read
     present, pfn = _present_pfns(pid, pm)
     problems = _changed_vmas(pid, start_time, pieces)

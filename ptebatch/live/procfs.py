@@ -129,16 +129,40 @@ def read_vmas(pid: int, *, smaps: bool = True) -> list:
     list of Vma
         In address order.
     """
-    text = _read_text(pid, "smaps" if smaps else "maps")
-    vmas: list[Vma] = []
+    if smaps:
+        return [v for v, _ in read_smaps(pid)]
+    return [v for v, _ in _parse_maps(_read_text(pid, "maps"))]
+
+
+def read_smaps(pid: int) -> list:
+    """Parse /proc/PID/smaps: every VMA with its numeric fields.
+
+    Parameters
+    ----------
+    pid : int
+
+    Returns
+    -------
+    list of (Vma, dict)
+        In address order; the dict maps each numeric field (``Rss``,
+        ``Anonymous``, ``AnonHugePages``...) to its value (kB for sizes), in
+        the order smaps lists them.
+    """
+    return _parse_maps(_read_text(pid, "smaps"))
+
+
+def _parse_maps(text: str) -> list:
+    out: list = []
     cur: dict | None = None
+    fields: dict = {}
 
     def flush():
         if cur is not None:
-            vmas.append(Vma(**cur))
+            out.append((Vma(**cur), fields))
 
     for line in text.splitlines():
-        m = _HEADER.match(line)
+        # field lines start with a capital ("Rss:"), VMA lines with a hex digit
+        m = None if "A" <= line[:1] <= "Z" else _HEADER.match(line)
         if m:
             flush()
             cur = dict(
@@ -152,16 +176,21 @@ def read_vmas(pid: int, *, smaps: bool = True) -> list:
                 vmflags=frozenset(),
                 pmd_mapped_bytes=0,
             )
+            fields = {}
             continue
         if cur is None:
             continue
-        if line.startswith("VmFlags:"):
-            cur["vmflags"] = frozenset(line.split()[1:])
-        elif line.startswith(("AnonHugePages:", "ShmemPmdMapped:", "FilePmdMapped:")):
-            parts = line.split()
-            cur["pmd_mapped_bytes"] += int(parts[1]) * 1024
+        key, _, rest = line.partition(":")
+        if key == "VmFlags":
+            cur["vmflags"] = frozenset(rest.split())
+            continue
+        parts = rest.split()
+        if parts and parts[0].isdigit():
+            fields[key] = int(parts[0])
+            if key in ("AnonHugePages", "ShmemPmdMapped", "FilePmdMapped"):
+                cur["pmd_mapped_bytes"] += int(parts[0]) * 1024
     flush()
-    return vmas
+    return out
 
 
 def _open(path: str, what: str) -> int:
