@@ -341,12 +341,15 @@ def unmap(
     bounds_ = chunk_bounds(item_bound.astype(np.float64), n_ch)
     starts, ends = bounds_[:-1], bounds_[1:]
     mode = int(preset.rule.unmap_mode)
+    # the entries unmapped so far, one bit each (the snapshot itself is never written)
+    gone = np.zeros((flat.shape[0] + 7) // 8, dtype=np.uint8)
 
     def run_round(ch_pos, ch_end, ch_o, ch_o_end, bufs, active):
         counts = tally.round_arrays(active.size)
         with threads(parallel):
             try_to_unmap.unmap_chunks(
                 flat,
+                gone,
                 g0,
                 va,
                 vma,

@@ -330,8 +330,8 @@ def test_thread_layout_adjacent_batch_clears_the_next_tables_entries(impl):
     assert adj.nr.tolist() == [16] and adj.table_overruns == 1
     # Split at the boundary, table B's entries belong to VMA B.  The same batch
     # takes them, so they are none when B would be walked, and the folio is no
-    # longer mapped: one row.  Evaluated against the snapshot, B's walk would add
-    # a batch of 15 (entries 0-14, pages 1-15, folio_end).
+    # longer mapped: one row.  Evaluated against the snapshot, B's walk would
+    # unmap entries 0-14 again, one at a time (6.15 batches from page 0 only).
     split = impl.unmap(_thread_split_at_boundary(), kernel="6.15", oob="adjacent")
     assert split.nr.tolist() == [16]
     assert split.table_overruns == 1 and split.vma_overruns == 1
