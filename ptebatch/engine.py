@@ -28,6 +28,7 @@ from .planning import (
     readonly,
     run_counts_only,
     segments,
+    unmap_chunk_starts,
     use_threads,
 )
 from .progress import as_hook
@@ -329,16 +330,20 @@ def unmap(
     g0, g1, va, vma, vma_end, _ = derived(space, ("segments", 0), segments)
     fpfn, fnr, fidx, fbase, fshift = derived(space, "folio_index", folio_index)
 
-    run_g, run_len, run_f, run_seg = _folio_runs(
+    run_g, run_len, run_f, run_reach, run_seg = _folio_runs(
         flat, g0, g1, fpfn, fnr, fidx, fbase, fshift, cfg, parallel
     )
+    # clearing makes folios that touch common entries depend on their order:
+    # chunks start only where no such pair is split
+    allowed = unmap_chunk_starts(run_g, run_len, run_reach, run_f)
+    del run_reach
     item_f, item_r0, item_r1, item_bound, run_g, run_len, run_seg = _group_by_folio(
         run_g, run_len, run_f, run_seg
     )
     parallel = use_threads(parallel, int(item_bound.sum()))
     tally = _Tally(rows, space, progress, "unmap")
     n_ch = tally.chunks(parallel, item_f.size, int(item_bound.sum()))
-    bounds_ = chunk_bounds(item_bound.astype(np.float64), n_ch)
+    bounds_ = chunk_bounds(item_bound.astype(np.float64), n_ch, allowed)
     starts, ends = bounds_[:-1], bounds_[1:]
     mode = int(preset.rule.unmap_mode)
     # the entries unmapped so far, one bit each (the snapshot itself is never written)
@@ -406,10 +411,10 @@ def _folio_runs(flat, g0, g1, fpfn, fnr, fidx, fbase, fshift, cfg, parallel):
     dummy_i = np.zeros(0, dtype=np.int64)
     index = (fpfn, fnr, fidx, fbase, fshift)
     with threads(parallel):
-        try_to_unmap.folio_runs(flat, g0, g1, *index, cfg, counts, counts, *[dummy_i] * 4, False)
+        try_to_unmap.folio_runs(flat, g0, g1, *index, cfg, counts, counts, *[dummy_i] * 5, False)
     offsets = np.concatenate(([0], np.cumsum(counts)))[:-1].astype(np.int64)
     n_runs = int(counts.sum())
-    runs = [np.empty(n_runs, dtype=np.int64) for _ in range(4)]  # g, len, folio, segment
+    runs = [np.empty(n_runs, dtype=np.int64) for _ in range(5)]  # g, len, folio, reach, segment
     with threads(parallel):
         try_to_unmap.folio_runs(flat, g0, g1, *index, cfg, counts, offsets, *runs, True)
     return runs

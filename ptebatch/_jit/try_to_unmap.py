@@ -20,17 +20,35 @@ from .tally import count_batch, keep_row
 
 @jit()
 def runs_in_segment(
-    flat, g0, g1, folio_pfn, folio_nr, fidx, fbase, fshift, cfg, out_g, out_len, out_f, o, write
+    flat,
+    g0,
+    g1,
+    folio_pfn,
+    folio_nr,
+    fidx,
+    fbase,
+    fshift,
+    cfg,
+    out_g,
+    out_len,
+    out_f,
+    out_reach,
+    o,
+    write,
 ):
     """Maximal runs of entries in [g0, g1) that map the same large folio.
 
     The PFN range of the last folio (or gap between folios) is remembered, so
-    entries of one folio cost no search.
+    entries of one folio cost no search.  ``out_reach`` is the end of what a
+    batch from any entry of the run can read or clear: an entry mapping page p
+    of a folio ending at PFN e gives ``g + (e - p)`` (max_nr is cut at the
+    folio's end from 6.15 on, the first release whose reclaim batches).
     """
     pmask = cfg.present
     n = 0
     cur_f = -1  # folio of the open run, -1 when none is open
     run_start = 0
+    reach = 0
     span_f = -1  # folio (or -1: a gap) whose PFN range is [span_lo, span_hi)
     span_lo = ONE
     span_hi = ZERO
@@ -53,9 +71,13 @@ def runs_in_segment(
                     out_g[o + n] = run_start
                     out_len[o + n] = g - run_start
                     out_f[o + n] = cur_f
+                    out_reach[o + n] = reach
                 n += 1
             cur_f = f
             run_start = g
+            reach = g
+        if f >= 0:
+            reach = max(reach, g + np.int64(span_hi - pte_pfn(flat[g], cfg)))
     return n
 
 
@@ -75,6 +97,7 @@ def folio_runs(
     out_g,
     out_len,
     out_f,
+    out_reach,
     out_seg,
     write,
 ):
@@ -93,6 +116,7 @@ def folio_runs(
             out_g,
             out_len,
             out_f,
+            out_reach,
             offsets[s],
             write,
         )
