@@ -108,7 +108,7 @@ def chunk_bounds(
     return cuts.astype(np.int64)
 
 
-def unmap_chunk_starts(run_g, run_len, run_reach, run_f) -> np.ndarray:
+def unmap_chunk_starts(run_g, run_len, run_reach, run_f, item_f, n_folios) -> np.ndarray:
     """Where a chunk of the unmap's folios (in PFN order) may start.
 
     An unmap clears the entries it takes, so two folios whose walks can touch
@@ -119,14 +119,14 @@ def unmap_chunk_starts(run_g, run_len, run_reach, run_f) -> np.ndarray:
     entries are 2 whole bytes of the cleared bitmap, so chunks never write the
     same byte).  Runs are in flat order; a run whose window overlaps the
     windows before it joins their group (an interval graph: it is enough to
-    link it to the one reaching furthest).  A link between the folios at PFN
-    ranks ``a < b`` forbids a chunk start at every rank in ``(a, b]``.
+    link it to the one reaching furthest).  A link between folios ``a < b``
+    (folio indexes are in PFN order) forbids a chunk start at every folio in
+    ``(a, b]``.
 
-    Returns a bool array over the distinct folios of ``run_f``, ascending.
+    Returns a bool array over ``item_f`` (the walked folios, ascending).
     """
-    folios = np.unique(run_f)
     n = run_g.size
-    allowed = np.ones(folios.size, dtype=np.bool_)
+    allowed = np.ones(item_f.size, dtype=np.bool_)
     if n < 2:
         return allowed
     block = np.int64(15)
@@ -134,15 +134,16 @@ def unmap_chunk_starts(run_g, run_len, run_reach, run_f) -> np.ndarray:
     hi = (np.maximum(run_g + run_len, run_reach) + block) & ~block
     reach = np.maximum.accumulate(hi)
     holder = np.maximum.accumulate(np.where(hi == reach, np.arange(n), 0))
+    del hi
     link = np.flatnonzero(lo[1:] < reach[:-1])  # run link+1 overlaps the runs before it
-    rank = np.searchsorted(folios, run_f)
-    a = rank[link + 1]
-    b = rank[holder[link]]
+    del lo, reach
+    a = run_f[link + 1]
+    b = run_f[holder[link]]
     first, last = np.minimum(a, b), np.maximum(a, b)
-    bumps = np.bincount(first + 1, minlength=folios.size + 1) - np.bincount(
-        last + 1, minlength=folios.size + 1
+    bumps = np.bincount(first + 1, minlength=n_folios + 1) - np.bincount(
+        last + 1, minlength=n_folios + 1
     )
-    allowed[np.cumsum(bumps)[: folios.size] > 0] = False
+    allowed[np.cumsum(bumps)[item_f] > 0] = False
     return allowed
 
 

@@ -498,10 +498,10 @@ def test_unmap_chunk_starts_keep_folios_that_touch_common_entries_together():
     run_len = np.array([16, 8, 4, 2, 2], dtype=np.int64)
     run_reach = np.array([16, 30, 40, 50, 52], dtype=np.int64)
     run_f = np.array([5, 2, 9, 1, 7], dtype=np.int64)
-    got = unmap_chunk_starts(run_g, run_len, run_reach, run_f)
+    got = unmap_chunk_starts(run_g, run_len, run_reach, run_f, np.array([1, 2, 5, 7, 9]), 10)
     assert got.tolist() == [True, False, False, False, True]
     # A run whose reach crosses into the next block links it: folio 2 now reaches
     # entry 33 (folio 9's block): ranks 1 (folio 2) and 4 (folio 9) forbid 2, 3, 4.
     run_reach[1] = 33
-    got = unmap_chunk_starts(run_g, run_len, run_reach, run_f)
+    got = unmap_chunk_starts(run_g, run_len, run_reach, run_f, np.array([1, 2, 5, 7, 9]), 10)
     assert got.tolist() == [True, False, False, False, False]

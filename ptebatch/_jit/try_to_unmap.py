@@ -54,6 +54,7 @@ def runs_in_segment(
     span_hi = ZERO
     for g in range(g0, g1 + 1):
         f = -1
+        far = 0  # end of the longest batch from entry g
         if g < g1:
             pte = flat[g]
             if (pte & pmask) != ZERO and (pte & cfg.special) == ZERO:
@@ -65,6 +66,7 @@ def runs_in_segment(
                 f = span_f
                 if f >= 0 and folio_nr[f] == ONE:
                     f = -1
+                far = g + np.int64(span_hi - pfn)
         if f != cur_f:
             if cur_f >= 0:
                 if write:
@@ -76,8 +78,8 @@ def runs_in_segment(
             cur_f = f
             run_start = g
             reach = g
-        if f >= 0:
-            reach = max(reach, g + np.int64(span_hi - pte_pfn(flat[g], cfg)))
+        if f >= 0 and far > reach:
+            reach = far
     return n
 
 
@@ -125,17 +127,6 @@ def folio_runs(
                 out_seg[k] = s
         else:
             counts[s] = n
-
-
-@jit()
-def folio_mapped(gone, run_g, run_len, r0, r1):
-    """How many of a folio's rmap entries (runs r0..r1-1) are not cleared yet."""
-    n = 0
-    for r in range(r0, r1):
-        for g in range(run_g[r], run_g[r] + run_len[r]):
-            if not is_gone(gone, g):
-                n += 1
-    return n
 
 
 @jit()
@@ -213,7 +204,10 @@ def unmap_folios(
         # lazyfree (anon, not swapbacked); from 7.0 also file folios (not anon)
         batchable = kind == np.uint8(1) or (batch_file and (kind & np.uint8(1)) == np.uint8(0))
         r1 = item_r1[i]
-        mapped = folio_mapped(gone, run_g, run_len, item_r0[i], r1)
+        # folio_mapped(): its rmap entries less those its own batches cleared (an
+        # entry another folio's batch cleared first keeps it "mapped": the walk
+        # then visits VMAs where it finds nothing, which changes no row)
+        mapped = item_bound[i]
         cur_vma = -1
         vma_done = False
         batch_here = batchable
@@ -278,7 +272,13 @@ def unmap_folios(
                     out_reason[o] = reason
                     out_over[o] = over
                     o += 1
-                mapped -= clear_ptes(gone, gk, nr, run_g, run_len, r, r1)
+                if cfg.cont == ZERO and k + nr <= length:
+                    # every entry of the batch is in this run and was read present
+                    for gc in range(gk, gk + nr):
+                        gone[gc >> 3] |= np.uint8(1 << (gc & 7))
+                    mapped -= nr
+                else:
+                    mapped -= clear_ptes(gone, gk, nr, run_g, run_len, r, r1)
                 if nr == np.int64(fnr):
                     vma_done = True  # the whole folio went in one batch: walk done
                     break
