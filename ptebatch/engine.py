@@ -26,6 +26,7 @@ from .planning import (
     readonly,
     run_counts_only,
     segments,
+    unmap_chunk_starts,
     use_threads,
 )
 from .progress import as_hook
@@ -290,7 +291,11 @@ def unmap(
     """Model reclaim's try_to_unmap_one for every mapped large folio.
 
     Folios are taken in PFN order; each is unmapped from every VMA that maps
-    it, in address order.  Lazyfree folios (anon, not swapbacked) batch by the
+    it, in address order, until none of its pages is mapped
+    (``folio_not_mapped``).  Every batch clears the entries it takes, so later
+    walks (of this folio in another VMA, and of other folios) see none there;
+    the space itself is not modified (docs/model.md section 5, "What an unmap
+    clears").  Lazyfree folios (anon, not swapbacked) batch by the
     release's rule: none before 6.15; 6.15.0-6.15.6 only from the folio's
     first page with ``max_nr`` = folio size and no table clamp, all or
     nothing; 6.15.7+/6.16+ clamped at ``pmd_addr_end(addr, vma_end)``, partial
@@ -329,10 +334,13 @@ def unmap(
 
     Notes
     -----
-    Every folio is evaluated against the snapshot as given: entries cleared by
-    an earlier folio's unmap are not cleared here, which changes no batch (an
-    entry of another folio never matches) but can name a stop ``pfn_gap``
-    where the kernel would then see ``not_present``.
+    The walk order changes results only where a batch takes entries outside
+    the VMA or table being walked: 6.15.0-6.15.6 lazyfree (no VMA clamp) on a
+    folio split across two VMAs, an arm64 contpte block past ``vm_end`` under
+    those releases, and the table overrun with ``oob="adjacent"``.  It also
+    names the stop at an entry of a folio unmapped earlier ``not_present``.
+    Threads give the same result: a chunk of folios starts only where no two
+    folios whose walks can touch a common entry are split.
     """
     preset, fl, _, _ = check_walk_args(space, Walk.UNMAP, caller, kernel, flags, None, oob)
     detectors = check_bool("detectors", detectors)
@@ -343,24 +351,34 @@ def unmap(
     g0, g1, va, vma, vma_end, _ = derived(space, ("segments", 0), segments)
     fpfn, fnr, fidx, fbase, fshift = derived(space, "folio_index", folio_index)
 
-    run_g, run_len, run_f, run_seg = _folio_runs(
+    run_g, run_len, run_f, run_reach, run_seg = _folio_runs(
         flat, g0, g1, fpfn, fnr, fidx, fbase, fshift, cfg, parallel
     )
-    item_f, item_r0, item_r1, item_bound, run_g, run_len, run_seg = _group_by_folio(
-        run_g, run_len, run_f, run_seg
-    )
+    item_f, item_r0, item_r1, item_bound, run_order = _group_by_folio(run_f, run_len)
+    # clearing makes folios that touch common entries depend on their order:
+    # chunks start only where no such pair is split
+    allowed = unmap_chunk_starts(run_g, run_len, run_reach, run_f, item_f, fpfn.size)
+    del run_reach, run_f
+    # one gather at a time, so at most one array is held twice
+    run_g = run_g[run_order]
+    run_len = run_len[run_order]
+    run_seg = run_seg[run_order]
+    del run_order
     parallel = use_threads(parallel, int(item_bound.sum()))
     tally = _Tally(rows, space, progress, "unmap")
     n_ch = tally.chunks(parallel, item_f.size, int(item_bound.sum()))
-    bounds_ = chunk_bounds(item_bound.astype(np.float64), n_ch)
+    bounds_ = chunk_bounds(item_bound.astype(np.float64), n_ch, allowed)
     starts, ends = bounds_[:-1], bounds_[1:]
     mode = int(preset.rule.unmap_mode)
+    # the entries unmapped so far, one bit each (the snapshot itself is never written)
+    gone = np.zeros((flat.shape[0] + 7) // 8, dtype=np.uint8)
 
     def run_round(ch_pos, ch_end, ch_o, ch_o_end, bufs, active):
         counts = tally.round_arrays(active.size)
         with threads(parallel):
             try_to_unmap.unmap_chunks(
                 flat,
+                gone,
                 g0,
                 va,
                 vma,
@@ -417,30 +435,28 @@ def _folio_runs(flat, g0, g1, fpfn, fnr, fidx, fbase, fshift, cfg, parallel):
     dummy_i = np.zeros(0, dtype=np.int64)
     index = (fpfn, fnr, fidx, fbase, fshift)
     with threads(parallel):
-        try_to_unmap.folio_runs(flat, g0, g1, *index, cfg, counts, counts, *[dummy_i] * 4, False)
+        try_to_unmap.folio_runs(flat, g0, g1, *index, cfg, counts, counts, *[dummy_i] * 5, False)
     offsets = np.concatenate(([0], np.cumsum(counts)))[:-1].astype(np.int64)
     n_runs = int(counts.sum())
-    runs = [np.empty(n_runs, dtype=np.int64) for _ in range(4)]  # g, len, folio, segment
+    runs = [np.empty(n_runs, dtype=np.int64) for _ in range(5)]  # g, len, folio, reach, segment
     with threads(parallel):
         try_to_unmap.folio_runs(flat, g0, g1, *index, cfg, counts, offsets, *runs, True)
     return runs
 
 
-def _group_by_folio(run_g, run_len, run_f, run_seg):
-    """Runs grouped by folio (address order kept inside each): the unmap's work items."""
-    n_runs = run_g.size
+def _group_by_folio(run_f, run_len):
+    """The unmap's work items: folios in PFN order, each with its runs (address order
+    kept inside each), and the order that groups the runs so."""
+    n_runs = run_f.size
     order = np.argsort(run_f, kind="stable")
-    # one gather at a time, so at most one array is held twice
-    run_g = run_g[order]
-    run_len = run_len[order]
-    run_f = run_f[order]
-    run_seg = run_seg[order]
-    del order
-    item_f, item_r0 = np.unique(run_f, return_index=True)
+    grouped_f = run_f[order]
+    item_r0 = np.flatnonzero(np.concatenate(([True], grouped_f[1:] != grouped_f[:-1])))
+    item_f = grouped_f[item_r0] if n_runs else grouped_f
+    del grouped_f
     item_r0 = item_r0.astype(np.int64)
     item_r1 = np.concatenate((item_r0[1:], [n_runs])).astype(np.int64)
-    item_bound = np.add.reduceat(run_len, item_r0) if n_runs else np.zeros(0, dtype=np.int64)
-    return item_f.astype(np.int64), item_r0, item_r1, item_bound, run_g, run_len, run_seg
+    item_bound = np.add.reduceat(run_len[order], item_r0) if n_runs else np.zeros(0, dtype=np.int64)
+    return item_f.astype(np.int64), item_r0, item_r1, item_bound, order
 
 
 def _scan_segments(space: AddressSpace, preset, move_by: int) -> tuple:

@@ -229,6 +229,9 @@ class _Memory:
         self.folio_nr = space.folio_nr.tolist()
         self.folio_flags = space.folio_flags.tolist()
         self.starts = self.folio_pfn  # sorted
+        # Flat indexes of the entries an unmap has cleared (get_and_clear_full_ptes):
+        # every later read sees none there.  A scan never clears.
+        self.cleared: set[int] = set()
 
     def row(self, t):
         r = self.rows.get(t)
@@ -250,6 +253,8 @@ class _Memory:
 
         def read(i):
             if i >= table_end and not self.adjacent:
+                return 0
+            if i in self.cleared:
                 return 0
             t, e = divmod(i, PTRS_PER_PTE)
             return self.row(t)[e] if t < n_rows else 0
@@ -541,17 +546,19 @@ def unmap(
         for v, addr, g, vma_end in rmap[f]:
             by_vma.setdefault(v, []).append((addr, g, vma_end))
         for v in sorted(by_vma):
+            # rmap_walk's done(): folio_not_mapped ends the walk once no page is mapped
+            if all(g in mem.cleared for _, _, g, _ in rmap[f]):
+                break
             # try_to_unmap_one: page_vma_mapped_walk over this VMA
-            cursor = 0
             # 7.0 does not batch in a VMA registered for uffd-wp (userfaultfd_wp(vma))
             batch_here = batchable and not (
                 rule.skip_uffd_wp_vmas and space.vma_flags[v] & VMA_UFFD_WP
             )
             for addr, g, vma_end in by_vma[v]:
-                if addr < cursor:
-                    continue  # cleared by the previous batch
                 read, table_end = mem.reader(g)
                 pte = b.ptep_get(read, g)
+                if not b.pte_present(pte):
+                    continue  # cleared by an earlier batch: the walk finds nothing here
                 nr, reason, last = 1, R.SINGLE, g
                 if batch_here and rule.unmap == UnmapMode.ALL_OR_NOTHING:
                     # can_batch_unmap_folio_ptes (6.15.0-6.15.6)
@@ -594,9 +601,10 @@ def unmap(
                         ),
                     )
                 )
+                # get_and_clear_full_ptes: the batch's entries, read or skipped, are none now
+                mem.cleared.update(range(g, g + nr))
                 if nr == fnr:
                     break  # walk_done
-                cursor = addr + nr * PAGE_SIZE
     return _walk_result(
         UnmapResult,
         rows,

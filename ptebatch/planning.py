@@ -114,6 +114,45 @@ def chunk_bounds(
     return cuts.astype(np.int64)
 
 
+def unmap_chunk_starts(run_g, run_len, run_reach, run_f, item_f, n_folios) -> np.ndarray:
+    """Where a chunk of the unmap's folios (in PFN order) may start.
+
+    An unmap clears the entries it takes, so two folios whose walks can touch
+    a common entry depend on their order and must share a chunk.  A run's
+    window is every entry a walk from it can read or clear: the run itself up
+    to ``run_reach`` (the longest batch from any of its entries), widened to
+    whole 16-entry blocks (the contpte gather reads the whole block; 16
+    entries are 2 whole bytes of the cleared bitmap, so chunks never write the
+    same byte).  Runs are in flat order; a run whose window overlaps the
+    windows before it joins their group (an interval graph: it is enough to
+    link it to the one reaching furthest).  A link between folios ``a < b``
+    (folio indexes are in PFN order) forbids a chunk start at every folio in
+    ``(a, b]``.
+
+    Returns a bool array over ``item_f`` (the walked folios, ascending).
+    """
+    n = run_g.size
+    allowed = np.ones(item_f.size, dtype=np.bool_)
+    if n < 2:
+        return allowed
+    block = np.int64(15)
+    lo = run_g & ~block
+    hi = (np.maximum(run_g + run_len, run_reach) + block) & ~block
+    reach = np.maximum.accumulate(hi)
+    holder = np.maximum.accumulate(np.where(hi == reach, np.arange(n), 0))
+    del hi
+    link = np.flatnonzero(lo[1:] < reach[:-1])  # run link+1 overlaps the runs before it
+    del lo, reach
+    a = run_f[link + 1]
+    b = run_f[holder[link]]
+    first, last = np.minimum(a, b), np.maximum(a, b)
+    bumps = np.bincount(first + 1, minlength=n_folios + 1) - np.bincount(
+        last + 1, minlength=n_folios + 1
+    )
+    allowed[np.cumsum(bumps)[item_f] > 0] = False
+    return allowed
+
+
 # Below this much work (entries, or mapped pages for unmap) threads cost more than they save.
 PARALLEL_MIN_WORK = 1 << 16
 

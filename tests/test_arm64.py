@@ -279,3 +279,36 @@ def test_merged_write_on_6_17_arm64_makes_the_pte_hardware_dirty():
             flags="FPB_MERGE_WRITE|FPB_RESPECT_DIRTY",
         )
         assert r.nr == 4 and ARM64.pte_write(r.pte) and ARM64.is_dirty(r.pte) == dirty
+
+
+# -- issue 12 item 7: a contpte batch past a VMA's end clears the next VMA's entries --
+
+
+def _contpte_across_vma_end(split=8):
+    """A 16-page lazyfree folio folded into one contpte block (entries 0-15, PFNs
+    16-aligned), with VMA A ending after ``split`` pages and VMA B holding the rest."""
+    va = BASE + 4096 * np.arange(16, dtype=np.uint64)
+    ptes = ARM64.make_pte(PFN + np.arange(16, dtype=np.uint64), write=True) | np.uint64(CONT)
+    mid = BASE + split * 4096
+    return pb.AddressSpace.from_entries(
+        va, ptes, [BASE, mid], [mid, BASE + 16 * 4096], [PFN], [16], [FOLIO_ANON], "arm64"
+    )
+
+
+@pytest.mark.parametrize("impl", [pb, pb.naive], ids=["jit", "naive"])
+def test_contpte_block_past_vma_end_6_15_takes_the_next_vmas_entries(impl):
+    # 6.15: A's walk at entry 0 (the folio's first page) asks for 16; the contpte
+    # hint jumps to entry 16 without reading entries 1-15, so the batch is 16
+    # (folio_end) and covers B's entries 8-15 unread (last read: entry 0, so no
+    # vma overrun is reported).  They are none afterwards and the folio is no
+    # longer mapped: B gives no row.  Evaluated against the snapshot, B's walk
+    # would add eight single unmaps (6.15 batches only from the first page).
+    r = impl.unmap(_contpte_across_vma_end(), kernel="6.15")
+    assert r.nr.tolist() == [16]
+    assert r.reason_names().tolist() == ["folio_end"]
+    assert r.vma_overruns == 0
+    # 6.16 clamps at A's end: the hint's jump is cut back to max_nr 8 (vma_end);
+    # B's walk starts at entry 8 (hint 8) and takes the other 8 (folio_end).
+    c = impl.unmap(_contpte_across_vma_end(), kernel="6.16")
+    assert c.nr.tolist() == [8, 8]
+    assert c.reason_names().tolist() == ["vma_end", "folio_end"]

@@ -255,3 +255,88 @@ def test_scan_reasons_on_a_hand_built_space(impl):
     assert r.nr.tolist() == [5, 2, 2]
     assert r.reason_names().tolist() == ["not_present", "folio_end", "vma_end"]
     assert r.present_ptes == 9
+
+
+# -- issue 12 item 7: an unmap clears what it takes ------------------------------
+
+SPLIT_BASE = 0x7F0000000000  # 2 MiB-aligned: the folio sits in entries 0-15 of one table
+SPLIT_PFN = 0x40000  # 16-aligned
+
+
+def _split_folio(arch="x86_64", split=8):
+    """One lazyfree 16-page folio in entries 0-15 of one table, its first ``split``
+    pages in VMA A and the rest in the adjacent VMA B (a partial mprotect or
+    madvise splits the VMA inside the folio)."""
+    a = pb.get_arch(arch)
+    va = SPLIT_BASE + 4096 * np.arange(16, dtype=np.uint64)
+    ptes = a.make_pte(SPLIT_PFN + np.arange(16, dtype=np.uint64), write=True)
+    mid = SPLIT_BASE + split * 4096
+    return pb.AddressSpace.from_entries(
+        va, ptes, [SPLIT_BASE, mid], [mid, SPLIT_BASE + 16 * 4096], [SPLIT_PFN], [16], [1], arch
+    )
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("kernel", ["6.15", "6.15.6"])
+def test_vma_split_folio_6_15_one_batch_and_nothing_for_the_second_vma(impl, kernel):
+    # 6.15.0-6.15.6: A's walk starts at entry 0, which maps the folio's first page,
+    # so it asks for max_nr = 16 with no VMA clamp; entries 1-15 map pages 1-15
+    # with equal bits, so the batch is all 16 (folio_end) and takes B's 8 entries.
+    # The folio is then unmapped (folio_not_mapped): B is never walked.  Without
+    # the clearing, B's walk would unmap entries 8-15 a second time, one by one.
+    r = impl.unmap(_split_folio(), kernel=kernel)
+    assert r.nr.tolist() == [16]
+    assert r.va.tolist() == [SPLIT_BASE]
+    assert r.reason_names().tolist() == ["folio_end"]
+    assert r.vma_overruns == 1  # the batch read entries 8-15, past A's end
+    assert r.batches == 1
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("kernel", ["6.15.7", "6.16", "7.0"])
+def test_vma_split_folio_clamped_two_batches_of_8(impl, kernel):
+    # 6.15.7+: max_nr = (pmd_addr_end(addr, vma_end) - addr) >> 12 = 8 in A
+    # (stop: vma_end), then B's walk starts at entry 8 with max_nr 8, which reaches
+    # the folio's last page (folio_end).  Nothing is read past A's end.
+    r = impl.unmap(_split_folio(), kernel=kernel)
+    assert r.nr.tolist() == [8, 8]
+    assert r.va.tolist() == [SPLIT_BASE, SPLIT_BASE + 8 * 4096]
+    assert r.reason_names().tolist() == ["vma_end", "folio_end"]
+    assert r.vma_overruns == 0
+
+
+def _thread_split_at_boundary():
+    """The thread's layout with its VMA split at the 2 MiB boundary (page 0 in VMA
+    A, entry 511 of table A; pages 1-15 in VMA B, entries 0-14 of table B)."""
+    s = pb.thread_layout()
+    return pb.AddressSpace(
+        s.ptes,
+        s.table_va,
+        np.array([s.vma_start[0], THREAD_BOUNDARY], dtype=np.uint64),
+        np.array([THREAD_BOUNDARY, s.vma_end[0]], dtype=np.uint64),
+        s.folio_pfn,
+        s.folio_nr,
+        s.folio_flags,
+    )
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_thread_layout_adjacent_batch_clears_the_next_tables_entries(impl):
+    # One VMA (the thread's layout): with oob="adjacent" the 6.15 batch from entry
+    # 511 reads entries 0-14 of the next table (the next row), which map pages
+    # 1-15: one batch of 16, and the walk is done.  The clearing changes nothing
+    # here: the batch already ended the walk (as test_thread_layout_unmap_6_15_...).
+    adj = impl.unmap(pb.thread_layout(), kernel="6.15", oob="adjacent")
+    assert adj.nr.tolist() == [16] and adj.table_overruns == 1
+    # Split at the boundary, table B's entries belong to VMA B.  The same batch
+    # takes them, so they are none when B would be walked, and the folio is no
+    # longer mapped: one row.  Evaluated against the snapshot, B's walk would
+    # unmap entries 0-14 again, one at a time (6.15 batches from page 0 only).
+    split = impl.unmap(_thread_split_at_boundary(), kernel="6.15", oob="adjacent")
+    assert split.nr.tolist() == [16]
+    assert split.table_overruns == 1 and split.vma_overruns == 1
+    # oob="none": entry 512 reads as none, the all-or-nothing batch fails, and
+    # page 0 goes alone (clearing entry 511 only); B's walk then batches nothing
+    # (6.15 batches from the first page only): 15 singles.
+    none = impl.unmap(_thread_split_at_boundary(), kernel="6.15")
+    assert none.nr.tolist() == [1] * 16

@@ -605,3 +605,24 @@ def test_vma_flags_are_optional_validated_and_saved(tmp_path):
         pb.AddressSpace(**a, vma_flags=np.full(sp.n_vmas, 4, dtype=np.uint8))
     with pytest.raises(TypeError, match="vma_flags: dtype must be uint8"):
         pb.AddressSpace(**a, vma_flags=np.zeros(sp.n_vmas, dtype=np.int64))
+
+
+def test_unmap_chunk_starts_keep_folios_that_touch_common_entries_together():
+    from ptebatch.planning import unmap_chunk_starts
+
+    # Runs in flat order (start, length, reach, folio).  Windows are widened to
+    # whole 16-entry blocks: [0, 16) folio 5; [16, 32) folio 2 (reach 30 < 32);
+    # [32, 48) folio 9, whose reach 40 stays in its block; [48, 64) folio 1, and
+    # folio 7 at entry 50 shares that block.  Folios ascending: 1, 2, 5, 7, 9 at
+    # ranks 0-4.  Links: 1-7 (ranks 0 and 3) forbids starts at ranks 1, 2, 3.
+    run_g = np.array([0, 16, 32, 48, 50], dtype=np.int64)
+    run_len = np.array([16, 8, 4, 2, 2], dtype=np.int64)
+    run_reach = np.array([16, 30, 40, 50, 52], dtype=np.int64)
+    run_f = np.array([5, 2, 9, 1, 7], dtype=np.int64)
+    got = unmap_chunk_starts(run_g, run_len, run_reach, run_f, np.array([1, 2, 5, 7, 9]), 10)
+    assert got.tolist() == [True, False, False, False, True]
+    # A run whose reach crosses into the next block links it: folio 2 now reaches
+    # entry 33 (folio 9's block): ranks 1 (folio 2) and 4 (folio 9) forbid 2, 3, 4.
+    run_reach[1] = 33
+    got = unmap_chunk_starts(run_g, run_len, run_reach, run_f, np.array([1, 2, 5, 7, 9]), 10)
+    assert got.tolist() == [True, False, False, False, False]

@@ -106,7 +106,7 @@ def test_no_kernel_emits_floating_point_ir(compiled):
         # folio_pte_batch is inlined: its variables appear renamed (expected.1 ...) in callers
         ("folio_pte_batch.folio_pte_batch_one", ["pte", "expected", "raw", "folio_end"]),
         ("zap_pte_range.zap_segments", ["pte", "pfn", "va", "carry_va", "expected", "raw"]),
-        ("try_to_unmap.unmap_folios", ["pte", "pfn", "va", "fpfn", "cursor", "expected", "raw"]),
+        ("try_to_unmap.unmap_folios", ["pte", "pfn", "va", "fpfn", "fend", "expected", "raw"]),
     ],
 )
 def test_pte_values_stay_uint64(compiled, name, vars_):

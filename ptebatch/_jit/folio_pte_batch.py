@@ -16,6 +16,7 @@ from .options import jit
 from .pte import (
     PAGE_SHIFT,
     ZERO,
+    is_gone,
     pte_advance_pfn,
     pte_batch_clear_ignored,
     pte_batch_hint,
@@ -32,8 +33,9 @@ PFN_4 = np.uint64(4 << 12)
 
 
 @jit(inline=True)
-def folio_pte_batch(flat, g0, limit, pte, max_nr, folio_pfn, folio_nr, cfg):
-    """One batch from flat[g0] (whose value is ``pte``).
+def folio_pte_batch(flat, gone, g0, limit, pte, max_nr, folio_pfn, folio_nr, cfg):
+    """One batch from flat[g0] (whose value is ``pte``); entries set in ``gone``
+    (cleared by an unmap) read as none.
 
     Returns ``(nr, stop, last_read, any_writable, any_young, any_dirty)``:
     ``stop`` is a reason code (MAX_NR when the loop used up max_nr),
@@ -62,7 +64,14 @@ def folio_pte_batch(flat, g0, limit, pte, max_nr, folio_pfn, folio_nr, cfg):
         # folio end, the loop takes over.
         keep = cfg.keep
         set_ = cfg.set
-        last4 = min(end, limit) - 4
+        fence = min(end, limit)
+        if gone.shape[0] != 0:
+            # the fast path reads flat directly: stop it before the first cleared entry
+            for k in range(g, fence):
+                if is_gone(gone, k):
+                    fence = k
+                    break
+        last4 = fence - 4
         while g <= last4:
             r0 = flat[g]
             r1 = flat[g + 1]
@@ -86,7 +95,7 @@ def folio_pte_batch(flat, g0, limit, pte, max_nr, folio_pfn, folio_nr, cfg):
             g += 4
             last_read = g - 1
     while g < end:
-        raw = ptep_get(flat, g, limit, cfg)
+        raw = ptep_get(flat, gone, g, limit, cfg)
         last_read = g
         if pte_batch_clear_ignored(raw, cfg) != expected:
             if (raw & cfg.present) == ZERO:
@@ -135,7 +144,7 @@ def batch_reason(stop, first_pfn, nr, folio_end, limit_reason):
 
 
 @jit()  # once per batch; not inlined, which saves compile time at no measured cost
-def batch_findings(flat, g, nr, limit, first_pfn, folio_end, cfg):
+def batch_findings(flat, gone, g, nr, limit, first_pfn, folio_end, cfg):
     """Detector bits of a batch of ``nr`` entries from ``g`` beyond the overruns.
 
     PAST_FOLIO: it covers a page past its folio.  SPREAD: its entries differ in
@@ -150,10 +159,10 @@ def batch_findings(flat, g, nr, limit, first_pfn, folio_end, cfg):
     uffd = cfg.uffd_wp
     dirty = cfg.spread_dirty != ZERO
     if nr > 1 and (spread != ZERO or dirty or (uffd != ZERO and cfg.cont != ZERO)):
-        first = pte_read(flat, g, limit)
+        first = pte_read(flat, gone, g, limit)
         d0 = pte_dirty(first, cfg)
         for k in range(g + 1, g + nr):
-            raw = pte_read(flat, k, limit)
+            raw = pte_read(flat, gone, k, limit)
             if ((raw ^ first) & spread) != ZERO or (dirty and pte_dirty(raw, cfg) != d0):
                 found |= R.SPREAD
             if ((raw ^ first) & uffd) != ZERO:
@@ -166,8 +175,9 @@ def folio_pte_batch_one(arr, index, max_nr, folio_pfn, folio_nr, cfg):
     """Entry point of the public single-batch call: reads only inside ``arr``.
     The first PTE is read with ptep_get, as every caller does."""
     limit = arr.shape[0]
-    pte = ptep_get(arr, index, limit, cfg)
+    gone = np.zeros(0, dtype=np.uint8)  # nothing cleared
+    pte = ptep_get(arr, gone, index, limit, cfg)
     nr, stop, last, w, y, d = folio_pte_batch(
-        arr, index, limit, pte, max_nr, folio_pfn, folio_nr, cfg
+        arr, gone, index, limit, pte, max_nr, folio_pfn, folio_nr, cfg
     )
     return nr, stop, last, w, y, d, pte

@@ -2,9 +2,11 @@
 
 ``ptep_get`` returns 0 (none) for any index at or past ``limit``, which is
 the end of the table for ``oob="none"`` and the end of the array for
-``oob="adjacent"``; on arm64 it returns a contpte entry with the young and
-dirty bits of its 16-entry block (``contpte_ptep_get``), and
-``pte_batch_hint`` lets a batch jump over the rest of the block.
+``oob="adjacent"``, and for any entry an unmap has cleared (its bit set in
+``gone``, one bit per flat entry; a scan passes an empty ``gone``); on
+arm64 it returns a contpte entry with the young and dirty bits of its
+16-entry block (``contpte_ptep_get``), and ``pte_batch_hint`` lets a batch
+jump over the rest of the block.
 """
 
 from __future__ import annotations
@@ -59,9 +61,15 @@ def pte_batch_hint(g, pte, cfg):
 
 
 @jit(inline=True)
-def pte_read(flat, g, limit):
-    """The raw entry (what __ptep_get reads); 0 at or past ``limit``."""
-    if g < limit:
+def is_gone(gone, g):
+    """Whether an unmap already cleared entry g (never, with an empty ``gone``)."""
+    return gone.shape[0] != 0 and (gone[g >> 3] >> np.uint8(g & 7)) & np.uint8(1) != np.uint8(0)
+
+
+@jit(inline=True)
+def pte_read(flat, gone, g, limit):
+    """The raw entry (what __ptep_get reads); 0 at or past ``limit`` or once cleared."""
+    if g < limit and not is_gone(gone, g):
         return flat[g]
     return ZERO
 
@@ -82,14 +90,14 @@ def pte_mkdirty(pte, cfg):
 
 
 @jit()  # not inlined: only contpte entries get here, and inlining cost 1.3 s of compile
-def contpte_ptep_get(flat, g, limit, orig, cfg):
+def contpte_ptep_get(flat, gone, g, limit, orig, cfg):
     """Young and dirty of a contpte entry are those of its whole 16-entry block:
     the MMU updates only the entry it used."""
     young = False
     dirty = False
     b = g - (g & (CONT_PTES - 1))
     for k in range(b, b + CONT_PTES):
-        raw = pte_read(flat, k, limit)
+        raw = pte_read(flat, gone, k, limit)
         young |= (raw & cfg.young) != ZERO
         dirty |= pte_dirty(raw, cfg)
     if dirty:
@@ -100,12 +108,13 @@ def contpte_ptep_get(flat, g, limit, orig, cfg):
 
 
 @jit(inline=True)
-def ptep_get(flat, g, limit, cfg):
+def ptep_get(flat, gone, g, limit, cfg):
     """ptep_get: the entry, with arm64's contpte gather; 0 at or past ``limit``
-    (a block never crosses ``limit``: tables and arrays are whole blocks)."""
-    pte = pte_read(flat, g, limit)
+    (a block never crosses ``limit``: tables and arrays are whole blocks) and
+    where an unmap cleared it."""
+    pte = pte_read(flat, gone, g, limit)
     if pte_valid_cont(pte, cfg):
-        return contpte_ptep_get(flat, g, limit, pte, cfg)
+        return contpte_ptep_get(flat, gone, g, limit, pte, cfg)
     return pte
 
 

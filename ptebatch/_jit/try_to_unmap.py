@@ -14,28 +14,47 @@ from .config import UNMAP_ALL_OR_NOTHING, UNMAP_CLAMPED
 from .folio_lookup import folio_span
 from .folio_pte_batch import batch_findings, batch_reason, folio_pte_batch, overrun_bits
 from .options import jit, prange
-from .pte import ONE, PAGE_SHIFT, PTRS_PER_PTE, ZERO, pmd_addr_end, pte_pfn, ptep_get
+from .pte import ONE, PAGE_SHIFT, PTRS_PER_PTE, ZERO, is_gone, pmd_addr_end, pte_pfn, ptep_get
 from .tally import count_batch, keep_row
 
 
 @jit()
 def runs_in_segment(
-    flat, g0, g1, folio_pfn, folio_nr, fidx, fbase, fshift, cfg, out_g, out_len, out_f, o, write
+    flat,
+    g0,
+    g1,
+    folio_pfn,
+    folio_nr,
+    fidx,
+    fbase,
+    fshift,
+    cfg,
+    out_g,
+    out_len,
+    out_f,
+    out_reach,
+    o,
+    write,
 ):
     """Maximal runs of entries in [g0, g1) that map the same large folio.
 
     The PFN range of the last folio (or gap between folios) is remembered, so
-    entries of one folio cost no search.
+    entries of one folio cost no search.  ``out_reach`` is the end of what a
+    batch from any entry of the run can read or clear: an entry mapping page p
+    of a folio ending at PFN e gives ``g + (e - p)`` (max_nr is cut at the
+    folio's end from 6.15 on, the first release whose reclaim batches).
     """
     pmask = cfg.present
     n = 0
     cur_f = -1  # folio of the open run, -1 when none is open
     run_start = 0
+    reach = 0
     span_f = -1  # folio (or -1: a gap) whose PFN range is [span_lo, span_hi)
     span_lo = ONE
     span_hi = ZERO
     for g in range(g0, g1 + 1):
         f = -1
+        far = 0  # end of the longest batch from entry g
         if g < g1:
             pte = flat[g]
             if (pte & pmask) != ZERO and (pte & cfg.special) == ZERO:
@@ -47,15 +66,20 @@ def runs_in_segment(
                 f = span_f
                 if f >= 0 and folio_nr[f] == ONE:
                     f = -1
+                far = g + np.int64(span_hi - pfn)
         if f != cur_f:
             if cur_f >= 0:
                 if write:
                     out_g[o + n] = run_start
                     out_len[o + n] = g - run_start
                     out_f[o + n] = cur_f
+                    out_reach[o + n] = reach
                 n += 1
             cur_f = f
             run_start = g
+            reach = g
+        if f >= 0 and far > reach:
+            reach = far
     return n
 
 
@@ -75,6 +99,7 @@ def folio_runs(
     out_g,
     out_len,
     out_f,
+    out_reach,
     out_seg,
     write,
 ):
@@ -93,6 +118,7 @@ def folio_runs(
             out_g,
             out_len,
             out_f,
+            out_reach,
             offsets[s],
             write,
         )
@@ -104,8 +130,27 @@ def folio_runs(
 
 
 @jit()
+def clear_ptes(gone, g0, nr, run_g, run_len, r, r1):
+    """get_and_clear_full_ptes: entries g0..g0+nr-1, read or skipped, are none from
+    now on.  Returns how many of them were still-mapped rmap entries of the folio
+    (runs r..r1-1, in flat order), what its mapped count loses."""
+    lost = 0
+    rr = r
+    for g in range(g0, g0 + nr):
+        if is_gone(gone, g):
+            continue
+        gone[g >> 3] |= np.uint8(1 << (g & 7))
+        while rr < r1 and run_g[rr] + run_len[rr] <= g:
+            rr += 1
+        if rr < r1 and run_g[rr] <= g:
+            lost += 1
+    return lost
+
+
+@jit()
 def unmap_folios(
     flat,
+    gone,
     seg_g0,
     seg_va,
     seg_vma,
@@ -142,8 +187,10 @@ def unmap_folios(
     """try_to_unmap_one over folios i..i_end-1, each over its VMAs in address order.
 
     Runs ``item_r0[i]:item_r1[i]`` (already in address order) are where folio
-    ``item_f[i]`` is mapped.  Stops before a folio whose worst case would not
-    fit in out[o:o_end]; returns ``(i, o)``.
+    ``item_f[i]`` is mapped.  Every batch clears its entries in ``gone`` (one
+    bit per flat entry), so later walks read none there; a folio's walk ends
+    when none of its rmap entries is left (folio_not_mapped).  Stops before a
+    folio whose worst case would not fit in out[o:o_end]; returns ``(i, o)``.
     """
     n_flat = flat.shape[0]
     while i < i_end:
@@ -156,16 +203,21 @@ def unmap_folios(
         kind = folio_flags[f] & np.uint8(3)
         # lazyfree (anon, not swapbacked); from 7.0 also file folios (not anon)
         batchable = kind == np.uint8(1) or (batch_file and (kind & np.uint8(1)) == np.uint8(0))
+        r1 = item_r1[i]
+        # folio_mapped(): its rmap entries less those its own batches cleared (an
+        # entry another folio's batch cleared first keeps it "mapped": the walk
+        # then visits VMAs where it finds nothing, which changes no row)
+        mapped = item_bound[i]
         cur_vma = -1
-        cursor = ZERO
         vma_done = False
         batch_here = batchable
-        for r in range(item_r0[i], item_r1[i]):
+        for r in range(item_r0[i], r1):
             s = run_seg[r]
             vma = seg_vma[s]
             if vma != cur_vma:
+                if mapped == 0:
+                    break  # rmap_walk's done(): folio_not_mapped, no VMA left to visit
                 cur_vma = vma
-                cursor = ZERO
                 vma_done = False
                 # 7.0: no batching in a VMA registered for uffd-wp
                 batch_here = batchable and not (
@@ -180,12 +232,13 @@ def unmap_folios(
             tbl_end = (g // PTRS_PER_PTE + 1) * PTRS_PER_PTE
             limit = n_flat if oob_adjacent else tbl_end
             k = 0
-            if cursor > va0:
-                k = min(length, np.int64((cursor - va0) >> PAGE_SHIFT))
             while k < length:
                 gk = g + k
+                pte = ptep_get(flat, gone, gk, limit, cfg)
+                if (pte & cfg.present) == ZERO:
+                    k += 1  # cleared by an earlier batch: page_vma_mapped_walk skips it
+                    continue
                 va = va0 + (np.uint64(k) << PAGE_SHIFT)
-                pte = ptep_get(flat, gk, limit, cfg)
                 pfn = pte_pfn(pte, cfg)
                 nr = 1
                 reason = R.SINGLE
@@ -194,7 +247,7 @@ def unmap_folios(
                     # 6.15.0-6.15.6: from the folio's first page only, max_nr = folio size
                     if pfn == fpfn:
                         n, stop, last, _w, _y, _d = folio_pte_batch(
-                            flat, gk, limit, pte, np.int64(fnr), fpfn, fnr, cfg
+                            flat, gone, gk, limit, pte, np.int64(fnr), fpfn, fnr, cfg
                         )
                         if n == np.int64(fnr):
                             nr = n
@@ -202,14 +255,15 @@ def unmap_folios(
                 elif batch_here and mode == UNMAP_CLAMPED:
                     end = pmd_addr_end(va, vma_end)
                     limit_reason = R.VMA_END if end == vma_end else R.PMD_END
+                    max_nr = np.int64((end - va) >> PAGE_SHIFT)
                     n, stop, last, _w, _y, _d = folio_pte_batch(
-                        flat, gk, limit, pte, np.int64((end - va) >> PAGE_SHIFT), fpfn, fnr, cfg
+                        flat, gone, gk, limit, pte, max_nr, fpfn, fnr, cfg
                     )
                     nr = n
                     reason = batch_reason(stop, pfn, n, fend, limit_reason)
                 over = overrun_bits(last, tbl_end, gk, va, vma_end)
                 if nr > 1:
-                    over |= batch_findings(flat, gk, nr, limit, pfn, fend, cfg)
+                    over |= batch_findings(flat, gone, gk, nr, limit, pfn, fend, cfg)
                 count_batch(hist, found, reason, nr, over)
                 if keep_row(flt, va, nr, reason, over):
                     out_pfn[o] = fpfn
@@ -218,12 +272,16 @@ def unmap_folios(
                     out_reason[o] = reason
                     out_over[o] = over
                     o += 1
+                if cfg.cont == ZERO and k + nr <= length:
+                    # every entry of the batch is in this run and was read present
+                    for gc in range(gk, gk + nr):
+                        gone[gc >> 3] |= np.uint8(1 << (gc & 7))
+                    mapped -= nr
+                else:
+                    mapped -= clear_ptes(gone, gk, nr, run_g, run_len, r, r1)
                 if nr == np.int64(fnr):
                     vma_done = True  # the whole folio went in one batch: walk done
                     break
-                # cannot wrap: every batch but a whole-folio one (which ended the walk
-                # above) ends at or below vm_end, and vm_end is at most 2**64 - 4096
-                cursor = va + (np.uint64(nr) << PAGE_SHIFT)
                 k += nr
         i += 1
     return i, o
@@ -232,6 +290,7 @@ def unmap_folios(
 @jit(parallel=True)
 def unmap_chunks(
     flat,
+    gone,
     seg_g0,
     seg_va,
     seg_vma,
@@ -269,6 +328,7 @@ def unmap_chunks(
     for k in prange(ch_i.shape[0]):
         i, o = unmap_folios(
             flat,
+            gone,
             seg_g0,
             seg_va,
             seg_vma,

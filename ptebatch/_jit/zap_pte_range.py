@@ -74,6 +74,7 @@ def zap_segments(
     present = 0
     moved = 0
     hint = -1
+    gone = np.zeros(0, dtype=np.uint8)  # a page-table walk reads the snapshot as given
     n_flat = flat.shape[0]
     pmask = cfg.present
     while s < s_end:
@@ -120,7 +121,7 @@ def zap_segments(
             reason = R.ORDER0
             over = 0
             if fn > ONE:
-                pte = ptep_get(flat, g, limit, cfg)
+                pte = ptep_get(flat, gone, g, limit, cfg)
                 if walk == WALK_NONE or (walk == WALK_HINT and pte_batch_hint(g, pte, cfg) == 1):
                     reason = R.SINGLE
                 else:
@@ -132,11 +133,11 @@ def zap_segments(
                     last = g
                     if max_nr != 1:  # callers batch only a large folio with max_nr > 1
                         nr, stop, last, _w, _y, _d = folio_pte_batch(
-                            flat, g, limit, pte, max_nr, fp, fn, cfg
+                            flat, gone, g, limit, pte, max_nr, fp, fn, cfg
                         )
                     reason = batch_reason(stop, pfn, nr, fp + fn, seg_reason[s])
                     over = overrun_bits(last, tbl_end, g, va, vma_end) | batch_findings(
-                        flat, g, nr, limit, pfn, fp + fn, cfg
+                        flat, gone, g, nr, limit, pfn, fp + fn, cfg
                     )
             count_batch(hist, found, reason, nr, over)
             if keep_row(flt, va, nr, reason, over):
