@@ -26,7 +26,7 @@ from .planning import (
     readonly,
     run_counts_only,
     segments,
-    unmap_chunk_starts,
+    unmap_components,
     use_threads,
 )
 from .progress import as_hook
@@ -355,15 +355,25 @@ def unmap(
         flat, g0, g1, fpfn, fnr, fidx, fbase, fshift, cfg, parallel
     )
     item_f, item_r0, item_r1, item_bound, run_order = _group_by_folio(run_f, run_len)
-    # clearing makes folios that touch common entries depend on their order:
-    # chunks start only where no such pair is split
-    allowed = unmap_chunk_starts(run_g, run_len, run_reach, run_f, item_f, fpfn.size)
+    # clearing makes folios that touch common entries depend on their order: each
+    # component of such folios is one work unit, walked in PFN order
+    comp = unmap_components(run_g, run_len, run_reach, run_order, item_r0)
     del run_reach, run_f
     # one gather at a time, so at most one array is held twice
     run_g = run_g[run_order]
     run_len = run_len[run_order]
     run_seg = run_seg[run_order]
     del run_order
+    by_comp = np.argsort(comp, kind="stable")  # PFN order kept inside a component
+    regrouped = bool(np.any(by_comp[1:] < by_comp[:-1]))
+    if regrouped:
+        comp = comp[by_comp]
+        item_f, item_r0, item_r1, item_bound = (
+            a[by_comp] for a in (item_f, item_r0, item_r1, item_bound)
+        )
+    del by_comp
+    allowed = np.concatenate(([True], comp[1:] != comp[:-1])) if comp.size else comp
+    del comp
     parallel = use_threads(parallel, int(item_bound.sum()))
     tally = _Tally(rows, space, progress, "unmap")
     n_ch = tally.chunks(parallel, item_f.size, int(item_bound.sum()))
@@ -411,6 +421,12 @@ def unmap(
     out_pfn, out_va, out_nr, out_reason, out_over = tally.run(
         run_round, item_bound, starts, ends, (np.uint64, np.uint64, np.uint32, np.uint8, np.uint8)
     )
+    if regrouped and tally.spec.rows:
+        # rows in the walk's order: folios by PFN, each folio's rows as its walk wrote them
+        o = np.argsort(out_pfn, kind="stable")
+        out_pfn, out_va, out_nr, out_reason, out_over = (
+            a[o] for a in (out_pfn, out_va, out_nr, out_reason, out_over)
+        )
     lazy = (space.folio_flags[item_f] & np.uint8(FOLIO_ANON | FOLIO_SWAPBACKED)) == FOLIO_ANON
     return UnmapResult(
         caller=preset.name,

@@ -114,43 +114,51 @@ def chunk_bounds(
     return cuts.astype(np.int64)
 
 
-def unmap_chunk_starts(run_g, run_len, run_reach, run_f, item_f, n_folios) -> np.ndarray:
-    """Where a chunk of the unmap's folios (in PFN order) may start.
+def unmap_components(run_g, run_len, run_reach, by_folio, item_r0) -> np.ndarray:
+    """Which folios of the unmap must be walked together, in PFN order: a label per item.
 
     An unmap clears the entries it takes, so two folios whose walks can touch
-    a common entry depend on their order and must share a chunk.  A run's
-    window is every entry a walk from it can read or clear: the run itself up
-    to ``run_reach`` (the longest batch from any of its entries), widened to
-    whole 16-entry blocks (the contpte gather reads the whole block; 16
-    entries are 2 whole bytes of the cleared bitmap, so chunks never write the
-    same byte).  Runs are in flat order; a run whose window overlaps the
-    windows before it joins their group (an interval graph: it is enough to
-    link it to the one reaching furthest).  A link between folios ``a < b``
-    (folio indexes are in PFN order) forbids a chunk start at every folio in
-    ``(a, b]``.
-
-    Returns a bool array over ``item_f`` (the walked folios, ascending).
+    a common entry depend on their order.  A run's window is every entry a
+    walk from it can read or clear: the run itself up to ``run_reach`` (the
+    longest batch from any of its entries), widened to whole 16-entry blocks
+    (the contpte gather reads the whole block; 16 entries are 2 whole bytes of
+    the cleared bitmap, so two components never write the same byte).  Runs
+    are in flat order, so runs whose windows overlap form contiguous groups (an
+    interval graph); a folio with runs in several groups joins them.  The
+    label of an item (a walked folio, ascending: ``by_folio`` orders the runs by
+    folio, and ``item_r0`` is where each folio's runs start in that order) is
+    the smallest group of its component.  Components are independent: each can run
+    on its own thread, in PFN order inside, and the result is the walk of all
+    folios in PFN order.
     """
     n = run_g.size
-    allowed = np.ones(item_f.size, dtype=np.bool_)
-    if n < 2:
-        return allowed
+    if n == 0:
+        return np.zeros(item_r0.size, dtype=np.int64)
     block = np.int64(15)
     lo = run_g & ~block
     hi = (np.maximum(run_g + run_len, run_reach) + block) & ~block
     reach = np.maximum.accumulate(hi)
-    holder = np.maximum.accumulate(np.where(hi == reach, np.arange(n), 0))
     del hi
-    link = np.flatnonzero(lo[1:] < reach[:-1])  # run link+1 overlaps the runs before it
+    new_group = np.empty(n, dtype=np.bool_)
+    new_group[0] = True
+    np.greater_equal(lo[1:], reach[:-1], out=new_group[1:])
     del lo, reach
-    a = run_f[link + 1]
-    b = run_f[holder[link]]
-    first, last = np.minimum(a, b), np.maximum(a, b)
-    bumps = np.bincount(first + 1, minlength=n_folios + 1) - np.bincount(
-        last + 1, minlength=n_folios + 1
-    )
-    allowed[np.cumsum(bumps)[item_f] > 0] = False
-    return allowed
+    group = np.cumsum(new_group) - 1  # per run, flat order
+    g_first = np.flatnonzero(new_group)
+    del new_group
+    f_first = item_r0
+    label = np.arange(g_first.size, dtype=np.int64)  # per group
+    while True:
+        # a folio takes the smallest label of its groups, a group the smallest of its folios
+        f_label = np.minimum.reduceat(label[group][by_folio], f_first)
+        r_label = np.empty(n, dtype=np.int64)
+        r_label[by_folio] = np.repeat(f_label, np.diff(np.append(f_first, n)))
+        new = np.minimum.reduceat(r_label, g_first)
+        del r_label
+        new = new[new]  # pointer jumping: labels are group ids no larger than the group
+        if np.array_equal(new, label):
+            return f_label
+        label = new
 
 
 # Below this much work (entries, or mapped pages for unmap) threads cost more than they save.

@@ -607,22 +607,42 @@ def test_vma_flags_are_optional_validated_and_saved(tmp_path):
         pb.AddressSpace(**a, vma_flags=np.zeros(sp.n_vmas, dtype=np.int64))
 
 
-def test_unmap_chunk_starts_keep_folios_that_touch_common_entries_together():
-    from ptebatch.planning import unmap_chunk_starts
+def test_unmap_components_keep_folios_that_touch_common_entries_together():
+    from ptebatch.planning import unmap_components
+
+    def components(run_g, run_len, run_reach, run_f, items):
+        by_folio = np.argsort(run_f, kind="stable")
+        item_r0 = np.searchsorted(run_f[by_folio], items)
+        return unmap_components(run_g, run_len, run_reach, by_folio, item_r0)
+
+    def parts(labels, items):
+        out = {}
+        for lab, f in zip(labels.tolist(), items.tolist()):
+            out.setdefault(lab, []).append(f)
+        return sorted(out.values())
 
     # Runs in flat order (start, length, reach, folio).  Windows are widened to
     # whole 16-entry blocks: [0, 16) folio 5; [16, 32) folio 2 (reach 30 < 32);
     # [32, 48) folio 9, whose reach 40 stays in its block; [48, 64) folio 1, and
-    # folio 7 at entry 50 shares that block.  Folios ascending: 1, 2, 5, 7, 9 at
-    # ranks 0-4.  Links: 1-7 (ranks 0 and 3) forbids starts at ranks 1, 2, 3.
+    # folio 7 at entry 50 shares that block.  Components: {5}, {2}, {9}, {1, 7}.
     run_g = np.array([0, 16, 32, 48, 50], dtype=np.int64)
     run_len = np.array([16, 8, 4, 2, 2], dtype=np.int64)
     run_reach = np.array([16, 30, 40, 50, 52], dtype=np.int64)
     run_f = np.array([5, 2, 9, 1, 7], dtype=np.int64)
-    got = unmap_chunk_starts(run_g, run_len, run_reach, run_f, np.array([1, 2, 5, 7, 9]), 10)
-    assert got.tolist() == [True, False, False, False, True]
+    items = np.array([1, 2, 5, 7, 9])
+    got = components(run_g, run_len, run_reach, run_f, items)
+    assert parts(got, items) == [[1, 7], [2], [5], [9]]
     # A run whose reach crosses into the next block links it: folio 2 now reaches
-    # entry 33 (folio 9's block): ranks 1 (folio 2) and 4 (folio 9) forbid 2, 3, 4.
+    # entry 33 (folio 9's block): {2, 9}.
     run_reach[1] = 33
-    got = unmap_chunk_starts(run_g, run_len, run_reach, run_f, np.array([1, 2, 5, 7, 9]), 10)
-    assert got.tolist() == [True, False, False, False, False]
+    got = components(run_g, run_len, run_reach, run_f, items)
+    assert parts(got, items) == [[1, 7], [2, 9], [5]]
+    # A folio with runs in two groups joins them: folio 5 also mapped at entry 96,
+    # next to folio 9 (second mapping at 100): {2, 9} and {5} become one, through
+    # 9 -> its run at 100 -> folio 5's run at 96 -> folio 5.
+    run_g = np.append(run_g, [96, 100])
+    run_len = np.append(run_len, [4, 4])
+    run_reach = np.append(run_reach, [100, 104])
+    run_f = np.append(run_f, [5, 9])
+    got = components(run_g, run_len, run_reach, run_f, items)
+    assert parts(got, items) == [[1, 7], [2, 5, 9]]
