@@ -13,6 +13,7 @@ import stat
 import struct
 import tempfile
 import threading
+import tokenize
 import zipfile
 import zlib
 from collections.abc import Callable, Collection, Iterator
@@ -50,6 +51,8 @@ READ_ERRORS = (
     zlib.error,
     RuntimeError,
     NotImplementedError,
+    SyntaxError,  # NumPy parses a version 1.0 header with tokenize and ast
+    tokenize.TokenError,
 )
 
 _LOCAL_HEADER = struct.Struct("<4s5H3L2H")  # 30 bytes; the last two are name and extra lengths

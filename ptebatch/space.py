@@ -561,8 +561,8 @@ def _read_identity(path: str, npz: NpzReader) -> str:
 
     if not is_name(lay["format"]):
         raise SnapshotError(
-            f"{path}: format must be {FORMAT!r}, got a {lay['format'].dtype} array of shape "
-            f"{lay['format'].shape}; not a ptebatch snapshot"
+            f"{path}: format must be {FORMAT!r}, got an array of dtype {lay['format'].dtype} "
+            f"and shape {lay['format'].shape}; not a ptebatch snapshot"
         )
     fmt = npz.array("format", mmap=False)
     if str(fmt) != FORMAT:
@@ -570,8 +570,8 @@ def _read_identity(path: str, npz: NpzReader) -> str:
     ver = lay["version"]
     if ver.shape != () or ver.dtype.kind not in "iu":
         raise SnapshotError(
-            f"{path}: version must be {VERSION}, got a {ver.dtype} array of shape {ver.shape} "
-            f"(this ptebatch reads version {VERSION})"
+            f"{path}: version must be {VERSION}, got an array of dtype {ver.dtype} and shape "
+            f"{ver.shape} (this ptebatch reads version {VERSION})"
         )
     ver = npz.array("version", mmap=False)
     if int(ver) != VERSION:
@@ -581,8 +581,8 @@ def _read_identity(path: str, npz: NpzReader) -> str:
         )
     if not is_name(lay["arch"]):
         raise SnapshotError(
-            f"{path}: arch must be a string of at most {_MAX_NAME_CHARS} characters, got a "
-            f"{lay['arch'].dtype} array of shape {lay['arch'].shape}"
+            f"{path}: arch must be a string of at most {_MAX_NAME_CHARS} characters, got an "
+            f"array of dtype {lay['arch'].dtype} and shape {lay['arch'].shape}"
         )
     return str(npz.array("arch", mmap=False))
 
