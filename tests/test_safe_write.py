@@ -244,7 +244,7 @@ _CHILD = textwrap.dedent(
         fh.write(b"x" * 4096)
         fh.flush()
         print("writing", flush=True)
-        for _ in range(200):
+        for _ in range(40):  # 2 s: the parent signals at once
             time.sleep(0.05)
         fh.write(b"done")
     try:
