@@ -62,9 +62,13 @@ _NPY_MAGIC = b"\x93NUMPY"
 _UTF8_NAME = 0x800
 # General-purpose flag bits we refuse: encrypted (0), compressed patched data (5), strong
 # encryption (6), masked central directory (13).  np.savez never sets them.
-_REFUSED_FLAGS = {0x1: "encrypted", 0x20: "patched data", 0x40: "strongly encrypted"}
-_REFUSED_FLAGS[0x2000] = "a masked central directory"
-_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflated"}
+_REFUSED_FLAGS = {
+    0x1: "encrypted",
+    0x20: "patched data",
+    0x40: "strongly encrypted",
+    0x2000: "a masked central directory",
+}
+_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
 _OTHER_METHODS = {12: "bzip2", 14: "lzma", 93: "zstandard", 99: "AES-encrypted"}
 # Deflate codes a 258-byte match in no fewer than 2 bits: a stream expands at most 1032 times
 # (zlib's technical notes); the slack covers a tiny stream's block header.
