@@ -2,8 +2,8 @@
 
 Public API
 ----------
-AddressSpace, load
-    The page-table model and its ``.npz`` snapshot.
+AddressSpace, load, SnapshotError
+    The page-table model, its ``.npz`` snapshot, and the error a bad snapshot raises.
 folio_pte_batch, scan, unmap
     One batch; a page-table walker's walk of every VMA; reclaim's per-folio
     unmap.  JIT compiled (Numba); :mod:`ptebatch.naive` has plain-Python twins.
@@ -47,7 +47,7 @@ from .live.reproduce import reproduce_thread
 from .live.thpmaps import ThpReport, thpmaps
 from .releases import GENERATIONS, Generation, KernelProfile, resolve_kernel
 from .results import BatchResult, ScanResult, UnmapResult
-from .space import AddressSpace, load
+from .space import AddressSpace, SnapshotError, load
 from .workloads import corpus, layouts
 from .workloads.diff import diff
 from .workloads.experiment import experiment
@@ -59,6 +59,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AddressSpace",
     "load",
+    "SnapshotError",
     "folio_pte_batch",
     "scan",
     "unmap",

@@ -34,18 +34,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
-from ._io import READ_ERRORS, NpzReader, atomic_write
+from ._io import NpzReader, SnapshotError, atomic_write
 from .arch import PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, PTRS_PER_PTE, get_arch
 
 __all__ = [
     "AddressSpace",
     "load",
     "read_info",
+    "SnapshotError",
     "FOLIO_ANON",
     "FOLIO_SWAPBACKED",
     "VMA_UFFD_WP",
@@ -494,13 +494,14 @@ class AddressSpace:
         )
 
     # -- persistence -------------------------------------------------------
-    def save(self, path, *, compress: bool = False) -> None:
+    def save(self, path, *, compress: bool = False, mode: int | None = None) -> None:
         """Write the snapshot to ``path`` atomically.
 
         The data goes to a temporary file in the same directory, is flushed to
         disk and then renamed over ``path``: a crash leaves either the old file
-        or the new one, never a partial snapshot.  Saving a loaded space over
-        the file it was loaded from is safe: its arrays keep mapping the old file.
+        or the new one, never a partial snapshot, and an error or a SIGTERM/SIGINT
+        removes the temporary file.  Saving a loaded space over the file it was
+        loaded from is safe: its arrays keep mapping the old file.
 
         Parameters
         ----------
@@ -511,6 +512,23 @@ class AddressSpace:
             can memory-map it.  True: deflated (smaller, read whole by :func:`load`).
             Either way each array is streamed into its zip member in pieces, not
             copied whole, and the schema is the same.
+        mode : int, optional
+            Permissions of a new file, less the umask (default ``0o666``).  An existing
+            file keeps its own, only those it shares with ``mode`` when given: a capture
+            is saved with ``mode=0o600`` (:meth:`ptebatch.Capture.save`).
+
+        Raises
+        ------
+        FileExistsError
+            ``path`` exists and is not a regular file (a symbolic link, directory, FIFO,
+            device or socket): it is left alone.
+        OSError
+            The file could not be written; the error names ``path``.
+
+        Notes
+        -----
+        SIGKILL (or a power cut) during a save can leave a temporary file named
+        ``.NAME.XXXXXXXX.ptebatch-tmp`` next to ``path``; it is safe to delete.
         """
 
         def write(fh):
@@ -524,47 +542,90 @@ class AddressSpace:
                 **{name: getattr(self, name) for name, _, _ in _ARRAYS},
             )
 
-        atomic_write(path, write)
-
-
-@contextmanager
-def _reading(path: str):
-    """Turn what a truncated, corrupt or foreign file raises into the one ValueError."""
-    try:
-        yield
-    except FileNotFoundError:
-        raise
-    except READ_ERRORS as exc:
-        raise ValueError(
-            f"{path}: not a readable ptebatch snapshot (truncated or corrupt .npz: {exc})"
-        ) from None
-
-
-def _check_identity(path: str, fields: dict) -> str:
-    """format, version and arch; returns the arch."""
-    for key in ("format", "version", "arch"):
-        if key not in fields:
-            raise ValueError(f"{path}: missing field {key!r}; not a ptebatch snapshot")
-    fmt = fields["format"]
-    if fmt.shape != () or str(fmt) != FORMAT:
-        raise ValueError(f"{path}: format must be {FORMAT!r}, got {str(fmt)!r}")
-    ver = fields["version"]
-    if ver.shape != () or ver.dtype.kind not in "iu" or int(ver) != VERSION:
-        raise ValueError(
-            f"{path}: version must be {VERSION}, got {ver!r} "
-            f"(this ptebatch reads version {VERSION})"
-        )
-    arch = fields["arch"]
-    if arch.shape != () or arch.dtype.kind != "U":
-        raise ValueError(f"{path}: arch must be a string")
-    missing = [n for n, _, _ in _ARRAYS if n not in fields]
-    if missing:
-        raise ValueError(f"{path}: missing field {missing[0]!r}")
-    return str(arch)
+        atomic_write(path, write, mode=mode)
 
 
 _IDENTITY = ("format", "version", "arch")
 _FIELDS = frozenset(_IDENTITY + ("vma_flags",) + tuple(n for n, _, _ in _ARRAYS))
+# format and arch are short strings; a header declaring more is not a snapshot's
+_MAX_NAME_CHARS = 64
+
+
+def _missing(path: str, npz: NpzReader, key: str, what: str = "") -> SnapshotError:
+    hint = ""
+    if key in npz.ignored:  # np.load would show it under the same key; we read only .npy members
+        hint = f" (member {key!r} is there, but is not a .npy member {key + '.npy'!r})"
+    return SnapshotError(f"{path}: missing field {key!r}{what}{hint}")
+
+
+def _read_identity(path: str, npz: NpzReader) -> str:
+    """format, version and arch, their headers checked before they are read; returns arch."""
+    for key in _IDENTITY:
+        if key not in npz.members:
+            raise _missing(path, npz, key, "; not a ptebatch snapshot")
+    lay = {key: npz.layout(key) for key in _IDENTITY}
+
+    def is_name(layout) -> bool:
+        return (
+            layout.shape == ()
+            and layout.dtype.kind == "U"
+            and layout.dtype.itemsize <= 4 * _MAX_NAME_CHARS
+        )
+
+    if not is_name(lay["format"]):
+        raise SnapshotError(
+            f"{path}: format must be {FORMAT!r}, got an array of dtype {lay['format'].dtype} "
+            f"and shape {lay['format'].shape}; not a ptebatch snapshot"
+        )
+    fmt = npz.array("format", mmap=False)
+    if str(fmt) != FORMAT:
+        raise SnapshotError(f"{path}: format must be {FORMAT!r}, got {str(fmt)!r}")
+    ver = lay["version"]
+    if ver.shape != () or ver.dtype.kind not in "iu":
+        raise SnapshotError(
+            f"{path}: version must be {VERSION}, got an array of dtype {ver.dtype} and shape "
+            f"{ver.shape} (this ptebatch reads version {VERSION})"
+        )
+    ver = npz.array("version", mmap=False)
+    if int(ver) != VERSION:
+        raise SnapshotError(
+            f"{path}: version must be {VERSION}, got {ver!r} (this ptebatch reads version "
+            f"{VERSION})"
+        )
+    if not is_name(lay["arch"]):
+        raise SnapshotError(
+            f"{path}: arch must be a string of at most {_MAX_NAME_CHARS} characters, got an "
+            f"array of dtype {lay['arch'].dtype} and shape {lay['arch'].shape}"
+        )
+    return str(npz.array("arch", mmap=False))
+
+
+def _check_headers(path: str, npz: NpzReader) -> tuple[str, dict[str, tuple]]:
+    """Every rule a snapshot's headers alone can break, before any array is read or mapped:
+    identity, fields present, dtypes, dimensions, order and lengths.  Returns the arch and
+    the arrays' shapes."""
+    arch = _read_identity(path, npz)
+    for name, _, _ in _ARRAYS:
+        if name not in npz.members:
+            raise _missing(path, npz, name)
+    try:
+        layouts = {n: npz.layout(n) for n in _FIELDS - set(_IDENTITY) if n in npz.members}
+        for name, dtype, ndim in (*_ARRAYS, ("vma_flags", np.uint8, 1)):
+            if name in layouts:
+                lay = layouts[name]
+                _check_layout(name, lay.dtype, lay.shape, lay.c_contiguous, dtype, ndim)
+        arch = get_arch(arch).name
+        shape = {n: lay.shape for n, lay in layouts.items()}
+        _check_table_shapes(shape["ptes"], shape["table_va"])
+        _check_vma_shapes(shape["vma_start"], shape["vma_end"])
+        if "vma_flags" in shape:
+            _check_vma_flags_shape(shape["vma_flags"], shape["vma_start"])
+        _check_folio_shapes(shape["folio_pfn"], shape["folio_nr"], shape["folio_flags"])
+    except SnapshotError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise SnapshotError(f"{path}: {exc}") from None
+    return arch, shape
 
 
 def load(path, *, mmap: bool = True, verify: bool = True) -> AddressSpace:
@@ -593,20 +654,21 @@ def load(path, *, mmap: bool = True, verify: bool = True) -> AddressSpace:
 
     Raises
     ------
-    ValueError
-        The file is truncated, corrupt, not a ptebatch snapshot, of another
-        schema version, or breaks a schema rule.
-    FileNotFoundError
-        No such file.
+    SnapshotError
+        A ``ValueError``: the file is not a regular file, not a ptebatch snapshot,
+        truncated or corrupt, of another schema version, or breaks a schema rule
+        (a wrong dtype included).  One line naming the file, the member or field and
+        the rule.  Every header is checked against the sizes the file holds before
+        an array is allocated or mapped; members outside the schema are never read.
+    FileNotFoundError, PermissionError, OSError
+        The file cannot be opened or read.
     """
     path = os.fspath(path)
-    with _reading(path), NpzReader(path) as npz:
+    with NpzReader(path, _FIELDS) as npz:
+        arch, _ = _check_headers(path, npz)
         fields = {
-            name: npz.array(name, mmap=mmap, verify=verify)
-            for name in npz.members
-            if name in _FIELDS
+            n: npz.array(n, mmap=mmap, verify=verify) for n in npz.members if n not in _IDENTITY
         }
-    arch = _check_identity(path, fields)
     try:
         return AddressSpace(
             **{n: fields[n] for n, _, _ in _ARRAYS},
@@ -614,7 +676,7 @@ def load(path, *, mmap: bool = True, verify: bool = True) -> AddressSpace:
             vma_flags=fields.get("vma_flags"),
         )
     except (TypeError, ValueError) as exc:
-        raise type(exc)(f"{path}: {exc}") from None
+        raise SnapshotError(f"{path}: {exc}") from None
 
 
 def read_info(path, *, present: bool = False) -> dict:
@@ -640,45 +702,25 @@ def read_info(path, *, present: bool = False) -> dict:
 
     Raises
     ------
-    ValueError, TypeError, FileNotFoundError
+    SnapshotError, FileNotFoundError, PermissionError, OSError
         As :func:`load`, for what it checks.
     """
     path = os.fspath(path)
-    with _reading(path):
-        npz = NpzReader(path)
-    with npz:
-        with _reading(path):
-            fields = {n: npz.array(n, mmap=False) for n in _IDENTITY if n in npz.members}
-            layouts = {n: npz.layout(n) for n in _FIELDS - set(_IDENTITY) if n in npz.members}
-        arch = _check_identity(path, {**fields, **layouts})
-        try:  # load's checks that need only the headers, in load's order
-            for name, dtype, ndim in (*_ARRAYS, ("vma_flags", np.uint8, 1)):
-                if name in layouts:
-                    lay = layouts[name]
-                    _check_layout(name, lay.dtype, lay.shape, lay.c_contiguous, dtype, ndim)
-            arch = get_arch(arch).name
-            shape = {n: lay.shape for n, lay in layouts.items()}
-            _check_table_shapes(shape["ptes"], shape["table_va"])
-            _check_vma_shapes(shape["vma_start"], shape["vma_end"])
-            if "vma_flags" in shape:
-                _check_vma_flags_shape(shape["vma_flags"], shape["vma_start"])
-            _check_folio_shapes(shape["folio_pfn"], shape["folio_nr"], shape["folio_flags"])
-        except (TypeError, ValueError) as exc:
-            raise type(exc)(f"{path}: {exc}") from None
+    with NpzReader(path, _FIELDS) as npz:
+        arch, shape = _check_headers(path, npz)
 
         def pieces(name: str) -> Iterator[np.ndarray]:
             if name in npz.members:  # vma_flags is optional: absent means all 0
                 yield from npz.chunks(name, _STEP)
 
-        with _reading(path):
-            return _describe(
-                arch,
-                shape["ptes"][0],
-                shape["vma_start"][0],
-                shape["folio_pfn"][0],
-                pieces,
-                present,
-            )
+        return _describe(
+            arch,
+            shape["ptes"][0],
+            shape["vma_start"][0],
+            shape["folio_pfn"][0],
+            pieces,
+            present,
+        )
 
 
 def _describe(arch: str, n_tables: int, n_vmas: int, n_folios: int, pieces, present: bool):

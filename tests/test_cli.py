@@ -82,7 +82,7 @@ def test_human_output(capsys, snapshot):
         (["scan", "SNAP", "--kernel", "5.4"], "kernel: '5.4' predates"),
         (["scan", "SNAP", "--kernel", "6.18", "--flags", "FPB_IGNORE_DIRTY"], "flags:"),
         (["scan", "SNAP", "--clamp", "never"], "invalid choice"),
-        (["unmap", "BAD"], "not a readable ptebatch snapshot"),
+        (["unmap", "BAD"], "truncated or corrupt snapshot"),
         (["generate", "--folios", "0", "-o", "x.npz"], "n_folios: must be a positive integer"),
         (
             ["generate", "--folios", "10", "--moved", "1.5", "-o", "x.npz"],

@@ -568,7 +568,7 @@ def test_load_rejects_truncated_and_corrupt_files(tmp_path):
     with pytest.raises(ValueError, match="truncated or corrupt|ptes|table_va|folio"):
         pb.load(tmp_path / "corrupt.npz")
     (tmp_path / "text.npz").write_text("hello")
-    with pytest.raises(ValueError, match="truncated or corrupt"):
+    with pytest.raises(pb.SnapshotError, match=r"not a ptebatch snapshot \(not a zip archive"):
         pb.load(tmp_path / "text.npz")
     with pytest.raises(FileNotFoundError):
         pb.load(tmp_path / "missing.npz")

@@ -164,9 +164,9 @@ def test_corrupt_ptes_fail_the_crc_unless_verify_is_off(tmp_path):
     mid = (first + end) // 2
     raw[mid : mid + 64] = bytes(64)  # none PTEs: the schema rules cannot see them
     path.write_bytes(bytes(raw))
-    with pytest.raises(ValueError, match=r"truncated or corrupt .*CRC-32.*ptes\.npy"):
+    with pytest.raises(pb.SnapshotError, match=r"corrupt snapshot: ptes\.npy: .* CRC-32$"):
         pb.load(path)
-    with pytest.raises(ValueError, match=r"truncated or corrupt .*CRC-32"):
+    with pytest.raises(pb.SnapshotError, match=r"corrupt snapshot: ptes\.npy: .* CRC-32$"):
         read_info(path, present=True)
     read_info(path)  # does not read the tables
     unchecked = pb.load(path, verify=False)
@@ -203,11 +203,19 @@ def test_member_size_that_disagrees_with_its_npy_header(tmp_path):
 def test_not_an_npz(tmp_path):
     (tmp_path / "text.npz").write_text("hello")
     np.save(tmp_path / "plain.npy", np.zeros(3))
-    for name in ("text.npz", "plain.npy"):
-        with pytest.raises(ValueError, match="truncated or corrupt"):
-            pb.load(tmp_path / name)
-        with pytest.raises(ValueError, match="truncated or corrupt"):
-            read_info(tmp_path / name)
+    (tmp_path / "empty.npz").write_bytes(b"")
+    for name, why in (
+        ("text.npz", "not a zip archive: it starts with b'hell'"),
+        (
+            "plain.npy",
+            "a single .npy array; a snapshot is the .npz archive AddressSpace.save writes",
+        ),
+        ("empty.npz", "an empty file"),
+    ):
+        for call in (pb.load, read_info):
+            with pytest.raises(pb.SnapshotError) as got:
+                call(tmp_path / name)
+            assert str(got.value) == f"{tmp_path / name}: not a ptebatch snapshot ({why})"
     with pytest.raises(FileNotFoundError):
         pb.load(tmp_path / "missing.npz")
     with pytest.raises(FileNotFoundError):
@@ -232,7 +240,7 @@ def _fields(sp):
         (lambda f: f.update(arch=np.array("mips")), ValueError, "arch: unknown architecture"),
         (
             lambda f: f.update(table_va=f["table_va"].astype(np.int64)),
-            TypeError,
+            pb.SnapshotError,
             "table_va: dtype must be uint64",
         ),
         (
@@ -269,6 +277,7 @@ def test_header_errors_are_the_same_from_load_and_read_info(
         with pytest.raises(exc, match=match) as got:
             call(path)
         assert str(got.value).startswith(str(path))
+        assert type(got.value) is pb.SnapshotError  # one error type for every bad file
 
 
 def test_value_rules_are_left_to_load(tmp_path, small):

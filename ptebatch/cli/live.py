@@ -73,7 +73,7 @@ def _capture_with(a, prog) -> int:
             f"nothing written (--allow-partial keeps it)",
             cap,
         )
-    cap.space.save(a.output)
+    cap.save(a.output)  # 0600: it holds physical frame numbers
     s = cap.summary()
     s["output"] = a.output
     if a.json:

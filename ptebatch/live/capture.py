@@ -176,6 +176,12 @@ class Capture:
     def partial(self) -> bool:
         return bool(self.problems)
 
+    def save(self, path, *, compress: bool = False) -> None:
+        """Save :attr:`space` as :meth:`AddressSpace.save` does, readable by its owner only
+        (mode 0600): it holds physical frame numbers, which the kernel shows only to
+        CAP_SYS_ADMIN."""
+        self.space.save(path, compress=compress, mode=0o600)
+
     def summary(self) -> dict:
         """JSON-ready description (no per-page arrays)."""
         return {
