@@ -351,8 +351,9 @@ def unmap(
     g0, g1, va, vma, vma_end, _ = derived(space, ("segments", 0), segments)
     fpfn, fnr, fidx, fbase, fshift = derived(space, "folio_index", folio_index)
 
+    pages = PageReleaser(space.ptes)
     run_g, run_len, run_f, run_reach, run_seg = _folio_runs(
-        flat, g0, g1, fpfn, fnr, fidx, fbase, fshift, cfg, parallel
+        flat, g0, g1, fpfn, fnr, fidx, fbase, fshift, cfg, parallel, pages
     )
     item_f, item_r0, item_r1, item_bound, run_order = _group_by_folio(run_f, run_len)
     # clearing makes folios that touch common entries depend on their order: each
@@ -364,21 +365,27 @@ def unmap(
     run_len = run_len[run_order]
     run_seg = run_seg[run_order]
     del run_order
+    # the lowest entry each folio's walk reads: tables below every unwalked folio's are done
+    item_lo = np.minimum.reduceat(run_g, item_r0) if run_g.size else item_r0
     by_comp = np.argsort(comp, kind="stable")  # PFN order kept inside a component
     regrouped = bool(np.any(by_comp[1:] < by_comp[:-1]))
     if regrouped:
         comp = comp[by_comp]
-        item_f, item_r0, item_r1, item_bound = (
-            a[by_comp] for a in (item_f, item_r0, item_r1, item_bound)
+        item_f, item_r0, item_r1, item_bound, item_lo = (
+            a[by_comp] for a in (item_f, item_r0, item_r1, item_bound, item_lo)
         )
     del by_comp
     allowed = np.concatenate(([True], comp[1:] != comp[:-1])) if comp.size else comp
     del comp
     parallel = use_threads(parallel, int(item_bound.sum()))
     tally = _Tally(rows, space, progress, "unmap")
-    n_ch = tally.chunks(parallel, item_f.size, int(item_bound.sum()))
+    n_ch = tally.chunks(parallel, item_f.size, int(item_bound.sum()), pages.active)
     bounds_ = chunk_bounds(item_bound.astype(np.float64), n_ch, allowed)
     starts, ends = bounds_[:-1], bounds_[1:]
+    # components go in the address order of their first entries, so the walk moves up the
+    # tables: after each group of chunks, the tables below every later folio's are released
+    later_lo = np.minimum.accumulate(item_lo[::-1])[::-1] if item_lo.size else item_lo
+    del item_lo
     mode = int(preset.rule.unmap_mode)
     # the entries unmapped so far, one bit each (the snapshot itself is never written)
     gone = np.zeros((flat.shape[0] + 7) // 8, dtype=np.uint8)
@@ -418,8 +425,21 @@ def unmap(
             )
         tally.add(counts)
 
+    released = [0]
+
+    def release(c0: int, c1: int) -> None:
+        # a later read of a released table maps it again: only memory depends on this
+        hi = int(later_lo[starts[c1]]) if c1 < starts.size else flat.shape[0]
+        pages.release(released[0], hi)
+        released[0] = max(released[0], hi)
+
     out_pfn, out_va, out_nr, out_reason, out_over = tally.run(
-        run_round, item_bound, starts, ends, (np.uint64, np.uint64, np.uint32, np.uint8, np.uint8)
+        run_round,
+        item_bound,
+        starts,
+        ends,
+        (np.uint64, np.uint64, np.uint32, np.uint8, np.uint8),
+        release if pages.active else None,
     )
     if regrouped and tally.spec.rows:
         # rows in the walk's order: folios by PFN, each folio's rows as its walk wrote them
@@ -445,19 +465,59 @@ def unmap(
     )
 
 
-def _folio_runs(flat, g0, g1, fpfn, fnr, fidx, fbase, fshift, cfg, parallel):
-    """Runs of entries that map one large folio, per segment: count, then write (two passes)."""
+def _folio_runs(flat, g0, g1, fpfn, fnr, fidx, fbase, fshift, cfg, parallel, pages):
+    """Runs of entries that map one large folio, per segment: count, then write (two passes).
+
+    Each pass reads every table in address order; with a memory-mapped snapshot
+    it goes a group of segments at a time and releases the tables behind it.
+    """
     counts = np.zeros(g0.size, dtype=np.int64)
     dummy_i = np.zeros(0, dtype=np.int64)
     index = (fpfn, fnr, fidx, fbase, fshift)
-    with threads(parallel):
-        try_to_unmap.folio_runs(flat, g0, g1, *index, cfg, counts, counts, *[dummy_i] * 5, False)
+    groups = _segment_groups(g0, g1, pages.active)
+    for lo, hi in groups:
+        with threads(parallel):
+            try_to_unmap.folio_runs(
+                flat,
+                g0[lo:hi],
+                g1[lo:hi],
+                *index,
+                cfg,
+                counts[lo:hi],
+                counts,
+                *[dummy_i] * 5,
+                False,
+            )
+        if pages.active:
+            pages.release(int(g0[lo]), int(g1[hi - 1]))
     offsets = np.concatenate(([0], np.cumsum(counts)))[:-1].astype(np.int64)
     n_runs = int(counts.sum())
     runs = [np.empty(n_runs, dtype=np.int64) for _ in range(5)]  # g, len, folio, reach, segment
-    with threads(parallel):
-        try_to_unmap.folio_runs(flat, g0, g1, *index, cfg, counts, offsets, *runs, True)
+    for lo, hi in groups:
+        with threads(parallel):
+            try_to_unmap.folio_runs(
+                flat, g0[lo:hi], g1[lo:hi], *index, cfg, counts, offsets[lo:hi], *runs, True
+            )
+        if lo:
+            # the kernel numbers segments from the group's first
+            r0, r1 = offsets[lo], offsets[hi - 1] + counts[hi - 1]
+            runs[4][r0:r1] += lo
+        if pages.active:
+            pages.release(int(g0[lo]), int(g1[hi - 1]))
     return runs
+
+
+# Entries a group of segments covers between two releases of walked tables (64 MiB of PTEs).
+RELEASE_ENTRIES = 1 << 23
+
+
+def _segment_groups(g0, g1, grouped: bool) -> list[tuple[int, int]]:
+    """Segment ranges of about RELEASE_ENTRIES entries each (one range unless ``grouped``)."""
+    if not grouped or g0.size == 0:
+        return [(0, int(g0.size))]
+    cuts = np.searchsorted(g0, np.arange(0, int(g1[-1]), RELEASE_ENTRIES)[1:])
+    edges = np.unique(np.concatenate(([0], cuts, [g0.size])))
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
 
 
 def _group_by_folio(run_f, run_len):

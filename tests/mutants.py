@@ -100,8 +100,8 @@ MUTANTS = (
         (
             (
                 JIT_FPB,
-                "if va + (np.uint64(last_read - g) << PAGE_SHIFT) >= vma_end:",
-                "if va + (np.uint64(last_read - g) << PAGE_SHIFT) > vma_end:",
+                "if (np.uint64(last_read - g) << PAGE_SHIFT) >= vma_end - va:",
+                "if (np.uint64(last_read - g) << PAGE_SHIFT) > vma_end - va:",
             ),
             (
                 NAIVE,
@@ -132,8 +132,8 @@ MUTANTS = (
         (
             (
                 PLANNING,
-                "np.where(vma_end <= tv + pmd, R.VMA_END, R.PMD_END)",
-                "np.where(vma_end < tv + pmd, R.VMA_END, R.PMD_END)",
+                "np.where(ve_off <= pmd, R.VMA_END, R.PMD_END)",
+                "np.where(ve_off < pmd, R.VMA_END, R.PMD_END)",
             ),
             (
                 JIT_UNMAP,
@@ -245,7 +245,7 @@ MUTANTS = (
         "pmd-addr-end-plain-compare",
         "section 1: pmd_addr_end compares values minus one, so end 0 is the top (plain <)",
         (
-            (JIT_PTE, "if boundary - ONE < end - ONE:", "if boundary < end:"),
+            (JIT_PTE, "if left - ONE < end - addr - ONE:", "if left < end - addr:"),
             (
                 NAIVE,
                 "return boundary if (boundary - 1) & U64 < (end - 1) & U64 else end",

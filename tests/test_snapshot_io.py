@@ -486,3 +486,35 @@ def test_a_counts_scan_of_a_mapped_snapshot_releases_walked_tables(tmp_path, mon
     released.clear()
     pb.scan(space, rows=False)  # in memory: nothing to release
     assert not released
+
+
+@pytest.mark.parametrize("kernel", ["6.15", "6.16"])
+def test_an_unmap_of_a_mapped_snapshot_releases_tables_behind_it(tmp_path, monkeypatch, kernel):
+    # large-space behaviour forced on a small space: the runs pass goes a few segments at a
+    # time and the walk a group of chunks at a time, each releasing the tables behind it;
+    # counts and rows equal the in-memory walk's (a released table is read again if needed)
+    from ptebatch import engine, planning
+
+    monkeypatch.setattr(engine, "PROGRESS_MIN_WORK", 0)
+    monkeypatch.setattr(engine, "RELEASE_ENTRIES", 4096)
+    released = []
+    real = planning.PageReleaser.release
+
+    def spy(self, lo, hi):
+        released.append((lo, hi))
+        real(self, lo, hi)
+
+    monkeypatch.setattr(planning.PageReleaser, "release", spy)
+    space = pb.generate(20_000, seed=9, moved=0.2, vma_split=0.3, lazyfree=0.8)
+    path = tmp_path / "s.npz"
+    space.save(path)
+    mapped = pb.load(path)
+    for par in (False, True):
+        got = pb.unmap(mapped, kernel=kernel, rows=False, parallel=par)
+        assert got.summary() == pb.unmap(space, kernel=kernel, rows=False).summary()
+    assert len(released) > 2 * (space.ptes.size // 4096)  # runs: both passes, by groups
+    walk = [r for r in released if r[0] == 0 or r[1] == space.ptes.size]
+    assert walk and released[-1][1] == space.ptes.size  # the walk ends past every table
+    released.clear()
+    pb.unmap(space, kernel=kernel, rows=False)  # in memory: nothing to release
+    assert not released
