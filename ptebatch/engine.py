@@ -339,8 +339,9 @@ def unmap(
     folio split across two VMAs, an arm64 contpte block past ``vm_end`` under
     those releases, and the table overrun with ``oob="adjacent"``.  It also
     names the stop at an entry of a folio unmapped earlier ``not_present``.
-    Threads give the same result: a chunk of folios starts only where no two
-    folios whose walks can touch a common entry are split.
+    Threads give the same result: folios whose walks can touch a common entry
+    form one unit of work, walked in PFN order, and units share no entry
+    (docs/model.md section 5).
     """
     preset, fl, _, _ = check_walk_args(space, Walk.UNMAP, caller, kernel, flags, None, oob)
     detectors = check_bool("detectors", detectors)
