@@ -6,6 +6,7 @@ reference can use it without depending on what it checks.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import NamedTuple
 
 import numpy as np
@@ -98,16 +99,20 @@ def check_batch_args(ptes, index, max_nr, folio_pfn, folio_nr, arch: Arch, max_n
 
 
 def check_walk_args(
-    space, walk: Walk, caller, kernel, flags, clamp, oob, move_by=0
+    space, walk: Walk, caller, kernel, flags, clamp, oob, move_by=0, batching=True
 ) -> tuple[Preset, int, str, int]:
     """Shared argument checks of scan/unmap (JIT and naive).
 
     Returns ``(preset, flags, clamp, move_by)``: explicit ``flags`` replace the
     preset's; ``clamp=None`` is ``"pmd"``, as every page-table walker cuts.
+    ``batching=False`` gives the preset a ``batches=False`` rule, the row of a
+    release in which the caller does not batch yet.
     """
     if not isinstance(space, AddressSpace):
         raise TypeError(f"space: expected an AddressSpace, got {type(space).__name__}")
     preset = resolve_caller(caller, kernel, walk=walk)
+    if not check_bool("batching", batching):
+        preset = replace(preset, rule=replace(preset.rule, batches=False))
     fl = resolve_flags(flags, preset.profile.generation, preset.flags)
     clamp = "pmd" if clamp is None else clamp
     if clamp not in CLAMPS:

@@ -152,6 +152,7 @@ def scan(
     parallel: bool = True,
     rows=True,
     progress=None,
+    batching: bool = True,
 ) -> ScanResult:
     """Walk every VMA as a page-table walker does and record each batch.
 
@@ -200,6 +201,10 @@ def scan(
     progress : callable, optional
         ``progress(task, done, total, note)`` as a large walk advances (see
         :mod:`ptebatch.progress`); results do not depend on it.
+    batching : bool
+        ``True`` or ``False`` only.  False walks as the caller does in a
+        release where it does not batch (one PTE at a time), everything else
+        unchanged: the baseline of :mod:`ptebatch.workloads.cost`.
 
     Returns
     -------
@@ -207,8 +212,9 @@ def scan(
         One row per batch, with its detector bits (``findings``).
     """
     preset, fl, clamp, move_by = check_walk_args(
-        space, Walk.SCAN, caller, kernel, flags, clamp, oob, move_by
+        space, Walk.SCAN, caller, kernel, flags, clamp, oob, move_by, batching
     )
+    batching = check_bool("batching", batching)
     detectors = check_bool("detectors", detectors)
     profile = preset.profile
     arch = get_arch(space.arch)
@@ -232,13 +238,14 @@ def scan(
     carry_vma = np.full(starts.size, -1, dtype=np.int64)
     present = np.zeros(starts.size, dtype=np.int64)
     moved = np.zeros(starts.size, dtype=np.int64)
+    reads = np.zeros(starts.size, dtype=np.int64)
     lookup = derived(space, "folio_index", folio_index) + derived(space, "order_table", order_table)
     modes = (cfg, int(preset.rule.batching), clamp_folio, oob == "adjacent")
 
     def run_round(ch_pos, ch_end, ch_o, ch_o_end, bufs, active):
         cva, cvm = carry_va[active], carry_vma[active]
-        pres, mov = np.zeros(active.size, dtype=np.int64), np.zeros(active.size, dtype=np.int64)
-        chunks = (ch_pos, ch_end, cva, cvm, ch_o, ch_o_end, pres, mov)
+        pres, mov, rd = (np.zeros(active.size, dtype=np.int64) for _ in range(3))
+        chunks = (ch_pos, ch_end, cva, cvm, ch_o, ch_o_end, pres, mov, rd)
         counts = tally.round_arrays(active.size)
         with threads(parallel):
             zap_pte_range.zap_chunks(flat, *segs, *chunks, *lookup, *modes, *counts, *bufs)
@@ -246,6 +253,7 @@ def scan(
         carry_va[active], carry_vma[active] = cva, cvm
         present[active] += pres
         moved[active] += mov
+        reads[active] += rd
 
     def release(c0: int, c1: int) -> None:
         # segments are in address order: the chunks' first and last entries bound the tables
@@ -273,6 +281,8 @@ def scan(
         clamp=clamp,
         present_ptes=int(present.sum()),
         tables_moved=int(moved.sum()),
+        pte_reads=int(reads.sum()),
+        batching=batching,
     )
 
 

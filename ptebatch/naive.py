@@ -39,6 +39,7 @@ class _Batcher:
         self.gen = profile.generation
         self.flags = flags
         self.profile = profile
+        self.reads = 0  # entries read by ptep_get (a contpte gather reads 16)
 
     # -- the PTE helpers, on ints ------------------------------------------
     def pte_present(self, pte):
@@ -63,7 +64,9 @@ class _Batcher:
         """ptep_get: arm64 returns a contpte entry with young/dirty of its whole block."""
         pte = read(index)
         if not self.pte_valid_cont(pte):
+            self.reads += 1
             return pte
+        self.reads += 16
         start = index - index % 16
         for i in range(start, start + 16):
             other = read(i)
@@ -343,6 +346,7 @@ def scan(
     parallel=None,
     rows=True,
     progress=None,
+    batching=True,
 ) -> ScanResult:
     """Naive twin of :func:`ptebatch.scan` (``parallel`` and ``progress`` are accepted and
     ignored).
@@ -352,8 +356,9 @@ def scan(
     what makes it a reference that can be checked by eye.
     """
     preset, fl, clamp, move_by = check_walk_args(
-        space, Walk.SCAN, caller, kernel, flags, clamp, oob, move_by
+        space, Walk.SCAN, caller, kernel, flags, clamp, oob, move_by, batching
     )
+    batching = check_bool("batching", batching)
     detectors = check_bool("detectors", detectors)
     row_spec = check_rows(rows)
     profile, rule = preset.profile, preset.rule
@@ -459,6 +464,8 @@ def scan(
         clamp=clamp,
         present_ptes=present,
         tables_moved=tables_moved,
+        pte_reads=b.reads,
+        batching=batching,
     )
 
 

@@ -251,12 +251,20 @@ class ScanResult(_WalkResult):
         Present PTEs inside VMAs.
     tables_moved : int
         mremap: whole tables moved by their PMD entry, whose PTEs no batch saw.
+    pte_reads : int
+        Entries read by every ``ptep_get`` of the walk, the walker's and
+        folio_pte_batch's; arm64's contpte gather reads 16 (docs/model.md
+        section 10).
+    batching : bool
+        False: the walk ran with the caller's batching switched off.
     clamp : str
     """
 
     clamp: str = "pmd"
     present_ptes: int = 0
     tables_moved: int = 0
+    pte_reads: int = 0
+    batching: bool = True
 
     @property
     def stop_reasons(self) -> dict:
@@ -270,6 +278,8 @@ class ScanResult(_WalkResult):
             "clamp": self.clamp,
             "present_ptes": self.present_ptes,
             "tables_moved": self.tables_moved,
+            "pte_reads": self.pte_reads,
+            "batching": self.batching,
         }
         out.update(self._common(SCAN_REASONS))
         return out

@@ -86,7 +86,12 @@ def scan(
     s_seg = seg[starts]
     va = seg_va[s_seg] + ((idx[starts] - g0[s_seg]).astype(np.uint64) << np.uint64(PAGE_SHIFT))
 
-    reason = _stop_reasons(space, flat, pfn, fid, idx, seg, ends, g1, seg_reason)
+    reason, reread = _stop_reasons(
+        space, flat, pfn, fid, idx, seg, ends, g1, seg_reason, profile.generation.cut_at_folio_end
+    )
+    # ptep_get reads: the walker reads every entry of a segment once (a batch's first, or
+    # one it skips), folio_pte_batch the rest of each batch, plus the entry that ended it
+    pte_reads = total + int(np.count_nonzero(reread))
     # with the table clamp and no contpte hint no detector can trip
     return ScanResult(
         caller=preset.name,
@@ -100,6 +105,7 @@ def scan(
         findings=np.zeros(nr.size, dtype=np.uint8),
         clamp=clamp,
         present_ptes=int(present.sum()),
+        pte_reads=pte_reads,
     )
 
 
@@ -114,8 +120,10 @@ def _large_folio_of(space, pfn: np.ndarray) -> np.ndarray:
     return np.where(large, f, -1)
 
 
-def _stop_reasons(space, flat, pfn, fid, idx, seg, ends, g1, seg_reason) -> np.ndarray:
-    """What stopped each batch, from its last entry and the entry after it."""
+def _stop_reasons(space, flat, pfn, fid, idx, seg, ends, g1, seg_reason, cut) -> tuple:
+    """What stopped each batch, from its last entry and the entry after it; and whether
+    folio_pte_batch's loop read that next entry (a large folio's batch that ended before
+    its segment's end, unless ``cut`` already stopped it at the folio's end: gen 1b, 2)."""
     fpfn, fnr = space.folio_pfn, space.folio_nr
     arch = get_arch(space.arch)
     present_bit, pfn_mask = np.uint64(arch.present), np.uint64(arch.pfn_mask)
@@ -131,8 +139,10 @@ def _stop_reasons(space, flat, pfn, fid, idx, seg, ends, g1, seg_reason) -> np.n
     raw = flat[np.minimum(nxt, flat.size - 1)]
     nxt_present = (raw & present_bit) != 0
     nxt_pfn = (raw & pfn_mask) >> np.uint64(PAGE_SHIFT)
-    return np.select(
+    reason = np.select(
         [e_f < 0, at_folio_end, at_seg_end, ~nxt_present, nxt_pfn != pfn[ends] + np.uint64(1)],
         [R.ORDER0, R.FOLIO_END, seg_reason[seg[ends]], R.NOT_PRESENT, R.PFN_GAP],
         default=R.BIT_MISMATCH,
     ).astype(np.uint8)
+    reread = (e_f >= 0) & ~at_seg_end & ~(at_folio_end & bool(cut))
+    return reason, reread

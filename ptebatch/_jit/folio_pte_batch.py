@@ -14,6 +14,7 @@ import numpy as np
 from .. import reasons as R
 from .options import jit
 from .pte import (
+    CONT_PTES,
     PAGE_SHIFT,
     ZERO,
     is_gone,
@@ -23,6 +24,7 @@ from .pte import (
     pte_dirty,
     pte_pfn,
     pte_read,
+    pte_valid_cont,
     ptep_get,
 )
 
@@ -119,6 +121,33 @@ def folio_pte_batch(flat, gone, g0, limit, pte, max_nr, folio_pfn, folio_nr, cfg
     if nr > max_nr:
         nr = max_nr
     return nr, stop, last_read, any_writable, any_young, any_dirty
+
+
+@jit(inline=True)
+def read_cost(pte, cfg):
+    """Entries one ``ptep_get`` of ``pte`` reads: arm64's contpte gather reads its whole
+    16-entry block (docs/model.md section 10)."""
+    if pte_valid_cont(pte, cfg):
+        return CONT_PTES
+    return 1
+
+
+@jit()  # once per batch; not inlined, like batch_findings
+def loop_reads(flat, g0, last_read, limit, cfg):
+    """Entries read by the ``ptep_get`` calls of folio_pte_batch's loop for a batch from
+    ``g0`` whose last read was ``last_read`` (0 when the loop read nothing).
+
+    The loop reads at ``g0 + hint``, then steps by each read's hint, up to
+    ``last_read``; without contpte every entry in between was read once."""
+    if cfg.cont == ZERO:
+        return last_read - g0
+    n = 0
+    g = g0 + pte_batch_hint(g0, pte_read(flat, g0, limit), cfg)
+    while g <= last_read:
+        raw = pte_read(flat, g, limit)
+        n += read_cost(raw, cfg)
+        g += pte_batch_hint(g, raw, cfg)
+    return n
 
 
 @jit(inline=True)

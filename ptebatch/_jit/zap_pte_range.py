@@ -11,7 +11,14 @@ import numpy as np
 from .. import reasons as R
 from .config import WALK_HINT, WALK_NONE
 from .folio_lookup import folio_of_pte
-from .folio_pte_batch import batch_findings, batch_reason, folio_pte_batch, overrun_bits
+from .folio_pte_batch import (
+    batch_findings,
+    batch_reason,
+    folio_pte_batch,
+    loop_reads,
+    overrun_bits,
+    read_cost,
+)
 from .options import jit, prange
 from .pte import ONE, PAGE_SHIFT, PTRS_PER_PTE, ZERO, pte_batch_hint, pte_pfn, ptep_get
 from .tally import count_batch, keep_row
@@ -73,6 +80,7 @@ def zap_segments(
     """
     present = 0
     moved = 0
+    reads = 0
     hint = -1
     gone = np.zeros(0, dtype=np.uint8)  # a page-table walk reads the snapshot as given
     n_flat = flat.shape[0]
@@ -109,6 +117,7 @@ def zap_segments(
             g = g1
         while g < g1:
             pte = flat[g]
+            reads += read_cost(pte, cfg)  # the walker's ptep_get, present or not
             if (pte & pmask) == ZERO:
                 g += 1
                 continue
@@ -135,6 +144,7 @@ def zap_segments(
                         nr, stop, last, _w, _y, _d = folio_pte_batch(
                             flat, gone, g, limit, pte, max_nr, fp, fn, cfg
                         )
+                        reads += loop_reads(flat, g, last, limit, cfg)
                     reason = batch_reason(stop, pfn, nr, fp + fn, seg_reason[s])
                     over = overrun_bits(last, tbl_end, g, va, vma_end) | batch_findings(
                         flat, gone, g, nr, limit, pfn, fp + fn, cfg
@@ -163,7 +173,7 @@ def zap_segments(
         carry_va = next_carry
         carry_vma = vma
         s += 1
-    return s, o, carry_va, carry_vma, present, moved
+    return s, o, carry_va, carry_vma, present, moved, reads
 
 
 @jit(parallel=True)
@@ -184,6 +194,7 @@ def zap_chunks(
     ch_o_end,
     ch_present,
     ch_moved,
+    ch_reads,
     folio_pfn,
     folio_nr,
     fidx,
@@ -207,7 +218,7 @@ def zap_chunks(
     """Every chunk of segments in parallel; one output range per chunk, no shared state."""
     # One output slot per chunk: chunks never share state or output ranges.
     for k in prange(ch_s.shape[0]):
-        s, o, cva, cvma, present, moved = zap_segments(
+        s, o, cva, cvma, present, moved, reads = zap_segments(
             flat,
             seg_g0,
             seg_g1,
@@ -248,3 +259,4 @@ def zap_chunks(
         ch_carry_vma[k] = cvma
         ch_present[k] += present
         ch_moved[k] += moved
+        ch_reads[k] += reads

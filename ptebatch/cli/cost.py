@@ -1,0 +1,83 @@
+"""``ptebatch cost``: what batching saves, in the kernel's own operations."""
+
+from __future__ import annotations
+
+import sys
+
+from ..arch import ARCHES
+from ..workloads.cost import OPS, SCENARIO_CALLERS, SIZES_KB, cost
+from ._registry import command, print_json, table
+
+
+def _size_list(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(s) for s in text.split(","))
+    except ValueError:
+        sizes = ()
+    if not sizes or any(s not in SIZES_KB for s in sizes):
+        raise ValueError(
+            f"sizes: comma-separated folio sizes in KiB among {', '.join(map(str, SIZES_KB))}, "
+            f"got {text!r}"
+        )
+    return sizes
+
+
+def _configure(p) -> None:
+    p.add_argument(
+        "--sizes",
+        default=",".join(map(str, SIZES_KB)),
+        metavar="KB,...",
+        help=f"folio sizes in KiB (default: all of {','.join(map(str, SIZES_KB))})",
+    )
+    p.add_argument(
+        "--arch", choices=sorted(ARCHES), default=None, help="one architecture (default: both)"
+    )
+    p.add_argument(
+        "--callers",
+        default=",".join(SCENARIO_CALLERS),
+        metavar="NAME,...",
+        help=f"scenario callers among {', '.join(SCENARIO_CALLERS)} "
+        f"(presets: {', '.join(f'{k}={v}' for k, v in SCENARIO_CALLERS.items())})",
+    )
+    p.add_argument("--kernel", default="6.18", help="release (default: 6.18)")
+    p.add_argument(
+        "--size-mib",
+        type=int,
+        default=1024,
+        metavar="MIB",
+        help="region size in MiB, a multiple of 2 (default: 1024, as the published benchmarks)",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+@command("cost", "operation counts of the published benchmarks' scenarios, batched vs not")(
+    _configure
+)
+def run_cost(a) -> int:
+    rows = cost(
+        sizes=_size_list(a.sizes),
+        arches=(a.arch,) if a.arch else ("x86_64", "arm64"),
+        callers=tuple(c for c in a.callers.split(",")),
+        kernel=a.kernel,
+        size=a.size_mib << 20,
+    )
+    if a.json:
+        print_json({"size_mib": a.size_mib, "ops": list(OPS), "rows": rows})
+        return 0
+    flat = []
+    for r in rows:
+        for op in OPS:
+            flat.append(
+                {
+                    "arch": r["arch"],
+                    "caller": r["caller"],
+                    "folio": f"{r['folio_kb']}K",
+                    "op": op,
+                    "batched": r["batched"][op],
+                    "unbatched": r["unbatched"][op],
+                    "ratio": r["ratio"][op],
+                }
+            )
+    cols = ["arch", "caller", "folio", "op", "batched", "unbatched", "ratio"]
+    sys.stdout.write(table(flat, cols) + "\n")
+    return 0

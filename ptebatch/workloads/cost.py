@@ -1,0 +1,247 @@
+"""What batching saves, in the kernel's own operations (``ptebatch cost``).
+
+A walk's operations follow from its batches (docs/model.md section 10): the
+compiled walks and the naive twin count the entries every ``ptep_get`` reads
+(:attr:`ptebatch.ScanResult.pte_reads`); PTE writes are a fixed number per PTE
+and the folio, rmap and TLB operations a fixed number per batch, by caller.
+Each walk is set next to the same caller in the same release with batching
+switched off (``scan(..., batching=False)``).
+
+The scenarios are the published microbenchmarks' setup: a 1 GiB region of
+folios of one size, mapped by PTEs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..arch import PAGE_SIZE, PMD_SIZE, get_arch
+from ..space import FOLIO_ANON, FOLIO_SWAPBACKED, AddressSpace
+
+__all__ = [
+    "CALLER_OPS",
+    "OPS",
+    "SCENARIO_CALLERS",
+    "SIZES_KB",
+    "OpRule",
+    "cost",
+    "region",
+    "walk_ops",
+]
+
+GIB = 1 << 30
+REGION_VA = 1 << 40  # 1 TiB: a 1 GiB-aligned base far from address 0
+SIZES_KB = (4, 16, 32, 64, 128, 256, 512, 1024, 2048)
+CONT_PTES = 16  # arm64 contpte block (4 KiB granule)
+
+OPS = (
+    "pte_reads",
+    "pte_writes",
+    "folio_ref_updates",
+    "mapcount_updates",
+    "rmap_calls",
+    "tlb_flush_ranges",
+)
+
+
+@dataclass(frozen=True)
+class OpRule:
+    """Operations of one caller: ``writes`` per PTE; the rest per batch (per PTE unbatched).
+
+    Attributes
+    ----------
+    writes : int
+        PTE stores per PTE (clears included).
+    folio_ref, mapcount, rmap, tlb : int
+        Folio reference-count updates, mapcount updates, rmap calls and TLB
+        flush ranges recorded, per batch.
+    source : str
+        The kernel functions the rule comes from.
+    """
+
+    writes: int
+    folio_ref: int
+    mapcount: int
+    rmap: int
+    tlb: int
+    source: str
+
+
+# docs/model.md section 10 derives each row.
+CALLER_OPS: dict[str, OpRule] = {
+    "zap": OpRule(
+        1,
+        1,
+        1,
+        1,
+        1,
+        "zap_present_ptes: get_and_clear_full_ptes, tlb_remove_tlb_entries, "
+        "folio_remove_rmap_ptes, tlb_remove_folio_ptes",
+    ),
+    "fork-private": OpRule(
+        2,
+        1,
+        1,
+        1,
+        0,
+        "copy_present_ptes: folio_ref_add, folio_try_dup_anon_rmap_ptes, "
+        "wrprotect_ptes (parent), set_ptes (child); the TLB is flushed once per fork",
+    ),
+    "mprotect": OpRule(
+        1,
+        0,
+        0,
+        0,
+        1,
+        "change_pte_range: modify_prot_start_ptes/modify_prot_commit_ptes, "
+        "tlb_flush_pte_range; no folio reference or mapcount change",
+    ),
+}
+
+# The published benchmarks' callers, as scan presets.
+SCENARIO_CALLERS = {"fork": "fork-private", "munmap": "zap", "mprotect": "mprotect"}
+
+
+def walk_ops(result) -> dict:
+    """The operations of one scan (a :class:`ptebatch.ScanResult` of a caller in
+    :data:`CALLER_OPS`), as a dict keyed by :data:`OPS`.
+
+    Parameters
+    ----------
+    result : ScanResult
+
+    Returns
+    -------
+    dict
+    """
+    rule = CALLER_OPS.get(result.caller)
+    if rule is None:
+        raise ValueError(
+            f"caller: operation counts are defined for {', '.join(CALLER_OPS)}, "
+            f"not {result.caller!r}"
+        )
+    batches, ptes = result.batches, result.ptes_batched
+    return {
+        "pte_reads": int(result.pte_reads),
+        "pte_writes": rule.writes * ptes,
+        "folio_ref_updates": rule.folio_ref * batches,
+        "mapcount_updates": rule.mapcount * batches,
+        "rmap_calls": rule.rmap * batches,
+        "tlb_flush_ranges": rule.tlb * batches,
+    }
+
+
+def region(folio_kb: int, arch: str = "x86_64", size: int = GIB) -> AddressSpace:
+    """``size`` bytes of anonymous folios of ``folio_kb`` KiB, mapped by PTEs in one VMA.
+
+    Every PTE is present, writable, young and dirty; folios are naturally aligned in
+    both virtual and physical address, so on arm64 every aligned 16-page run of a
+    folio of 64 KiB or more is a contpte block (as ``contpte_try_fold`` leaves it).
+
+    Parameters
+    ----------
+    folio_kb : int
+        Folio size, a power of two from 4 (order 0) to 2048 (PMD size).
+    arch : str
+    size : int
+        Bytes, a positive multiple of 2 MiB.
+
+    Returns
+    -------
+    AddressSpace
+    """
+    a = get_arch(arch)
+    if folio_kb not in SIZES_KB:
+        raise ValueError(
+            f"folio_kb: must be one of {', '.join(map(str, SIZES_KB))}, got {folio_kb}"
+        )
+    if size <= 0 or size % PMD_SIZE:
+        raise ValueError(f"size: must be a positive multiple of 2 MiB, got {size}")
+    nr = folio_kb * 1024 // PAGE_SIZE
+    n = size // PAGE_SIZE
+    pfn0 = 1 << 20  # 4 GiB physical: aligned for every folio size
+    pfn = pfn0 + np.arange(n, dtype=np.uint64)
+    extra = 0
+    if a.cont and nr >= CONT_PTES:
+        extra = np.uint64(a.cont)
+    ptes = a.make_pte(pfn, write=True, young=True, dirty=True, extra=extra)
+    tables = n // 512
+    table_va = REGION_VA + PMD_SIZE * np.arange(tables, dtype=np.uint64)
+    large = nr > 1
+    n_folios = n // nr if large else 0
+    return AddressSpace(
+        ptes.reshape(tables, 512),
+        table_va,
+        np.array([REGION_VA], dtype=np.uint64),
+        np.array([REGION_VA + size], dtype=np.uint64),
+        pfn0 + nr * np.arange(n_folios, dtype=np.uint64),
+        np.full(n_folios, nr, dtype=np.uint64),
+        np.full(n_folios, FOLIO_ANON | FOLIO_SWAPBACKED, dtype=np.uint8),
+        arch=a.name,
+    )
+
+
+def _ratio(unbatched: int, batched: int) -> float | None:
+    return round(unbatched / batched, 4) if batched else None
+
+
+def cost(
+    sizes=SIZES_KB,
+    arches=("x86_64", "arm64"),
+    callers=tuple(SCENARIO_CALLERS),
+    kernel: str = "6.18",
+    size: int = GIB,
+    impl=None,
+) -> list[dict]:
+    """Operation counts of every scenario, batched and unbatched, with their ratios.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        Folio sizes in KiB (:data:`SIZES_KB`).
+    arches : sequence of str
+    callers : sequence of str
+        Keys of :data:`SCENARIO_CALLERS` (``fork``, ``munmap``, ``mprotect``).
+    kernel : str
+        Release; every scenario caller batches from 6.17.
+    size : int
+        Region size in bytes (1 GiB, as the published benchmarks).
+    impl : module, optional
+        ``ptebatch`` (default) or ``ptebatch.naive``.
+
+    Returns
+    -------
+    list of dict
+        One row per (arch, caller, size): ``batched`` and ``unbatched`` op
+        dicts, and ``ratio`` (unbatched / batched, ``None`` when batched is 0).
+    """
+    if impl is None:
+        from .. import engine as impl
+    for c in callers:
+        if c not in SCENARIO_CALLERS:
+            raise ValueError(f"callers: must be among {', '.join(SCENARIO_CALLERS)}, got {c!r}")
+    rows = []
+    for arch in arches:
+        for kb in sizes:
+            space = region(kb, arch, size)
+            for c in callers:
+                preset = SCENARIO_CALLERS[c]
+                ops = {}
+                for mode in (True, False):
+                    r = impl.scan(space, caller=preset, kernel=kernel, rows=False, batching=mode)
+                    ops[mode] = walk_ops(r)
+                rows.append(
+                    {
+                        "arch": get_arch(arch).name,
+                        "caller": c,
+                        "preset": preset,
+                        "kernel": kernel,
+                        "folio_kb": kb,
+                        "batched": ops[True],
+                        "unbatched": ops[False],
+                        "ratio": {k: _ratio(ops[False][k], ops[True][k]) for k in OPS},
+                    }
+                )
+    return rows
