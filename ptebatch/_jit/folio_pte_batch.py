@@ -133,7 +133,7 @@ def read_cost(pte, cfg):
 
 
 @jit()  # once per batch; not inlined, like batch_findings
-def loop_reads(flat, g0, last_read, limit, cfg):
+def loop_reads(flat, gone, g0, last_read, limit, cfg):
     """Entries read by the ``ptep_get`` calls of folio_pte_batch's loop for a batch from
     ``g0`` whose last read was ``last_read`` (0 when the loop read nothing).
 
@@ -142,9 +142,9 @@ def loop_reads(flat, g0, last_read, limit, cfg):
     if cfg.cont == ZERO:
         return last_read - g0
     n = 0
-    g = g0 + pte_batch_hint(g0, pte_read(flat, g0, limit), cfg)
+    g = g0 + pte_batch_hint(g0, pte_read(flat, gone, g0, limit), cfg)
     while g <= last_read:
-        raw = pte_read(flat, g, limit)
+        raw = pte_read(flat, gone, g, limit)
         n += read_cost(raw, cfg)
         g += pte_batch_hint(g, raw, cfg)
     return n

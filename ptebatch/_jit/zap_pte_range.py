@@ -144,7 +144,7 @@ def zap_segments(
                         nr, stop, last, _w, _y, _d = folio_pte_batch(
                             flat, gone, g, limit, pte, max_nr, fp, fn, cfg
                         )
-                        reads += loop_reads(flat, g, last, limit, cfg)
+                        reads += loop_reads(flat, gone, g, last, limit, cfg)
                     reason = batch_reason(stop, pfn, nr, fp + fn, seg_reason[s])
                     over = overrun_bits(last, tbl_end, g, va, vma_end) | batch_findings(
                         flat, gone, g, nr, limit, pfn, fp + fn, cfg
