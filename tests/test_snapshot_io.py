@@ -461,19 +461,25 @@ def test_large_mapped_snapshot_scans_like_the_in_memory_one(large):
     assert read_info(path, present=True) == sp.info()
 
 
-def test_a_counts_scan_of_a_mapped_snapshot_releases_walked_tables(tmp_path, monkeypatch):
-    # large-space behaviour forced on a small space: groups of chunks, walked pages released
+@pytest.fixture
+def released(monkeypatch):
+    """Large-space behaviour forced on small spaces, and every release of walked tables."""
     from ptebatch import engine, planning
 
     monkeypatch.setattr(engine, "PROGRESS_MIN_WORK", 0)
-    released = []
+    calls = []
     real = planning.PageReleaser.release
 
     def spy(self, lo, hi):
-        released.append((lo, hi))
+        calls.append((lo, hi))
         real(self, lo, hi)
 
     monkeypatch.setattr(planning.PageReleaser, "release", spy)
+    return calls
+
+
+def test_a_counts_scan_of_a_mapped_snapshot_releases_walked_tables(tmp_path, released):
+    # groups of chunks, walked pages released
     space = pb.generate(20_000, seed=9, moved=0.2)
     path = tmp_path / "s.npz"
     space.save(path)
@@ -489,22 +495,15 @@ def test_a_counts_scan_of_a_mapped_snapshot_releases_walked_tables(tmp_path, mon
 
 
 @pytest.mark.parametrize("kernel", ["6.15", "6.16"])
-def test_an_unmap_of_a_mapped_snapshot_releases_tables_behind_it(tmp_path, monkeypatch, kernel):
-    # large-space behaviour forced on a small space: the runs pass goes a few segments at a
-    # time and the walk a group of chunks at a time, each releasing the tables behind it;
-    # counts and rows equal the in-memory walk's (a released table is read again if needed)
-    from ptebatch import engine, planning
+def test_an_unmap_of_a_mapped_snapshot_releases_tables_behind_it(
+    tmp_path, monkeypatch, released, kernel
+):
+    # the runs pass goes a few segments at a time and the walk a group of chunks at a time,
+    # each releasing the tables behind it; counts equal the in-memory walk's (a released
+    # table is read again if needed)
+    from ptebatch import engine
 
-    monkeypatch.setattr(engine, "PROGRESS_MIN_WORK", 0)
     monkeypatch.setattr(engine, "RELEASE_ENTRIES", 4096)
-    released = []
-    real = planning.PageReleaser.release
-
-    def spy(self, lo, hi):
-        released.append((lo, hi))
-        real(self, lo, hi)
-
-    monkeypatch.setattr(planning.PageReleaser, "release", spy)
     space = pb.generate(20_000, seed=9, moved=0.2, vma_split=0.3, lazyfree=0.8)
     path = tmp_path / "s.npz"
     space.save(path)
