@@ -25,7 +25,7 @@ import numba
 import numpy as np
 
 import ptebatch as pb
-from ptebatch.bench import space_for
+from ptebatch.bench import _best, space_for
 from ptebatch.planning import order_table
 
 PFN_MASK = np.uint64(0x000F_FFFF_FFFF_F000)
@@ -69,13 +69,8 @@ def walk(flat, forder, obase, oshift, lookup, compare):
     return batches, ptes
 
 
-def best(fn, repeat: int = 7) -> float:
-    out = float("inf")
-    for _ in range(repeat):
-        t = time.thread_time()
-        fn()
-        out = min(out, time.thread_time() - t)
-    return out
+def best(fn) -> float:
+    return _best(fn, 7, clock=time.thread_time)
 
 
 def main(case: str = "mixed-1m") -> None:

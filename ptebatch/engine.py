@@ -436,13 +436,14 @@ def unmap(
             )
         tally.add(counts)
 
-    released = [0]
+    released = 0  # entries below this were released
 
     def release(c0: int, c1: int) -> None:
         # a later read of a released table maps it again: only memory depends on this
+        nonlocal released
         hi = int(later_lo[starts[c1]]) if c1 < starts.size else flat.shape[0]
-        pages.release(released[0], hi)
-        released[0] = max(released[0], hi)
+        pages.release(released, hi)
+        released = max(released, hi)
 
     out_pfn, out_va, out_nr, out_reason, out_over = tally.run(
         run_round,
