@@ -28,7 +28,7 @@ NO_JIT = os.environ.get("NUMBA_DISABLE_JIT") == "1"
 BASE = 1 << 32  # 2 MiB aligned
 
 
-def one_folio(arch: str, vma_pages: int = 16):
+def one_folio(arch: str, vma_pages: int = 16, flags=FOLIO_ANON | FOLIO_SWAPBACKED):
     """One 16-page folio at BASE (folded into a contpte block on arm64), in a VMA of
     ``vma_pages`` pages; the entries past the folio are empty."""
     a = pb.get_arch(arch)
@@ -42,7 +42,7 @@ def one_folio(arch: str, vma_pages: int = 16):
         [BASE + 4096 * vma_pages],
         [0x1000],
         [16],
-        [FOLIO_ANON | FOLIO_SWAPBACKED],
+        [flags],
         arch=arch,
     )
 
@@ -86,6 +86,95 @@ def test_one_16_page_folio_zap_golden(impl, arch, batched_reads, unbatched_reads
         rmap_calls=16,
         tlb_flush_ranges=16,
     )
+
+
+def unmap_ops(impl, space, kernel, batching):
+    r = impl.unmap(space, caller="lazyfree", kernel=kernel, rows=False, batching=batching)
+    return C.walk_ops(r)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize(
+    "arch,batched_reads,unbatched_reads",
+    [
+        # x86-64: page_vma_mapped_walk reads entry 0; folio_unmap_pte_batch's max_nr is
+        # pmd_addr_end (the VMA end, 16 pages), cut to the 16 pages left in the folio,
+        # so the loop reads entries 1-15 and stops at max_nr: 1 + 15.  The batch is the
+        # whole folio, so the walk ends there.  Unbatched: 16 steps, one read each.
+        ("x86_64", 16, 16),
+        # arm64: the first ptep_get gathers the contpte block (16) and its hint (16)
+        # reaches max_nr, so the loop reads nothing.  Unbatched: each of the 16 steps
+        # gathers the block again (16 x 16; cleared entries read as none but are read).
+        ("arm64", 16, 16 * 16),
+    ],
+)
+def test_one_16_page_folio_lazyfree_golden(impl, arch, batched_reads, unbatched_reads):
+    space = one_folio(arch, flags=FOLIO_ANON)  # anon, not swapbacked: lazyfree
+    b = unmap_ops(impl, space, "6.18", True)
+    u = unmap_ops(impl, space, "6.18", False)
+    # try_to_unmap_one: get_and_clear_full_ptes clears each PTE once either way; per
+    # batch one folio_put_refs, one folio_remove_rmap_ptes (mapcount and rmap call) and
+    # one flushed range: 1 batch of 16, or 16 of 1
+    assert b == dict(
+        pte_reads=batched_reads,
+        pte_writes=16,
+        folio_ref_updates=1,
+        mapcount_updates=1,
+        rmap_calls=1,
+        tlb_flush_ranges=1,
+    )
+    assert u == dict(
+        pte_reads=unbatched_reads,
+        pte_writes=16,
+        folio_ref_updates=16,
+        mapcount_updates=16,
+        rmap_calls=16,
+        tlb_flush_ranges=16,
+    )
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_lazyfree_before_6_15_does_not_batch(impl):
+    # the release's own rule: 6.14 reclaim takes a lazyfree folio one PTE at a time,
+    # so batched and unbatched walks are the same
+    space = one_folio("x86_64", flags=FOLIO_ANON)
+    b = unmap_ops(impl, space, "6.14", True)
+    assert b == unmap_ops(impl, space, "6.14", False)
+    assert b["rmap_calls"] == 16
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_lazyfree_partial_batch_rereads_cleared_entries(impl):
+    # The folio is split by the VMA end after page 8 and page 8.. are in a second VMA
+    # (6.18 clamps at vma_end): the first batch takes 8 entries; no whole-folio batch,
+    # so the walk goes on.  Entries 0-7: read 0 (1), loop 1-7 (7), then
+    # page_vma_mapped_walk steps over 1-7, now none, reading each (7).  Second VMA: read
+    # 8 (1), loop 9-15 (7), and 9-15 again (7): the batch is not the whole folio either.
+    # Total 2 x (1 + 7 + 7) = 30, two batches.
+    a = pb.get_arch("x86_64")
+    pfn = 0x1000 + np.arange(16, dtype=np.uint64)
+    ptes = a.make_pte(pfn, write=True, young=True, dirty=True)
+    va = BASE + 4096 * np.arange(16, dtype=np.uint64)
+    space = pb.AddressSpace.from_entries(
+        va,
+        ptes,
+        [BASE, BASE + 8 * 4096],
+        [BASE + 8 * 4096, BASE + 16 * 4096],
+        [0x1000],
+        [16],
+        [FOLIO_ANON],
+        arch="x86_64",
+    )
+    ops_ = unmap_ops(impl, space, "6.18", True)
+    assert (ops_["pte_reads"], ops_["rmap_calls"]) == (30, 2)
+
+
+@given(spaces(), st.sampled_from(KERNELS), st.booleans(), st.booleans())
+def test_unmap_reads_jit_equal_naive(space, kernel, batching, parallel):
+    a = pb.unmap(space, kernel=kernel, batching=batching, parallel=parallel)
+    b = pb.naive.unmap(space, kernel=kernel, batching=batching)
+    assert a.pte_reads == b.pte_reads
+    assert a.summary() == b.summary()
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -140,12 +229,22 @@ def test_reads_jit_equal_naive(space, caller, kernel, batching, parallel):
 
 
 @pytest.mark.parametrize("case", cases_up_to("small"))
-@pytest.mark.parametrize("caller", list(C.CALLER_OPS))
+@pytest.mark.parametrize("caller", [p for p in C.CALLER_OPS if pb.CALLERS[p].walk == "scan"])
 @pytest.mark.parametrize("batching", [True, False])
 def test_registry_cases_ops_jit_equal_naive(case, caller, batching):
     space = space_for(case)
     kw = dict(caller=caller, kernel="6.18", rows=False, batching=batching)
     a, b = pb.scan(space, **kw), pb.naive.scan(space, **kw)
+    assert C.walk_ops(a) == C.walk_ops(b)
+    assert a.summary() == b.summary()
+
+
+@pytest.mark.parametrize("case", cases_up_to("small"))
+@pytest.mark.parametrize("batching", [True, False])
+def test_registry_cases_unmap_ops_jit_equal_naive(case, batching):
+    space = space_for(case)
+    kw = dict(caller="lazyfree", kernel="6.18", rows=False, batching=batching)
+    a, b = pb.unmap(space, **kw), pb.naive.unmap(space, **kw)
     assert C.walk_ops(a) == C.walk_ops(b)
     assert a.summary() == b.summary()
 
@@ -202,10 +301,16 @@ def test_cli_cost_json(capsys):
     out = capsys.readouterr().out
     assert code == 0
     rows = json.loads(out)["rows"]
-    # 2 sizes x 2 arches x 3 callers
-    assert len(rows) == 12
+    # 2 sizes x 2 arches x 4 callers
+    assert len(rows) == 16
     fork = [r for r in rows if r["caller"] == "fork" and r["folio_kb"] == 2048]
     assert {r["ratio"]["folio_ref_updates"] for r in fork} == {512}
+    # lazyfree: one whole-folio batch per 2 MiB folio, one per PTE unbatched: 512x; at
+    # 4 KiB the unmap walks no large folio, so there is nothing to count
+    lazy = {r["folio_kb"]: r for r in rows if r["caller"] == "lazyfree" and r["arch"] == "arm64"}
+    assert lazy[2048]["ratio"]["rmap_calls"] == 512
+    assert lazy[2048]["ratio"]["pte_reads"] == 16  # a gather per entry vs per block
+    assert lazy[4]["batched"]["pte_writes"] == 0 and lazy[4]["ratio"]["rmap_calls"] is None
 
 
 def test_cli_cost_table(capsys):

@@ -5,10 +5,11 @@ compiled walks and the naive twin count the entries every ``ptep_get`` reads
 (:attr:`ptebatch.ScanResult.pte_reads`); PTE writes are a fixed number per PTE
 and the folio, rmap and TLB operations a fixed number per batch, by caller.
 Each walk is set next to the same caller in the same release with batching
-switched off (``scan(..., batching=False)``).
+switched off (``scan(..., batching=False)``, ``unmap(..., batching=False)``).
 
 The scenarios are the published microbenchmarks' setup: a 1 GiB region of
-folios of one size, mapped by PTEs.
+folios of one size, mapped by PTEs (lazyfree: MADV_FREE'd anon folios, every
+folio mapped once, unmapped by reclaim).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..arch import PAGE_SIZE, PMD_SIZE, get_arch
+from ..callers import CALLERS, Walk
 from ..space import FOLIO_ANON, FOLIO_SWAPBACKED, AddressSpace
 
 __all__ = [
@@ -98,19 +100,35 @@ CALLER_OPS: dict[str, OpRule] = {
         "change_pte_range: modify_prot_start_ptes/modify_prot_commit_ptes, "
         "tlb_flush_pte_range; no folio reference or mapcount change",
     ),
+    "lazyfree": OpRule(
+        1,
+        1,
+        1,
+        1,
+        1,
+        "try_to_unmap_one (folio_unmap_pte_batch): get_and_clear_full_ptes, one flushed "
+        "range (flush_tlb_range or set_tlb_ubc_flush_pending), folio_remove_rmap_ptes, "
+        "folio_put_refs",
+    ),
 }
 
-# The published benchmarks' callers, as scan presets.
-SCENARIO_CALLERS = {"fork": "fork-private", "munmap": "zap", "mprotect": "mprotect"}
+# The published benchmarks' callers, as scan or unmap presets.
+SCENARIO_CALLERS = {
+    "fork": "fork-private",
+    "munmap": "zap",
+    "mprotect": "mprotect",
+    "lazyfree": "lazyfree",
+}
 
 
 def walk_ops(result) -> dict:
-    """The operations of one scan (a :class:`ptebatch.ScanResult` of a caller in
-    :data:`CALLER_OPS`), as a dict keyed by :data:`OPS`.
+    """The operations of one walk (a :class:`ptebatch.ScanResult` or
+    :class:`ptebatch.UnmapResult` of a caller in :data:`CALLER_OPS`), as a dict
+    keyed by :data:`OPS`.
 
     Parameters
     ----------
-    result : ScanResult
+    result : ScanResult or UnmapResult
 
     Returns
     -------
@@ -133,7 +151,9 @@ def walk_ops(result) -> dict:
     }
 
 
-def region(folio_kb: int, arch: str = "x86_64", size: int = GIB) -> AddressSpace:
+def region(
+    folio_kb: int, arch: str = "x86_64", size: int = GIB, lazyfree: bool = False
+) -> AddressSpace:
     """``size`` bytes of anonymous folios of ``folio_kb`` KiB, mapped by PTEs in one VMA.
 
     Every PTE is present, writable, young and dirty; folios are naturally aligned in
@@ -147,12 +167,16 @@ def region(folio_kb: int, arch: str = "x86_64", size: int = GIB) -> AddressSpace
     arch : str
     size : int
         Bytes, a positive multiple of 2 MiB.
+    lazyfree : bool
+        The folios are lazyfree (anon, not swapbacked: after MADV_FREE) rather
+        than ordinary anon (swapbacked).
 
     Returns
     -------
     AddressSpace
     """
     a = get_arch(arch)
+    kind = FOLIO_ANON if lazyfree else FOLIO_ANON | FOLIO_SWAPBACKED
     if folio_kb not in SIZES_KB:
         raise ValueError(
             f"folio_kb: must be one of {', '.join(map(str, SIZES_KB))}, got {folio_kb}"
@@ -178,7 +202,7 @@ def region(folio_kb: int, arch: str = "x86_64", size: int = GIB) -> AddressSpace
         np.array([REGION_VA + size], dtype=np.uint64),
         pfn0 + nr * np.arange(n_folios, dtype=np.uint64),
         np.full(n_folios, nr, dtype=np.uint64),
-        np.full(n_folios, FOLIO_ANON | FOLIO_SWAPBACKED, dtype=np.uint8),
+        np.full(n_folios, kind, dtype=np.uint8),
         arch=a.name,
     )
 
@@ -203,9 +227,11 @@ def cost(
         Folio sizes in KiB (:data:`SIZES_KB`).
     arches : sequence of str
     callers : sequence of str
-        Keys of :data:`SCENARIO_CALLERS` (``fork``, ``munmap``, ``mprotect``).
+        Keys of :data:`SCENARIO_CALLERS` (``fork``, ``munmap``, ``mprotect``,
+        ``lazyfree``).
     kernel : str
-        Release; every scenario caller batches from 6.17.
+        Release; every scenario caller batches from 6.17.  In a release where a
+        caller does not batch yet (lazyfree before 6.15), batched equals unbatched.
     size : int
         Region size in bytes (1 GiB, as the published benchmarks).
     impl : module, optional
@@ -216,6 +242,8 @@ def cost(
     list of dict
         One row per (arch, caller, size): ``batched`` and ``unbatched`` op
         dicts, and ``ratio`` (unbatched / batched, ``None`` when batched is 0).
+        Lazyfree at 4 KiB counts nothing: the unmap model walks large folios
+        only (an order-0 folio has nothing to batch), so its ratios are ``None``.
     """
     if impl is None:
         from .. import engine as impl
@@ -225,12 +253,18 @@ def cost(
     rows = []
     for arch in arches:
         for kb in sizes:
-            space = region(kb, arch, size)
+            spaces = {}
             for c in callers:
                 preset = SCENARIO_CALLERS[c]
+                unmaps = CALLERS[preset].walk == Walk.UNMAP
+                if unmaps not in spaces:
+                    spaces[unmaps] = region(kb, arch, size, lazyfree=unmaps)
+                walk = impl.unmap if unmaps else impl.scan
                 ops = {}
                 for mode in (True, False):
-                    r = impl.scan(space, caller=preset, kernel=kernel, rows=False, batching=mode)
+                    r = walk(
+                        spaces[unmaps], caller=preset, kernel=kernel, rows=False, batching=mode
+                    )
                     ops[mode] = walk_ops(r)
                 rows.append(
                     {
