@@ -323,3 +323,29 @@ def test_cli_cost_bad_size_is_one_line(capsys):
     code = main(["cost", "--sizes", "8"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "sizes" in err
+
+
+def test_cli_cost_plot_writes_png_and_svg(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    png, svg = tmp_path / "c.png", tmp_path / "c.svg"
+    args = ["cost", "--sizes", "16,64", "--size-mib", "2", "--arch", "arm64"]
+    assert main([*args, "--plot", str(png)]) == 0
+    assert main([*args, "--plot", str(svg)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the PNG signature
+    assert b"<svg" in svg.read_bytes()[:1000]
+
+
+def test_cli_cost_plot_bad_suffix_is_one_line(tmp_path, capsys):
+    code = main(["cost", "--sizes", "64", "--size-mib", "2", "--plot", str(tmp_path / "c.txt")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "output: must end in" in err
+    assert not (tmp_path / "c.txt").exists()
+
+
+def test_cli_cost_plot_without_matplotlib_is_one_line(tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import fails as if not installed
+    code = main(["cost", "--sizes", "64", "--size-mib", "2", "--plot", str(tmp_path / "c.png")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "matplotlib" in err

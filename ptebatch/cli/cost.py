@@ -48,12 +48,24 @@ def _configure(p) -> None:
         help="region size in MiB, a multiple of 2 (default: 1024, as the published benchmarks)",
     )
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument(
+        "--plot",
+        metavar="FILE",
+        default=None,
+        help="also draw the ratios against folio size to FILE (.png, .svg or .pdf; "
+        "needs matplotlib)",
+    )
 
 
 @command("cost", "operation counts of the published benchmarks' scenarios, batched vs not")(
     _configure
 )
 def run_cost(a) -> int:
+    if a.plot is not None:
+        from ..workloads.plot import plot_suffix, require_matplotlib
+
+        plot_suffix(a.plot)  # before the walks: a bad name costs nothing
+        require_matplotlib()
     rows = cost(
         sizes=_size_list(a.sizes),
         arches=(a.arch,) if a.arch else ("x86_64", "arm64"),
@@ -61,6 +73,11 @@ def run_cost(a) -> int:
         kernel=a.kernel,
         size=a.size_mib << 20,
     )
+    if a.plot is not None:
+        from ..workloads.plot import plot_cost
+
+        plot_cost(rows, a.plot, title=f"What batching saves ({a.kernel}, {a.size_mib} MiB)")
+        sys.stderr.write(f"wrote {a.plot}\n")
     if a.json:
         print_json({"size_mib": a.size_mib, "ops": list(OPS), "rows": rows})
         return 0
