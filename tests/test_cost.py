@@ -349,3 +349,54 @@ def test_cli_cost_plot_without_matplotlib_is_one_line(tmp_path, capsys, monkeypa
     code = main(["cost", "--sizes", "64", "--size-mib", "2", "--plot", str(tmp_path / "c.png")])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "matplotlib" in err
+
+
+def test_fit_nnls_recovers_known_coefficients():
+    # synthetic timings from known non-negative coefficients (one of them 0): the fit
+    # must give them back, whatever the scale of each column
+    rng = np.random.default_rng(0)
+    x = np.column_stack(
+        [rng.uniform(1e5, 5e6, 12), rng.uniform(0, 1e4, 12), rng.uniform(1e2, 3e5, 12), np.ones(12)]
+    )
+    want = np.array([2.5e-7, 0.0, 1.5e-6, 0.5])
+    np.testing.assert_allclose(C.fit_nnls(x, x @ want), want, rtol=1e-9, atol=1e-12)
+
+
+def test_fit_nnls_clamps_a_negative_direction_to_zero():
+    # y falls as column 1 grows: least squares would give it a negative coefficient;
+    # NNLS sets it to 0 and fits the mean with the constant column (2, 2 -> mean 2)
+    x = np.array([[1.0, 1.0], [2.0, 1.0]])
+    y = np.array([3.0, 1.0])
+    np.testing.assert_allclose(C.fit_nnls(x, y), [0.0, 2.0])
+
+
+def test_fit_nnls_refuses_bad_shapes():
+    with pytest.raises(ValueError, match="x, y"):
+        C.fit_nnls(np.ones((3, 2)), np.ones(2))
+
+
+def test_calibration_fits_mprotect_and_reports_unverified():
+    cal = C.calibration(scale=1 / 64)
+    rows = cal["rows"]
+    fitted = [r for r in rows if r["fitted_on"]]
+    # the six arm64 mprotect timings (three sizes, before and after)
+    assert cal["fit_on"] == 6 and {r["folio_kb"] for r in fitted} == {4, 64, 2048}
+    assert all(v >= 0 for v in cal["coef"].values())
+    # mprotect touches no folio: nothing in the fit constrains b, which NNLS leaves at 0
+    assert cal["coef"]["folio_ops"] == 0
+    # 4 KiB: batching changes no count, so the model predicts no change at all, while the
+    # series measured 1.0 s -> 1.1 s (a speedup of 1/1.1): the order-0 slowdown it cannot see
+    small = next(r for r in fitted if r["folio_kb"] == 4)
+    assert small["predicted"] == 1.0 and small["published"] == round(1.0 / 1.1, 2)
+    assert {r["source"] for r in rows if r["caller"] in ("fork", "munmap")} == {"not verified"}
+    assert all(r["published"] is None for r in rows if r["caller"] in ("fork", "munmap"))
+
+
+def test_cli_cost_calibration_table(capsys, monkeypatch):
+    real = C.calibration
+    monkeypatch.setattr(
+        "ptebatch.cli.cost.calibration", lambda kernel: real(kernel=kernel, scale=1 / 64)
+    )
+    assert main(["cost", "--calibration"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("fitted on 6 timings") and "not verified" in out

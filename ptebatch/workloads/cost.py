@@ -24,11 +24,17 @@ from ..space import FOLIO_ANON, FOLIO_SWAPBACKED, AddressSpace
 
 __all__ = [
     "CALLER_OPS",
+    "FEATURES",
     "OPS",
+    "PUBLISHED",
     "SCENARIO_CALLERS",
     "SIZES_KB",
     "OpRule",
+    "Published",
+    "calibration",
     "cost",
+    "features",
+    "fit_nnls",
     "region",
     "walk_ops",
 ]
@@ -279,3 +285,203 @@ def cost(
                     }
                 )
     return rows
+
+
+# -- calibration: a linear model from operation counts to time ------------------
+
+FEATURES = ("pte_ops", "folio_ops", "tlb_flush_ranges", "walk")
+
+
+def features(ops: dict) -> np.ndarray:
+    """The model's regressors for one walk's operations (a dict keyed by :data:`OPS`).
+
+    ``pte_ops`` = PTE reads + writes, ``folio_ops`` = folio reference and mapcount
+    updates + rmap calls, ``tlb_flush_ranges``, and 1 for the walk itself.
+
+    Parameters
+    ----------
+    ops : dict
+
+    Returns
+    -------
+    numpy.ndarray of float64, shape (4,)
+    """
+    return np.array(
+        [
+            ops["pte_reads"] + ops["pte_writes"],
+            ops["folio_ref_updates"] + ops["mapcount_updates"] + ops["rmap_calls"],
+            ops["tlb_flush_ranges"],
+            1,
+        ],
+        dtype=np.float64,
+    )
+
+
+def fit_nnls(x, y) -> np.ndarray:
+    """Non-negative least squares: the ``c >= 0`` minimising ``|x @ c - y|``.
+
+    Exact for the few columns of this model: every subset of columns is solved
+    unconstrained (``numpy.linalg.lstsq``), and the best solution with no
+    negative coefficient wins (the NNLS optimum is the unconstrained optimum on
+    its set of positive coefficients).  Columns are scaled to unit norm first,
+    so counts in the millions and a per-walk 1 sit side by side.
+
+    Parameters
+    ----------
+    x : array_like, shape (n, k)
+        One row of regressors per timing; ``k`` at most 12.
+    y : array_like, shape (n,)
+        The timings.
+
+    Returns
+    -------
+    numpy.ndarray of float64, shape (k,)
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if x.ndim != 2 or y.shape != (x.shape[0],):
+        raise ValueError(f"x, y: need shapes (n, k) and (n,), got {x.shape} and {y.shape}")
+    k = x.shape[1]
+    if not 1 <= k <= 12:
+        raise ValueError(f"x: 1 to 12 columns, got {k}")
+    norm = np.linalg.norm(x, axis=0)
+    norm[norm == 0] = 1.0
+    xs = x / norm
+    best, best_res = np.zeros(k), float(np.sum(y**2))
+    for mask in range(1, 1 << k):
+        cols = [j for j in range(k) if mask >> j & 1]
+        c, *_ = np.linalg.lstsq(xs[:, cols], y, rcond=None)
+        if np.any(c < 0):
+            continue
+        res = float(np.sum((xs[:, cols] @ c - y) ** 2))
+        if res < best_res - 1e-15 * max(best_res, 1.0):
+            best_res = res
+            best = np.zeros(k)
+            best[cols] = c
+    return best / norm
+
+
+@dataclass(frozen=True)
+class Published:
+    """One published before/after timing of a batching series.
+
+    Attributes
+    ----------
+    caller, arch : str
+        Scenario caller (:data:`SCENARIO_CALLERS`) and architecture.
+    folio_kb, size_mib : int
+        Folio size and the benchmark's region size.
+    unbatched_s, batched_s : float or None
+        Seconds before and after the series; ``None`` where the source read
+        gives no figure.
+    speedup : float or None
+        The speedup the source states, where it states one rather than timings.
+    source : str
+        Where the figure was read; ``""`` when it was not verified.
+    """
+
+    caller: str
+    arch: str
+    folio_kb: int
+    size_mib: int
+    unbatched_s: float | None = None
+    batched_s: float | None = None
+    speedup: float | None = None
+    source: str = ""
+
+    @property
+    def published_speedup(self) -> float | None:
+        if self.unbatched_s is not None and self.batched_s:
+            return self.unbatched_s / self.batched_s
+        return self.speedup
+
+
+_MPROTECT_SRC = (
+    'Dev Jain, "[PATCH v5 0/7] Optimize mprotect() for large folios", linux-arm-kernel, '
+    "18 July 2025 (lists.infradead.org/pipermail/linux-arm-kernel/2025-July/1046225.html); "
+    "Apple M3, 1 GiB toggled read-only/read-write 40 times"
+)
+_LAZYFREE_SRC = (
+    'Barry Song, "[PATCH v4 0/4] mm: batched unmap lazyfree large folios during '
+    'reclamation", 14 Feb 2025, as quoted by Lorenzo Stoakes (linux-riscv, 25 June 2025): '
+    '"reclaiming 64KiB lazyfree large folios is now 2.5x faster"; patch 3/4 reclaims '
+    "128 MB (the architecture is not stated in the text read)"
+)
+
+# Every figure here was read in the source named; fork and munmap were not found in a
+# source that could be read (their setups, x86-64 Xeon Silver 4210R for munmap, were).
+PUBLISHED = (
+    Published("mprotect", "arm64", 4, 1024, 1.0, 1.1, source=_MPROTECT_SRC),
+    Published("mprotect", "arm64", 64, 1024, 2.0, 0.7, source=_MPROTECT_SRC),
+    Published("mprotect", "arm64", 2048, 1024, 2.1, 0.65, source=_MPROTECT_SRC),
+    Published("lazyfree", "arm64", 64, 128, speedup=2.5, source=_LAZYFREE_SRC),
+    Published("lazyfree", "x86_64", 64, 128, speedup=2.5, source=_LAZYFREE_SRC),
+    Published("fork", "x86_64", 16, 1024),
+    Published("fork", "x86_64", 64, 1024),
+    Published("fork", "x86_64", 2048, 1024),
+    Published("munmap", "x86_64", 16, 1024),
+    Published("munmap", "x86_64", 64, 1024),
+    Published("munmap", "x86_64", 2048, 1024),
+)
+
+
+def calibration(kernel: str = "6.18", scale: float = 1.0, impl=None) -> dict:
+    """Fit the linear model on the verified timings of one caller (arm64 mprotect) and
+    predict every :data:`PUBLISHED` speedup from its counts.
+
+    Parameters
+    ----------
+    kernel : str
+        Release whose batched walks are counted.
+    scale : float
+        Region size relative to the benchmark's (tests use less than 1; the walk
+        term makes predictions depend on it a little).
+    impl : module, optional
+        ``ptebatch`` (default) or ``ptebatch.naive``.
+
+    Returns
+    -------
+    dict
+        ``coef`` (per :data:`FEATURES`, in seconds of the fitted benchmark run),
+        ``fit_on`` (how many timings), and ``rows``: one per published figure with
+        ``published`` and ``predicted`` speedups (``published`` ``None`` when not verified).
+    """
+    counted = {}
+    for p in PUBLISHED:
+        size = max(PMD_SIZE, int(p.size_mib * scale) // 2 * PMD_SIZE)
+        (row,) = cost(
+            sizes=(p.folio_kb,),
+            arches=(p.arch,),
+            callers=(p.caller,),
+            kernel=kernel,
+            size=size,
+            impl=impl,
+        )
+        counted[p] = row
+    fit = [p for p in PUBLISHED if p.caller == "mprotect" and p.unbatched_s is not None]
+    x = [features(counted[p][mode]) for p in fit for mode in ("unbatched", "batched")]
+    y = [t for p in fit for t in (p.unbatched_s, p.batched_s)]
+    coef = fit_nnls(x, y)
+    rows = []
+    for p in PUBLISHED:
+        r = counted[p]
+        before = float(features(r["unbatched"]) @ coef)
+        after = float(features(r["batched"]) @ coef)
+        rows.append(
+            {
+                "caller": p.caller,
+                "arch": p.arch,
+                "folio_kb": p.folio_kb,
+                "size_mib": p.size_mib,
+                "published": None if p.published_speedup is None else round(p.published_speedup, 2),
+                "predicted": round(before / after, 2) if after > 0 else None,
+                "fitted_on": p in fit,
+                "source": p.source or "not verified",
+            }
+        )
+    return {
+        "features": list(FEATURES),
+        "coef": dict(zip(FEATURES, (float(c) for c in coef))),
+        "fit_on": len(y),
+        "rows": rows,
+    }
