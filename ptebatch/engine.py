@@ -297,6 +297,7 @@ def unmap(
     parallel: bool = True,
     rows=True,
     progress=None,
+    batching: bool = True,
 ) -> UnmapResult:
     """Model reclaim's try_to_unmap_one for every mapped large folio.
 
@@ -337,6 +338,10 @@ def unmap(
     progress : callable, optional
         ``progress(task, done, total, note)`` as a large walk advances (see
         :mod:`ptebatch.progress`); results do not depend on it.
+    batching : bool
+        ``True`` or ``False`` only.  False unmaps as reclaim does in a release
+        where it does not batch (one PTE at a time): the baseline of
+        :mod:`ptebatch.workloads.cost`.
 
     Returns
     -------
@@ -353,7 +358,10 @@ def unmap(
     form one unit of work, walked in PFN order, and units share no entry
     (docs/model.md section 5).
     """
-    preset, fl, _, _ = check_walk_args(space, Walk.UNMAP, caller, kernel, flags, None, oob)
+    preset, fl, _, _ = check_walk_args(
+        space, Walk.UNMAP, caller, kernel, flags, None, oob, 0, batching
+    )
+    batching = check_bool("batching", batching)
     detectors = check_bool("detectors", detectors)
     profile = preset.profile
     arch = get_arch(space.arch)
@@ -400,9 +408,11 @@ def unmap(
     mode = int(preset.rule.unmap_mode)
     # the entries unmapped so far, one bit each (the snapshot itself is never written)
     gone = np.zeros((flat.shape[0] + 7) // 8, dtype=np.uint8)
+    reads = np.zeros(starts.size, dtype=np.int64)
 
     def run_round(ch_pos, ch_end, ch_o, ch_o_end, bufs, active):
         counts = tally.round_arrays(active.size)
+        rd = np.zeros(active.size, dtype=np.int64)
         with threads(parallel):
             try_to_unmap.unmap_chunks(
                 flat,
@@ -431,10 +441,12 @@ def unmap(
                 preset.rule.file_folios,
                 preset.rule.skip_uffd_wp_vmas,
                 oob == "adjacent",
+                rd,
                 *counts,
                 *bufs,
             )
         tally.add(counts)
+        reads[active] += rd
 
     released = 0  # entries below this were released
 
@@ -474,6 +486,8 @@ def unmap(
         **tally.result_fields(),
         folios=int(item_f.size),
         lazyfree_folios=int(np.count_nonzero(lazy)),
+        pte_reads=int(reads.sum()),
+        batching=batching,
     )
 
 

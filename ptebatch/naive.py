@@ -512,6 +512,7 @@ def unmap(
     parallel=None,
     rows=True,
     progress=None,
+    batching=True,
 ) -> UnmapResult:
     """Naive twin of :func:`ptebatch.unmap` (``parallel`` and ``progress`` are accepted and
     ignored).
@@ -520,7 +521,10 @@ def unmap(
     (the reverse map, then each folio's VMAs in order, then
     ``try_to_unmap_one``'s batches), so it can be checked by eye.
     """
-    preset, fl, _, _ = check_walk_args(space, Walk.UNMAP, caller, kernel, flags, None, oob)
+    preset, fl, _, _ = check_walk_args(
+        space, Walk.UNMAP, caller, kernel, flags, None, oob, 0, batching
+    )
+    batching = check_bool("batching", batching)
     detectors = check_bool("detectors", detectors)
     row_spec = check_rows(rows)
     profile, rule = preset.profile, preset.rule
@@ -552,9 +556,14 @@ def unmap(
         by_vma: dict[int, list] = {}
         for v, addr, g, vma_end in rmap[f]:
             by_vma.setdefault(v, []).append((addr, g, vma_end))
+        # folio_mapped(): the folio's mapcount, which only its own batches lower (an
+        # entry another folio's batch cleared keeps it mapped, and the walk goes on
+        # visiting VMAs where it finds nothing)
+        own = {g for _, _, g, _ in rmap[f]}
+        mapped = len(own)
         for v in sorted(by_vma):
             # rmap_walk's done(): folio_not_mapped ends the walk once no page is mapped
-            if all(g in mem.cleared for _, _, g, _ in rmap[f]):
+            if mapped == 0:
                 break
             # try_to_unmap_one: page_vma_mapped_walk over this VMA
             # 7.0 does not batch in a VMA registered for uffd-wp (userfaultfd_wp(vma))
@@ -609,7 +618,9 @@ def unmap(
                     )
                 )
                 # get_and_clear_full_ptes: the batch's entries, read or skipped, are none now
-                mem.cleared.update(range(g, g + nr))
+                taken = set(range(g, g + nr)) - mem.cleared
+                mapped -= len(taken & own)
+                mem.cleared.update(taken)
                 if nr == fnr:
                     break  # walk_done
     return _walk_result(
@@ -623,4 +634,6 @@ def unmap(
         row_spec,
         folios=len(rmap),
         lazyfree_folios=lazyfree_folios,
+        pte_reads=b.reads,
+        batching=batching,
     )

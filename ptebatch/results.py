@@ -306,11 +306,19 @@ class UnmapResult(_WalkResult):
         Large folios that were mapped and walked.
     lazyfree_folios : int
         Of those, lazyfree ones.
+    pte_reads : int
+        Entries read by every ``ptep_get`` of the walk, page_vma_mapped_walk's
+        (one per entry it visits, cleared ones included) and folio_pte_batch's;
+        arm64's contpte gather reads 16 (docs/model.md section 10).
+    batching : bool
+        False: the walk ran with the caller's batching switched off.
     """
 
     folio_pfn: np.ndarray = None  # type: ignore[assignment]
     folios: int = 0
     lazyfree_folios: int = 0
+    pte_reads: int = 0
+    batching: bool = True
 
     def summary(self) -> dict:
         """JSON-ready dict of the counts (no per-row arrays)."""
@@ -319,6 +327,8 @@ class UnmapResult(_WalkResult):
             "folios": self.folios,
             "lazyfree_folios": self.lazyfree_folios,
             "batched_steps": self.multi_batches,
+            "pte_reads": self.pte_reads,
+            "batching": self.batching,
         }
         out.update(self._common(UNMAP_REASONS))
         return out

@@ -12,7 +12,14 @@ import numpy as np
 from .. import reasons as R
 from .config import UNMAP_ALL_OR_NOTHING, UNMAP_CLAMPED
 from .folio_lookup import folio_span
-from .folio_pte_batch import batch_findings, batch_reason, folio_pte_batch, overrun_bits
+from .folio_pte_batch import (
+    batch_findings,
+    batch_reason,
+    folio_pte_batch,
+    loop_reads,
+    overrun_bits,
+    read_cost,
+)
 from .options import jit, prange
 from .pte import ONE, PAGE_SHIFT, PTRS_PER_PTE, ZERO, is_gone, pmd_addr_end, pte_pfn, ptep_get
 from .tally import count_batch, keep_row
@@ -190,9 +197,11 @@ def unmap_folios(
     ``item_f[i]`` is mapped.  Every batch clears its entries in ``gone`` (one
     bit per flat entry), so later walks read none there; a folio's walk ends
     when none of its rmap entries is left (folio_not_mapped).  Stops before a
-    folio whose worst case would not fit in out[o:o_end]; returns ``(i, o)``.
+    folio whose worst case would not fit in out[o:o_end]; returns ``(i, o, reads)``,
+    ``reads`` the entries its ``ptep_get`` calls read (docs/model.md section 10).
     """
     n_flat = flat.shape[0]
+    reads = 0
     while i < i_end:
         if o + item_bound[i] > o_end:
             break
@@ -235,6 +244,7 @@ def unmap_folios(
             while k < length:
                 gk = g + k
                 pte = ptep_get(flat, gone, gk, limit, cfg)
+                reads += read_cost(pte, cfg)  # page_vma_mapped_walk's, present or not
                 if (pte & cfg.present) == ZERO:
                     k += 1  # cleared by an earlier batch: page_vma_mapped_walk skips it
                     continue
@@ -249,6 +259,7 @@ def unmap_folios(
                         n, stop, last, _w, _y, _d = folio_pte_batch(
                             flat, gone, gk, limit, pte, np.int64(fnr), fpfn, fnr, cfg
                         )
+                        reads += loop_reads(flat, gone, gk, last, limit, cfg)
                         if n == np.int64(fnr):
                             nr = n
                             reason = R.FOLIO_END
@@ -259,6 +270,7 @@ def unmap_folios(
                     n, stop, last, _w, _y, _d = folio_pte_batch(
                         flat, gone, gk, limit, pte, max_nr, fpfn, fnr, cfg
                     )
+                    reads += loop_reads(flat, gone, gk, last, limit, cfg)
                     nr = n
                     reason = batch_reason(stop, pfn, n, fend, limit_reason)
                 over = overrun_bits(last, tbl_end, gk, va, vma_end)
@@ -282,9 +294,13 @@ def unmap_folios(
                 if nr == np.int64(fnr):
                     vma_done = True  # the whole folio went in one batch: walk done
                     break
+                # page_vma_mapped_walk steps on one entry at a time and reads the ones
+                # this batch cleared (none now, one read each) before the next present one
+                if nr > 1:
+                    reads += min(nr, length - k) - 1
                 k += nr
         i += 1
-    return i, o
+    return i, o, reads
 
 
 @jit(parallel=True)
@@ -315,6 +331,7 @@ def unmap_chunks(
     batch_file,
     skip_uffd_vma,
     oob_adjacent,
+    ch_reads,
     flt,
     ch_hist,
     ch_found,
@@ -326,7 +343,7 @@ def unmap_chunks(
 ):
     """Every chunk of folios in parallel; one output range per chunk."""
     for k in prange(ch_i.shape[0]):
-        i, o = unmap_folios(
+        i, o, reads = unmap_folios(
             flat,
             gone,
             seg_g0,
@@ -364,3 +381,4 @@ def unmap_chunks(
         )
         ch_i[k] = i
         ch_o[k] = o
+        ch_reads[k] += reads

@@ -1,4 +1,5 @@
-"""Plots of experiment rows: batch-size histograms and stop reasons, side by side.
+"""Plots of experiment rows (batch-size histograms and stop reasons, side by side) and of
+``ptebatch cost`` rows (batched/unbatched ratio against folio size).
 
 matplotlib is an optional dependency: ``pip install 'ptebatch[plot]'``.
 """
@@ -12,7 +13,7 @@ import numpy as np
 from .._io import atomic_write
 from ..results import SCAN_REASONS
 
-__all__ = ["plot_rows", "require_matplotlib", "INSTALL_HINT"]
+__all__ = ["plot_cost", "plot_rows", "plot_suffix", "require_matplotlib", "INSTALL_HINT"]
 
 INSTALL_HINT = "plotting needs matplotlib: pip install 'ptebatch[plot]' (or pip install matplotlib)"
 _FORMATS = (".png", ".svg", ".pdf")
@@ -179,6 +180,93 @@ def _styles(labels: list[str], plt) -> list[dict]:
             "markersize": 6.0,
         }
     return out
+
+
+def plot_suffix(path) -> str:
+    """The image format of ``path`` (``.png``, ``.svg`` or ``.pdf``).
+
+    Raises
+    ------
+    ValueError
+        Any other suffix.
+    """
+    path = os.fspath(path)
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix not in _FORMATS:
+        raise ValueError(f"output: must end in {', '.join(_FORMATS)}, got {path!r}")
+    return suffix
+
+
+def plot_cost(rows: list[dict], path, *, title: str | None = None) -> None:
+    """Draw ``ptebatch cost`` rows: unbatched / batched per operation against folio size.
+
+    One panel per operation, one line per caller and architecture (the colour
+    family is the caller, the line style the architecture); folio size on a
+    log2 axis, the ratio on a log2 axis.  A ratio that does not exist
+    (nothing counted batched, e.g. mprotect's folio updates) is left out.
+
+    Parameters
+    ----------
+    rows : list of dict
+        Rows of :func:`ptebatch.workloads.cost.cost`.
+    path : str or os.PathLike
+        Output file, ``.png``, ``.svg`` or ``.pdf``; written atomically.
+    title : str, optional
+        Figure title.
+
+    Raises
+    ------
+    ValueError
+        No rows, or an unsupported file suffix.
+    ImportError
+        matplotlib is missing (the message says how to install it).
+    """
+    from .cost import OPS
+
+    suffix = plot_suffix(path)
+    if not rows:
+        raise ValueError("rows: nothing to plot")
+    plt = require_matplotlib()
+    series: dict[str, list[dict]] = {}
+    for r in rows:
+        series.setdefault(f"{r['caller']} {r['arch']}", []).append(r)
+    labels = list(series)
+    styles = _styles(labels, plt)
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8.5), sharex=True, layout="constrained")
+    for ax, op in zip(axes.flat, OPS):
+        drawn = False
+        for label, style in zip(labels, styles):
+            pts = sorted((r["folio_kb"], r["ratio"][op]) for r in series[label] if r["ratio"][op])
+            if not pts:
+                continue
+            kb, ratio = zip(*pts)
+            ax.plot(kb, ratio, markerfacecolor="none", lw=1.4, label=label, **style)
+            drawn = True
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log", base=2)
+        ax.set_title(op.replace("_", " "))
+        ax.grid(True, which="major", alpha=0.3)
+        if not drawn:
+            ax.text(0.5, 0.5, "not counted by these callers", ha="center", transform=ax.transAxes)
+    sizes = sorted({r["folio_kb"] for r in rows})
+    names_kb = [f"{kb // 1024}M" if kb >= 1024 else f"{kb}K" for kb in sizes]
+    for ax in axes[-1]:
+        ax.set_xticks(sizes, names_kb, fontsize="small")
+        ax.set_xlabel("folio size")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("unbatched / batched")
+    handles, names = [], []
+    for ax in axes.flat:
+        for h, n in zip(*ax.get_legend_handles_labels()):
+            if n not in names:
+                handles.append(h)
+                names.append(n)
+    fig.legend(handles, names, loc="outside right center", fontsize="small", handlelength=3.5)
+    fig.suptitle(title or "What batching saves: operations unbatched / batched")
+    try:
+        atomic_write(path, lambda fh: fig.savefig(fh, format=suffix[1:], dpi=110))
+    finally:
+        plt.close(fig)
 
 
 def plot_rows(rows: list[dict], path, *, title: str | None = None) -> None:
