@@ -31,8 +31,8 @@ from .planning import (
 )
 from .progress import as_hook
 from .releases import KernelProfile, resolve_flags, resolve_kernel
-from .shards import open_sharded, run_walk
 from .results import N_DETECTORS, BatchResult, ScanResult, UnmapResult
+from .shards import open_sharded, run_walk
 from .space import FOLIO_ANON, FOLIO_SWAPBACKED, AddressSpace
 
 # Loaded on first use, so that importing ptebatch does not import Numba.
