@@ -538,7 +538,7 @@ def _folio_runs(flat, g0, g1, fpfn, fnr, fidx, fbase, fshift, cfg, parallel, pag
                 *[dummy_i] * 5,
                 False,
             )
-        if pages.active:
+        if pages.active and hi > lo:  # no segment: nothing was read
             pages.release(int(g0[lo]), int(g1[hi - 1]))
     offsets = np.concatenate(([0], np.cumsum(counts)))[:-1].astype(np.int64)
     n_runs = int(counts.sum())
@@ -552,7 +552,7 @@ def _folio_runs(flat, g0, g1, fpfn, fnr, fidx, fbase, fshift, cfg, parallel, pag
             # the kernel numbers segments from the group's first
             r0, r1 = offsets[lo], offsets[hi - 1] + counts[hi - 1]
             runs[4][r0:r1] += lo
-        if pages.active:
+        if pages.active and hi > lo:  # no segment: nothing was read
             pages.release(int(g0[lo]), int(g1[hi - 1]))
     return runs
 
