@@ -85,7 +85,6 @@ class Shard:
     halo: bool
     bytes: int
     sha256: str
-    halo_clear: tuple = ()
 
     def as_dict(self) -> dict:
         """The record as a plain dict (what :func:`map_shards` passes to a task)."""
@@ -248,7 +247,6 @@ class ShardedSpace:
                 index=i,
                 **{k: s[k] for k in _SHARD_KEYS if k != "file"},
                 file=os.path.join(self.path, s["file"]),
-                halo_clear=tuple(tuple(p) for p in s.get("halo_clear", ())),
             )
             for i, s in enumerate(manifest["shards"])
         )
@@ -413,12 +411,11 @@ class ShardWriter:
         va_lo: int,
         halo: bool,
         own_tables: int | None = None,
-        halo_clear: Sequence = (),
     ) -> None:
         """Write the next shard: ``sp`` holds its own tables, plus the halo table last when
         ``halo``.  ``va_lo`` is where its VA range starts (the previous shard's ``va_hi``);
-        ``own_tables`` defaults to all but the halo; ``halo_clear`` is what
-        :func:`halo_clear` says of the halo."""
+        ``own_tables`` defaults to all but the halo (``shard(..., halo=False)`` writes
+        none, to show that it is needed)."""
         if sp.arch != self.arch:
             raise ValueError(f"arch: shard {len(self.records)} is {sp.arch}, not {self.arch}")
         name = f"shard-{len(self.records):05d}.npz"
@@ -440,7 +437,6 @@ class ShardWriter:
                 halo=bool(halo),
                 bytes=size,
                 sha256=digest,
-                halo_clear=[[int(e), int(p)] for e, p in halo_clear],
             )
         )
         self.table += own
@@ -560,91 +556,11 @@ def shard(space_or_path, out_dir, *, tables: int, halo: bool = True) -> ShardedS
             v1 = vs.size if last else int(np.searchsorted(vs, np.uint64(va_hi), side="left"))
             halo_t = t1 if not last and halo else None
             sub = _sub_space(space, t0, t1 + int(halo_t is not None), v0, v1, owner == k)
-            clear = [] if halo_t is None else _halo_clear(space, halo_t)
-            w.add(sub, va_lo=va_lo, halo=not last, own_tables=t1 - t0, halo_clear=clear)
+            w.add(sub, va_lo=va_lo, halo=not last, own_tables=t1 - t0)
         return w.finish()
 
 
-# -- the halo under an unmap ----------------------------------------------------------------
-
-# Entries of the halo a batch past entry 511 can read: the first, and on arm64 the contpte
-# gather of its 16-entry block.
-HALO_READ = 16
-
-
-def halo_clear(row, table_va: int, folio_pfn, folio_nr, vma_start, vma_end, arch: str) -> list:
-    """``[[entry, folio_pfn], ...]``: the halo's first entries that the next shard's unmap
-    clears, and the folio whose walk clears them.
-
-    An unmap walks every mapped large folio and unmaps all its entries inside VMAs, in PFN
-    order.  In the whole space, a 6.15 batch reading past entry 511 with ``oob="adjacent"``
-    sees such an entry none if its folio's PFN is lower than the reader's (walked first).
-    The shard cannot know that from its own folios; the manifest records it.
-    """
-    a = get_arch(arch)
-    out = []
-    fpfn, fnr = np.asarray(folio_pfn), np.asarray(folio_nr)
-    vs, ve = np.asarray(vma_start), np.asarray(vma_end)
-    for e in range(HALO_READ):
-        pte = int(row[e])
-        if not pte & a.present:
-            continue
-        pfn = (pte & a.pfn_mask) >> PAGE_SHIFT
-        f = int(np.searchsorted(fpfn, np.uint64(pfn), side="right")) - 1
-        if f < 0 or pfn >= int(fpfn[f]) + int(fnr[f]) or int(fnr[f]) < 2:
-            continue
-        va = int(table_va) + e * 4096
-        v = int(np.searchsorted(vs, np.uint64(va), side="right")) - 1
-        if v >= 0 and va < int(ve[v]):
-            out.append([e, int(fpfn[f])])
-    return out
-
-
-def _halo_clear(space: AddressSpace, t: int) -> list:
-    return halo_clear(
-        space.ptes[t],
-        int(space.table_va[t]),
-        space.folio_pfn,
-        space.folio_nr,
-        space.vma_start,
-        space.vma_end,
-        space.arch,
-    )
-
-
-def _unmap_view(sp: AddressSpace, record: dict) -> AddressSpace:
-    """The shard as the whole space's unmap with ``oob="adjacent"`` meets its halo: halo
-    entries cleared by a folio walked earlier (lower PFN) than the folio at entry 511 of the
-    shard's last own table, the only one whose batch can read past it."""
-    clear = record.get("halo_clear") or ()
-    own = record["table_hi"] - record["table_lo"]
-    if not record["halo"] or not clear or own == 0 or sp.n_tables <= own:
-        return sp
-    a = get_arch(sp.arch)
-    pte = int(sp.ptes[own - 1, PTRS_PER_PTE - 1])
-    if not pte & a.present:
-        return sp
-    pfn = (pte & a.pfn_mask) >> PAGE_SHIFT
-    fpfn = np.asarray(sp.folio_pfn)
-    f = int(np.searchsorted(fpfn, np.uint64(pfn), side="right")) - 1
-    if f < 0 or pfn >= int(fpfn[f]) + int(sp.folio_nr[f]) or int(sp.folio_nr[f]) < 2:
-        return sp
-    gone = [e for e, b in clear if b < int(fpfn[f])]
-    if not gone:
-        return sp
-    ptes = np.array(sp.ptes)
-    ptes[own, gone] = 0
-    return AddressSpace(
-        ptes,
-        sp.table_va,
-        sp.vma_start,
-        sp.vma_end,
-        sp.folio_pfn,
-        sp.folio_nr,
-        sp.folio_flags,
-        arch=sp.arch,
-        vma_flags=sp.vma_flags,
-    )
+# -- running shard by shard ------------------------------------------------------------------
 
 
 def walk_task(file: str, record: dict, walk: str, kwargs: dict):
@@ -652,11 +568,7 @@ def walk_task(file: str, record: dict, walk: str, kwargs: dict):
     from . import engine  # the compiled walks, only where a shard is walked
 
     sp = open_shard(file, record)
-    if walk == "unmap":
-        if kwargs.get("oob", "none") == "adjacent":
-            sp = _unmap_view(sp, record)
-        return engine.unmap(sp, **kwargs)
-    return engine.scan(sp, **kwargs)
+    return (engine.unmap if walk == "unmap" else engine.scan)(sp, **kwargs)
 
 
 def run_walk(walk: str, sharded, kwargs: dict, *, executor=None, progress=None):

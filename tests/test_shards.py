@@ -1,0 +1,332 @@
+"""Sharded spaces: the format, the cut rule, and walks over shards equal to the whole space's."""
+
+import json
+import os
+import tempfile
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import ptebatch as pb
+from ptebatch import shards
+from ptebatch.arch import PAGE_SIZE, PMD_SIZE, get_arch
+from ptebatch.shards import ShardedSpace, SnapshotError
+from ptebatch.space import FOLIO_ANON
+from tests.strategies import spaces
+
+ROW_KEYS = ("va", "nr", "reason", "findings")
+X = 0x7F0000000000
+
+
+def assert_same(whole, part, rows: bool) -> None:
+    """Field by field: the summary dict, the count arrays, and the rows when kept."""
+    assert part.summary() == whole.summary()
+    assert np.array_equal(part.length_hist, whole.length_hist)
+    assert part.length_hist.shape == whole.length_hist.shape
+    assert np.array_equal(part.found, whole.found)
+    keys = ROW_KEYS + (("folio_pfn",) if isinstance(whole, pb.UnmapResult) else ())
+    for k in keys:
+        if rows:
+            assert np.array_equal(getattr(part, k), getattr(whole, k)), k
+            assert getattr(part, k).dtype == getattr(whole, k).dtype, k
+        else:
+            assert getattr(part, k) is None
+
+
+@st.composite
+def cuttable_spaces(draw):
+    """The equivalence strategy's spaces, often with VMAs inside single tables so that
+    cuts are allowed (the strategy's common one VMA over every table allows none)."""
+    sp = draw(spaces(max_tables=5))
+    if sp.n_tables > 1 and draw(st.booleans()):
+        starts, ends = [], []
+        for va in sp.table_va.tolist():
+            if draw(st.booleans()):
+                lo = draw(st.integers(0, 256)) * PAGE_SIZE
+                hi = draw(st.integers(lo // PAGE_SIZE + 1, 512)) * PAGE_SIZE
+                starts.append(va + lo)
+                ends.append(va + hi)
+        if starts:
+            sp = pb.AddressSpace(
+                sp.ptes,
+                sp.table_va,
+                np.array(starts, dtype=np.uint64),
+                np.array(ends, dtype=np.uint64),
+                sp.folio_pfn,
+                sp.folio_nr,
+                sp.folio_flags,
+                arch=sp.arch,
+            )
+    return sp
+
+
+SCAN_SETTINGS = st.fixed_dictionaries(
+    {
+        "caller": st.sampled_from(["zap", "fork-private", "mprotect", "mremap"]),
+        "kernel": st.sampled_from(["6.15", "6.16", "7.0"]),
+        "clamp": st.sampled_from(["pmd", "folio"]),
+        "oob": st.sampled_from(["none", "adjacent"]),
+        "move_by": st.sampled_from([0, PAGE_SIZE, 5 * PAGE_SIZE, PMD_SIZE, -3 * PAGE_SIZE]),
+    }
+)
+UNMAP_SETTINGS = st.fixed_dictionaries(
+    {
+        "kernel": st.sampled_from(["6.15", "6.16", "7.0"]),
+        "oob": st.sampled_from(["none", "adjacent"]),
+    }
+)
+
+
+@given(
+    cuttable_spaces(),
+    st.integers(1, 3),
+    SCAN_SETTINGS,
+    UNMAP_SETTINGS,
+    st.booleans(),
+)
+def test_sharded_walks_equal_the_whole_space(sp, tables, scan_kw, unmap_kw, rows):
+    if scan_kw["caller"] != "mremap":
+        scan_kw["move_by"] = 0
+    with tempfile.TemporaryDirectory() as d:
+        ss = shards.shard(sp, os.path.join(d, "s"), tables=tables)
+        for kw in (scan_kw, {**scan_kw, "parallel": False}):
+            assert_same(pb.scan(sp, rows=rows, **kw), pb.scan(ss, rows=rows, **kw), rows)
+        assert_same(pb.unmap(sp, rows=rows, **unmap_kw), pb.unmap(ss, rows=rows, **unmap_kw), rows)
+
+
+def test_thread_layout_at_every_allowed_cut(tmp_path):
+    # the thread's layout: one VMA over the folio, which spans the 2 MiB boundary, so the
+    # only boundary (before table 1) is refused by both rules: one shard
+    sp = pb.thread_layout()
+    assert shards.allowed_cuts(sp).tolist() == []
+    ss = shards.shard(sp, tmp_path / "s", tables=1)
+    assert len(ss) == 1 and not ss.shards[0].halo
+    for kernel in ("6.15", "6.16"):
+        for oob in ("none", "adjacent"):
+            assert_same(
+                pb.unmap(sp, kernel=kernel, oob=oob), pb.unmap(ss, kernel=kernel, oob=oob), True
+            )
+            assert_same(
+                pb.scan(sp, kernel=kernel, oob=oob, clamp="folio"),
+                pb.scan(ss, kernel=kernel, oob=oob, clamp="folio"),
+                True,
+            )
+
+
+def overrun_layout(other_pfn: int) -> pb.AddressSpace:
+    """A cut with a read past entry 511 across it.
+
+    Table A (at X) holds only page 0 of a 16-page lazyfree folio F (PFN 0x1000) in entry 511;
+    table B (at X + 2 MiB) maps a 16-page folio G at ``other_pfn`` in entries 0-15.  One VMA
+    per table, so the cut before B is allowed (no VMA and no folio spans it).
+    """
+    a = get_arch("x86_64")
+    va = [X + 511 * PAGE_SIZE] + [X + PMD_SIZE + i * PAGE_SIZE for i in range(16)]
+    pte = [int(a.make_pte(0x1000, write=True))]
+    pte += [int(a.make_pte(other_pfn + i, write=True)) for i in range(16)]
+    fol = sorted([0x1000, other_pfn])
+    return pb.AddressSpace.from_entries(
+        np.array(va, dtype=np.uint64),
+        np.array(pte, dtype=np.uint64),
+        [X, X + PMD_SIZE],
+        [X + PMD_SIZE, X + 2 * PMD_SIZE],
+        fol,
+        [16, 16],
+        [FOLIO_ANON, FOLIO_ANON],
+    )
+
+
+@pytest.mark.parametrize("other_pfn", [0x800, 0x2000])
+def test_halo_is_needed_for_a_read_past_entry_511(tmp_path, other_pfn):
+    sp = overrun_layout(other_pfn)
+    assert shards.allowed_cuts(sp).tolist() == [1]
+    ss = shards.shard(sp, tmp_path / "s", tables=1)
+    assert len(ss) == 2 and ss.shards[0].halo and ss.open(0).n_tables == 2
+    bare = shards.shard(sp, tmp_path / "bare", tables=1, halo=False)
+    assert bare.open(0).n_tables == 1
+    # zap without the table clamp (clamp="folio", max_nr = 16) from F's page in entry 511:
+    # the loop reads entry 512, which oob="adjacent" takes from the next row, B's entry 0,
+    # G's page 0: its PFN is not F's next (0x1001), so the batch of 1 stops at pfn_gap.
+    # Without a halo the shard has no next row and the read sees none: not_present.
+    kw = dict(kernel="6.15", oob="adjacent", clamp="folio")
+    whole = pb.scan(sp, **kw)
+    assert whole.stop_reasons["pfn_gap"] == 1 and whole.stop_reasons["not_present"] == 0
+    assert whole.table_overruns == 1
+    assert_same(whole, pb.scan(ss, **kw), True)
+    without = pb.scan(bare, **kw)
+    assert without.stop_reasons["not_present"] == 1 and without.stop_reasons["pfn_gap"] == 0
+    # 6.15 lazyfree reclaim: the all-or-nothing batch from F's first page (max_nr = 16, no
+    # clamp) also reads entry 512 and is abandoned whatever it finds there (G's page, or
+    # none); F is unmapped one PTE at a time (one "single" row), the overrun counted once.
+    # G is walked before F (lower PFN) or after; either way the result is the whole space's.
+    for oob in ("none", "adjacent"):
+        w = pb.unmap(sp, kernel="6.15", oob=oob)
+        assert w.table_overruns == 1  # counted whatever the read sees
+        assert w.summary()["stop_reasons"]["single"] == 1
+        assert_same(w, pb.unmap(ss, kernel="6.15", oob=oob), True)
+
+
+# -- round trips and the format -----------------------------------------------------------
+
+
+@given(cuttable_spaces(), st.integers(1, 4))
+def test_shard_unshard_round_trip(sp, tables):
+    with tempfile.TemporaryDirectory() as d:
+        ss = shards.shard(sp, os.path.join(d, "s"), tables=tables)
+        assert (ss.n_tables, ss.n_vmas, ss.n_folios) == (sp.n_tables, sp.n_vmas, sp.n_folios)
+        shards.unshard(ss, os.path.join(d, "u.npz"))
+        assert pb.load(os.path.join(d, "u.npz")) == sp
+
+
+def test_manifest_fields(tmp_path):
+    sp = pb.generate(2000, seed=3, vma_tables=2)
+    ss = shards.shard(sp, tmp_path / "s", tables=4)
+    m = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    assert m["format"] == "ptebatch-shards" and m["version"] == 1 and m["arch"] == "x86_64"
+    assert (m["n_tables"], m["n_vmas"], m["n_folios"]) == (sp.n_tables, sp.n_vmas, sp.n_folios)
+    assert len(ss) == len(m["shards"]) > 2
+    for i, (s, rec) in enumerate(zip(ss.shards, m["shards"])):
+        assert rec["file"] == f"shard-{i:05d}.npz" and s.file == str(tmp_path / "s" / rec["file"])
+        last = i == len(ss) - 1
+        assert s.halo == (not last)
+        part = ss.open(i)
+        assert part.n_tables == s.table_hi - s.table_lo + int(s.halo)
+        assert (part.n_vmas, part.n_folios) == (s.n_vmas, s.n_folios)
+        assert s.va_lo == (0 if i == 0 else int(sp.table_va[s.table_lo]))
+        assert s.va_hi == (2**64 if last else int(sp.table_va[s.table_hi]))
+        if s.halo:  # the next shard's first table, at its own VA
+            assert np.array_equal(part.ptes[-1], sp.ptes[s.table_hi])
+            assert int(part.table_va[-1]) == int(sp.table_va[s.table_hi])
+        # every cut is an allowed one, at least 4 tables after the previous one
+        if i:
+            assert s.table_lo in shards.allowed_cuts(sp).tolist()
+            assert s.table_lo - ss.shards[i - 1].table_lo >= 4
+        assert s.bytes == os.path.getsize(s.file)
+    info = ss.info()
+    assert (info["tables"], info["vmas"], info["folios"]) == (sp.n_tables, sp.n_vmas, sp.n_folios)
+    assert isinstance(pb.load(tmp_path / "s"), ShardedSpace)
+    assert "shards=" in repr(ss)
+
+
+def test_cut_rule_vma_and_folio_spanning(tmp_path):
+    a = get_arch("x86_64")
+    # three adjacent tables; a folio of 16 pages mapped at the end of table 0 and the start
+    # of table 1 (8 + 8 pages) refuses the cut before 1; a VMA from table 1 into table 2
+    # refuses the cut before 2.  Each table has its own VMA otherwise.
+    va = [X + (504 + i) * PAGE_SIZE for i in range(16)]
+    pte = [int(a.make_pte(0x1000 + i, write=True)) for i in range(16)]
+    va += [X + 2 * PMD_SIZE + PAGE_SIZE]
+    pte += [int(a.make_pte(0x5000, write=True))]
+    sp = pb.AddressSpace.from_entries(
+        np.array(va, dtype=np.uint64),
+        np.array(pte, dtype=np.uint64),
+        [X, X + PMD_SIZE],
+        [X + PMD_SIZE, X + 3 * PMD_SIZE - PAGE_SIZE],
+        [0x1000],
+        [16],
+        [FOLIO_ANON],
+    )
+    assert sp.n_tables == 3
+    assert shards.allowed_cuts(sp).tolist() == []  # before 1: the folio; before 2: the VMA
+    ss = shards.shard(sp, tmp_path / "s", tables=1)
+    assert len(ss) == 1  # the shard grows
+    # unmapping the folio's second half frees the cut before table 1
+    ptes = sp.ptes.copy()
+    ptes[1, :8] = 0
+    sp2 = pb.AddressSpace(
+        ptes, sp.table_va, sp.vma_start, sp.vma_end, sp.folio_pfn, sp.folio_nr, sp.folio_flags
+    )
+    assert shards.allowed_cuts(sp2).tolist() == [1]
+    # a listed folio mapped nowhere goes to the last shard
+    sp3 = pb.AddressSpace(
+        ptes,
+        sp.table_va,
+        sp.vma_start,
+        sp.vma_end,
+        np.array([0x1000, 0x9000], dtype=np.uint64),
+        np.array([16, 4], dtype=np.uint64),
+        np.array([FOLIO_ANON, 0], dtype=np.uint8),
+    )
+    ss3 = shards.shard(sp3, tmp_path / "s3", tables=1)
+    assert [s.n_folios for s in ss3.shards] == [1, 1]
+    assert ss3.open(1).folio_pfn.tolist() == [0x9000]
+
+
+def test_write_is_atomic(tmp_path, monkeypatch):
+    sp = pb.generate(1000, seed=1, vma_tables=2)
+    real = pb.AddressSpace.save
+    calls = []
+
+    def failing(self, path, **kw):
+        calls.append(path)
+        if len(calls) == 3:
+            raise RuntimeError("disk gone")
+        real(self, path, **kw)
+
+    monkeypatch.setattr(pb.AddressSpace, "save", failing)
+    with pytest.raises(RuntimeError, match="disk gone"):
+        shards.shard(sp, tmp_path / "s", tables=2)
+    assert os.listdir(tmp_path) == []  # no target, no temporary directory
+    monkeypatch.setattr(pb.AddressSpace, "save", real)
+    # an existing file or plain directory is refused and left alone; a sharded space replaced
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(FileExistsError, match="not a ptebatch sharded space"):
+        shards.shard(sp, tmp_path / "f", tables=2)
+    assert (tmp_path / "f").read_text() == "x"
+    shards.shard(sp, tmp_path / "s", tables=2)
+    ss = shards.shard(sp, tmp_path / "s", tables=4)
+    assert len(ss) == len(os.listdir(tmp_path / "s")) - 1
+    assert sorted(os.listdir(tmp_path)) == ["f", "s"]
+
+
+def test_missing_and_corrupt_shards(tmp_path):
+    sp = pb.generate(1000, seed=2, vma_tables=2)
+    ss = shards.shard(sp, tmp_path / "s", tables=2)
+    victim = ss.shards[1].file
+    data = bytearray(open(victim, "rb").read())
+    data[len(data) // 2] ^= 0x40  # one flipped bit in the page tables
+    open(victim, "wb").write(bytes(data))
+    with pytest.raises(SnapshotError, match=r"shard-00001\.npz: shard 1 fails its SHA-256"):
+        pb.scan(pb.load(tmp_path / "s"))
+    os.truncate(victim, 100)
+    with pytest.raises(SnapshotError, match=r"shard-00001\.npz: shard 1 has 100 bytes"):
+        ss.open(1, verify=False)
+    os.remove(victim)
+    with pytest.raises(SnapshotError, match=r"shard-00001\.npz: shard 1 is missing"):
+        pb.load(tmp_path / "s")
+    m = tmp_path / "s" / "manifest.json"
+    bad = json.loads(m.read_text())
+    del bad["shards"][0]["sha256"]
+    m.write_text(json.dumps(bad))
+    with pytest.raises(SnapshotError, match=r"manifest\.json: shard 0: missing field 'sha256'"):
+        pb.load(tmp_path / "s")
+    os.remove(m)
+    with pytest.raises(SnapshotError, match=r"manifest\.json: missing manifest"):
+        pb.load(tmp_path / "s")
+
+
+def test_map_shards_executor_and_progress(tmp_path):
+    sp = pb.generate(1000, seed=4, vma_tables=2)
+    ss = shards.shard(sp, tmp_path / "s", tables=3)
+    seen = []
+
+    def executor(task, calls, progress):
+        seen.append(len(calls))
+        return [task(*c) for c in calls]
+
+    steps = []
+    r = pb.scan(ss, executor=executor, rows=False)
+    assert seen == [len(ss)]
+    assert_same(pb.scan(sp, rows=False), r, False)
+    pb.unmap(tmp_path / "s", rows=False, progress=lambda *a: steps.append(a))
+    assert steps == [("shards", i + 1, len(ss), "shard") for i in range(len(ss))]
+
+
+def test_merge_refuses_mixed_settings(tmp_path):
+    sp = pb.generate(500, seed=1)
+    with pytest.raises(ValueError, match="kernel differs"):
+        pb.ScanResult.merge([pb.scan(sp, kernel="6.15"), pb.scan(sp, kernel="6.16")])
+    with pytest.raises(ValueError, match="nothing to merge"):
+        pb.UnmapResult.merge([])
