@@ -67,7 +67,7 @@ MANIFEST = "manifest.json"
 VA_TOP = 1 << 64
 # tables read at a time when a space is scanned for its cuts (8 MiB of PTEs)
 _SCAN_TABLES = 2048
-_HASH_CHUNK = 16 << 20
+_HASH_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)

@@ -330,3 +330,58 @@ def test_merge_refuses_mixed_settings(tmp_path):
         pb.ScanResult.merge([pb.scan(sp, kernel="6.15"), pb.scan(sp, kernel="6.16")])
     with pytest.raises(ValueError, match="nothing to merge"):
         pb.UnmapResult.merge([])
+
+
+# -- streaming generate --------------------------------------------------------------------
+
+
+def test_sharded_generate_is_bounded_and_equals_its_unshard(tmp_path):
+    import tracemalloc
+
+    kw = dict(seed=5, shard_tables=100, vma_split=0.1, partial=0.1, lazyfree=0.5)
+    pb.generate(3000, out=tmp_path / "warm", **kw)  # compiling allocates too: not measured
+    tracemalloc.start()
+    try:
+        ss = pb.generate(30_000, out=tmp_path / "g", **kw)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(ss) >= 15
+    whole = ss.n_tables * 512 * 8  # the page tables alone, were they held at once
+    assert peak < whole / 2, (peak, whole)
+    # the same seed and knobs give the same bytes
+    again = pb.generate(30_000, out=tmp_path / "g2", **kw)
+    assert [s.sha256 for s in again.shards] == [s.sha256 for s in ss.shards]
+    shards.unshard(ss, tmp_path / "u.npz")
+    u = pb.load(tmp_path / "u.npz")
+    assert ss.n_folios == u.n_folios and ss.n_tables == u.n_tables
+    # every block boundary is an allowed cut of the whole
+    cuts = set(shards.allowed_cuts(u).tolist())
+    assert {s.table_lo for s in ss.shards[1:]} <= cuts
+    for skw in (dict(), dict(kernel="6.15", clamp="folio", oob="adjacent")):
+        assert_same(pb.scan(u, rows=False, **skw), pb.scan(ss, rows=False, **skw), False)
+    for ukw in (dict(kernel="6.15", oob="adjacent"), dict(kernel="7.0")):
+        assert_same(pb.unmap(u, rows=False, **ukw), pb.unmap(ss, rows=False, **ukw), False)
+
+
+def test_sharded_generate_moves_blocks_keeping_other_bits(tmp_path):
+    from ptebatch.workloads.generator import _block_seed, block_counts
+
+    ss = pb.generate(3000, seed=9, shard_tables=20, out=tmp_path / "g", sizes="mthp16")
+    a = get_arch("x86_64")
+    mask = np.uint64(a.pfn_mask)
+    per = block_counts(3000, 20, "mthp16", 32)[1]
+    block1 = pb.generate(per, seed=_block_seed(9, 1), sizes="mthp16")
+    got = ss.open(1)
+    own = got.ptes[: ss.shards[1].table_hi - ss.shards[1].table_lo]
+    assert own.shape == block1.ptes.shape
+    assert np.array_equal(own & ~mask, block1.ptes & ~mask)  # every other bit kept
+    present = (block1.ptes & np.uint64(a.present)) != 0
+    moved = (own[present] >> np.uint64(12)).astype(np.int64) - (
+        block1.ptes[present] >> np.uint64(12)
+    ).astype(np.int64)
+    assert np.unique(moved).size == 1 and int(moved[0]) % 512 == 0  # one move, 2 MiB aligned
+    dva = (got.table_va[:1].astype(np.int64) - block1.table_va[:1].astype(np.int64))[0]
+    assert dva > 0 and dva % PMD_SIZE == 0
+    # the gap: block 0's last VMA ends at least 2 MiB below block 1's first table
+    assert int(ss.open(0).vma_end[-1]) + PMD_SIZE <= int(got.table_va[0])
