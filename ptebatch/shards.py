@@ -384,15 +384,22 @@ class ShardWriter:
         Target.  An existing sharded space there is replaced; any other existing path is
         refused (``FileExistsError``) and left alone.
     arch : str
+    private : bool
+        Keep the directory ``0700`` (a capture holds physical frame numbers); otherwise it
+        gets the usual ``0777`` less the umask.
     """
 
-    def __init__(self, out_dir, arch: str):
+    def __init__(self, out_dir, arch: str, *, private: bool = False):
         self.out = os.path.abspath(os.fspath(out_dir))
         self.arch = get_arch(arch).name
         _check_target(self.out)
         parent = os.path.dirname(self.out)
         prefix = "." + os.path.basename(self.out)[:64] + "."
         self.tmp = tempfile.mkdtemp(prefix=prefix, suffix=TEMP_SUFFIX, dir=parent)
+        if not private:  # mkdtemp made it 0700
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(self.tmp, 0o777 & ~umask)
         self.records: list[dict] = []
         self.table = 0
 
@@ -511,7 +518,9 @@ def _sub_space(space: AddressSpace, t0: int, t1: int, v0: int, v1: int, folios) 
     )
 
 
-def shard(space_or_path, out_dir, *, tables: int, halo: bool = True) -> ShardedSpace:
+def shard(
+    space_or_path, out_dir, *, tables: int, halo: bool = True, private: bool = False
+) -> ShardedSpace:
     """Cut a space into shards of about ``tables`` tables and write them to ``out_dir``.
 
     Parameters
@@ -528,6 +537,8 @@ def shard(space_or_path, out_dir, *, tables: int, halo: bool = True) -> ShardedS
     halo : bool
         Store the next shard's first table after each shard's own (the default, needed for
         exact ``oob="adjacent"`` walks).  False exists only to show that it is needed.
+    private : bool
+        A ``0700`` directory (see :class:`ShardWriter`).
 
     Returns
     -------
@@ -546,7 +557,7 @@ def shard(space_or_path, out_dir, *, tables: int, halo: bool = True) -> ShardedS
     owner = np.searchsorted(np.asarray(cuts, dtype=np.int64), fmin, side="right")
     owner[fmin < 0] = len(bounds) - 2
     vs = np.asarray(space.vma_start)
-    with ShardWriter(out_dir, space.arch) as w:
+    with ShardWriter(out_dir, space.arch, private=private) as w:
         for k in range(len(bounds) - 1):
             t0, t1 = bounds[k], bounds[k + 1]
             last = k == len(bounds) - 2
