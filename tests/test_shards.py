@@ -385,3 +385,73 @@ def test_sharded_generate_moves_blocks_keeping_other_bits(tmp_path):
     assert dva > 0 and dva % PMD_SIZE == 0
     # the gap: block 0's last VMA ends at least 2 MiB below block 1's first table
     assert int(ss.open(0).vma_end[-1]) + PMD_SIZE <= int(got.table_va[0])
+
+
+# -- the command line ----------------------------------------------------------------------
+
+
+def cli(capsys, *argv):
+    from ptebatch.cli import main
+
+    code = main([str(x) for x in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_on_a_sharded_directory(tmp_path, capsys):
+    src = tmp_path / "g.npz"
+    assert cli(capsys, "generate", "--folios", "3000", "--seed", "2", "-o", src)[0] == 0
+    sp = pb.load(src)
+    code, out, _ = cli(capsys, "shard", src, "-o", tmp_path / "S", "--tables", "6")
+    assert code == 0 and "ShardedSpace" in out
+    ss = pb.load(tmp_path / "S")
+    assert len(ss) > 2
+    code, out, _ = cli(capsys, "info", tmp_path / "S", "--json")
+    info = json.loads(out)
+    assert (info["tables"], info["folios"], info["shards"]) == (sp.n_tables, sp.n_folios, len(ss))
+    for walk, extra, kw in (
+        ("scan", ["--clamp", "folio", "--oob", "adjacent"], dict(clamp="folio", oob="adjacent")),
+        ("unmap", ["--kernel", "6.15", "--oob", "adjacent"], dict(kernel="6.15", oob="adjacent")),
+    ):
+        code, out, _ = cli(capsys, walk, tmp_path / "S", "--json", *extra)
+        got = json.loads(out)
+        want = getattr(pb, walk)(sp, rows=False, **kw).summary()
+        assert {k: got[k] for k in want} == json.loads(json.dumps(want))
+    code, out, _ = cli(capsys, "run", tmp_path / "S", src, "--kernels", "6.15", "--json")
+    rows = json.loads(out)
+    by = {(r["space"], r["walk"]): r for r in rows}
+    for walk in ("scan", "unmap"):
+        a, b = dict(by[("S", walk)]), dict(by[("g.npz", walk)])
+        for r in (a, b):
+            r.pop("space"), r.pop("seconds")
+        assert a == b
+    code, out, _ = cli(capsys, "diff", tmp_path / "S", "--kernels", "6.15,6.16", "--json")
+    d_sharded = json.loads(out)
+    code, out, _ = cli(capsys, "diff", src, "--kernels", "6.15,6.16", "--json")
+    assert d_sharded == json.loads(out)
+    code, out, _ = cli(capsys, "unshard", tmp_path / "S", "-o", tmp_path / "u.npz")
+    assert code == 0 and pb.load(tmp_path / "u.npz") == sp
+    gen = tmp_path / "G"
+    code, out, _ = cli(
+        capsys, "generate", "--folios", "3000", "--shard-tables", "10", "-o", gen, "--quiet"
+    )
+    assert code == 0 and len(pb.load(gen)) > 2
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    src = tmp_path / "g.npz"
+    cli(capsys, "generate", "--folios", "500", "-o", src)
+    cases = [
+        (("shard", src, "-o", src, "--tables", "2"), "not a ptebatch sharded space"),
+        (("scan", tmp_path), "missing manifest"),
+        (("unshard", tmp_path, "-o", tmp_path / "x.npz"), "missing manifest"),
+        (("shard", src, "-o", tmp_path / "S", "--tables", "0"), "tables: must be"),
+    ]
+    cli(capsys, "shard", src, "-o", tmp_path / "T", "--tables", "1")
+    os.remove(tmp_path / "T" / "shard-00000.npz")
+    cases.append((("unmap", tmp_path / "T"), "shard 0 is missing"))
+    cases.append((("scan", tmp_path / "T", "--impl", "naive"), "shard 0 is missing"))
+    for argv, msg in cases:
+        code, out, err = cli(capsys, *argv)
+        assert code == 2, argv
+        assert err.count("\n") == 1 and err.startswith("ptebatch: error: ") and msg in err, err
