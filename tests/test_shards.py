@@ -317,7 +317,9 @@ def test_missing_and_corrupt_shards(tmp_path):
         pb.load(tmp_path / "s")
     os.remove(m)
     with pytest.raises(SnapshotError, match=r"manifest\.json: missing manifest"):
-        pb.load(tmp_path / "s")
+        ShardedSpace(tmp_path / "s")
+    with pytest.raises(SnapshotError, match=r"s: not a ptebatch snapshot \(a directory"):
+        pb.load(tmp_path / "s")  # a directory without a manifest is neither
 
 
 def test_map_shards_executor_and_progress(tmp_path):
@@ -456,7 +458,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     cli(capsys, "generate", "--folios", "500", "-o", src)
     cases = [
         (("shard", src, "-o", src, "--tables", "2"), "not a ptebatch sharded space"),
-        (("scan", tmp_path), "missing manifest"),
+        (("scan", tmp_path), "not a ptebatch snapshot (a directory"),
         (("unshard", tmp_path, "-o", tmp_path / "x.npz"), "missing manifest"),
         (("shard", src, "-o", tmp_path / "S", "--tables", "0"), "tables: must be"),
     ]
