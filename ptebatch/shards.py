@@ -549,6 +549,11 @@ def shard(
     space = space_or_path
     if not isinstance(space, AddressSpace):
         space = load_snapshot(space_or_path, mmap=True)
+        if not isinstance(space, AddressSpace):
+            raise ValueError(
+                f"space_or_path: {os.fspath(space_or_path)} is already a sharded space "
+                "(unshard it to cut it again)"
+            )
     n = space.n_tables
     cuts = _choose_cuts(allowed_cuts(space), n, int(tables))
     bounds = [0, *cuts, n]
@@ -556,6 +561,8 @@ def shard(
     # a folio goes to the shard of its tables; a folio mapped nowhere to the last shard
     owner = np.searchsorted(np.asarray(cuts, dtype=np.int64), fmin, side="right")
     owner[fmin < 0] = len(bounds) - 2
+    by_owner = np.argsort(owner, kind="stable")  # PFN order kept inside each shard
+    first = np.searchsorted(owner[by_owner], np.arange(len(bounds)))
     vs = np.asarray(space.vma_start)
     with ShardWriter(out_dir, space.arch, private=private) as w:
         for k in range(len(bounds) - 1):
@@ -566,7 +573,8 @@ def shard(
             v0 = int(np.searchsorted(vs, np.uint64(va_lo), side="left")) if k else 0
             v1 = vs.size if last else int(np.searchsorted(vs, np.uint64(va_hi), side="left"))
             halo_t = t1 if not last and halo else None
-            sub = _sub_space(space, t0, t1 + int(halo_t is not None), v0, v1, owner == k)
+            mine = by_owner[first[k] : first[k + 1]]
+            sub = _sub_space(space, t0, t1 + int(halo_t is not None), v0, v1, mine)
             w.add(sub, va_lo=va_lo, halo=not last, own_tables=t1 - t0)
         return w.finish()
 
