@@ -350,11 +350,11 @@ def test_merge_refuses_mixed_settings(tmp_path):
 # -- streaming generate --------------------------------------------------------------------
 
 
-def test_sharded_generate_is_bounded_and_equals_its_unshard(tmp_path):
+def test_sharded_generate_memory_is_bounded(tmp_path):
     import tracemalloc
 
     kw = dict(seed=5, shard_tables=100, vma_split=0.1, partial=0.1, lazyfree=0.5)
-    pb.generate(3000, out=tmp_path / "warm", **kw)  # compiling allocates too: not measured
+    pb.generate(1000, out=tmp_path / "warm", **kw)  # compiling allocates too: not measured
     tracemalloc.start()
     try:
         ss = pb.generate(30_000, out=tmp_path / "g", **kw)
@@ -362,10 +362,18 @@ def test_sharded_generate_is_bounded_and_equals_its_unshard(tmp_path):
     finally:
         tracemalloc.stop()
     assert len(ss) >= 15
-    whole = ss.n_tables * 512 * 8  # the page tables alone, were they held at once
+    # the page tables alone, were they held at once; about 2 blocks are held, and the
+    # generator's temporaries for one (measured: 0.37 of it with 21 shards)
+    whole = ss.n_tables * 512 * 8
     assert peak < whole / 2, (peak, whole)
+
+
+def test_sharded_generate_equals_its_unshard(tmp_path):
+    kw = dict(seed=5, shard_tables=10, vma_split=0.1, partial=0.1, lazyfree=0.5, moved=0.2)
+    ss = pb.generate(3000, out=tmp_path / "g", **kw)
+    assert len(ss) >= 5
     # the same seed and knobs give the same bytes
-    again = pb.generate(30_000, out=tmp_path / "g2", **kw)
+    again = pb.generate(3000, out=tmp_path / "g2", **kw)
     assert [s.sha256 for s in again.shards] == [s.sha256 for s in ss.shards]
     shards.unshard(ss, tmp_path / "u.npz")
     u = pb.load(tmp_path / "u.npz")
@@ -376,7 +384,7 @@ def test_sharded_generate_is_bounded_and_equals_its_unshard(tmp_path):
     for skw in (dict(), dict(kernel="6.15", clamp="folio", oob="adjacent")):
         assert_same(pb.scan(u, rows=False, **skw), pb.scan(ss, rows=False, **skw), False)
     for ukw in (dict(kernel="6.15", oob="adjacent"), dict(kernel="7.0")):
-        assert_same(pb.unmap(u, rows=False, **ukw), pb.unmap(ss, rows=False, **ukw), False)
+        assert_same(pb.unmap(u, rows=True, **ukw), pb.unmap(ss, rows=True, **ukw), True)
 
 
 def test_sharded_generate_moves_blocks_keeping_other_bits(tmp_path):
