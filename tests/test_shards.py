@@ -174,6 +174,8 @@ def test_halo_is_needed_for_a_read_past_entry_511(tmp_path, other_pfn):
     # clamp) also reads entry 512 and is abandoned whatever it finds there (G's page, or
     # none); F is unmapped one PTE at a time (one "single" row), the overrun counted once.
     # G is walked before F (lower PFN) or after; either way the result is the whole space's.
+    # With G at 0x800 the second shard's folio comes first: the unmap rows must be merged by
+    # folio PFN, not concatenated in shard order (this case fails if they are).
     for oob in ("none", "adjacent"):
         w = pb.unmap(sp, kernel="6.15", oob=oob)
         assert w.table_overruns == 1  # counted whatever the read sees
