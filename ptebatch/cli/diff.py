@@ -131,7 +131,9 @@ def _print_diff(d: DiffResult, file: str, max_ranges: int) -> None:
 @command("diff", "compare two settings of one walk on a snapshot, address by address")
 def _diff_args(p):
     p.add_argument(
-        "file", help="snapshot (.npz) written by AddressSpace.save or 'ptebatch generate'"
+        "file",
+        help="snapshot (.npz) written by AddressSpace.save or 'ptebatch generate', or a "
+        "sharded space (directory): each side is walked shard by shard and merged",
     )
     p.add_argument(
         "--caller",

@@ -8,6 +8,7 @@ import time
 import ptebatch as pb
 
 from ..callers import CALLERS, callers_table
+from ..shards import ShardedSpace
 from ..space import read_info
 from ..workloads.corpus import NOT_EXPRESSED, check_all
 from ..workloads.demo import run_demo
@@ -18,7 +19,9 @@ def _walk_args(p, *, scan: bool) -> None:
     walk = "scan" if scan else "unmap"
     names = [c.name for c in CALLERS.values() if str(c.walk) == walk]
     p.add_argument(
-        "file", help="snapshot (.npz) written by AddressSpace.save or 'ptebatch generate'"
+        "file",
+        help="snapshot (.npz) written by AddressSpace.save or 'ptebatch generate', or a "
+        "sharded space (directory), walked shard by shard",
     )
     p.add_argument(
         "--caller",
@@ -155,6 +158,11 @@ def _print_summary(s: dict) -> None:
 def _run_walk(a, walk: str) -> int:
     space = pb.load(a.file)
     mod, kw = _impl(a.impl)
+    if mod is pb.naive and isinstance(space, ShardedSpace):
+        raise ValueError(
+            f"impl: the naive walk takes one snapshot, not the sharded space {a.file} "
+            "('ptebatch unshard' writes one)"
+        )
     if walk == "scan":
         kw.update(clamp=a.clamp, move_by=a.move_by)
 
@@ -287,7 +295,7 @@ def _corpus(a) -> int:
 
 @command("info", "describe a snapshot")
 def _info_args(p):
-    p.add_argument("file", help="snapshot (.npz)")
+    p.add_argument("file", help="snapshot (.npz), or a sharded space (directory)")
     p.add_argument(
         "--present",
         action="store_true",
@@ -299,7 +307,12 @@ def _info_args(p):
 
 @_info_args
 def _info(a) -> int:
-    info = read_info(a.file, present=a.present)
+    if os.path.isdir(a.file):
+        if a.present:
+            raise ValueError("present: counting present PTEs reads one snapshot, not a directory")
+        info = ShardedSpace(a.file).info()
+    else:
+        info = read_info(a.file, present=a.present)
     print_json(info) if a.json else _print_summary(info)
     return 0
 

@@ -142,7 +142,19 @@ def _gen_args(p):
         help="random seed; same seed, same bytes (default: %(default)s)",
     )
     p.add_argument(
-        "-o", "--output", required=True, help="snapshot file to write (.npz), written atomically"
+        "-o",
+        "--output",
+        required=True,
+        help="snapshot file to write (.npz), written atomically; with --shard-tables a directory",
+    )
+    p.add_argument(
+        "--shard-tables",
+        type=int_arg("shard_tables"),
+        default=None,
+        metavar="T",
+        help="write a sharded space to the directory -o, block by block (blocks of about T "
+        "tables, each seeded from the seed and its number), never holding the whole space: "
+        "a different space from the unsharded one of the same seed",
     )
     _add_knobs(p, sweep=False)
     p.add_argument("--quiet", action="store_true", help="no progress on stderr (--no-progress)")
@@ -153,8 +165,18 @@ def _generate(a) -> int:
     prog = make_progress(a)
     knobs = _knobs_from(a, sweep=False)
     try:
-        space = pb.generate(a.folios, seed=a.seed, progress=prog, **knobs)
-        space.save(a.output)
+        if a.shard_tables is not None:
+            space = pb.generate(
+                a.folios,
+                seed=a.seed,
+                progress=prog,
+                shard_tables=a.shard_tables,
+                out=a.output,
+                **knobs,
+            )
+        else:
+            space = pb.generate(a.folios, seed=a.seed, progress=prog, **knobs)
+            space.save(a.output)
     finally:
         prog.close()
     print(f"wrote {a.output}: {space!r}")
@@ -166,7 +188,8 @@ def _run_args_common(p, *, plot: bool = False) -> None:
         "spaces",
         nargs="*",
         metavar="SNAPSHOT",
-        help="snapshots (.npz) to walk; without any, spaces are generated from the knobs"
+        help="snapshots (.npz) or sharded spaces (directories) to walk; without any, spaces "
+        "are generated from the knobs"
         + (" (plot also takes the .json rows that 'ptebatch run -o' wrote)" if plot else ""),
     )
     p.add_argument(
