@@ -113,6 +113,7 @@ def cluster(
     memory_limit="auto",
     *,
     say: Callable[[str], None] | None = None,
+    timeout: str = "20s",
 ) -> Iterator:
     """A Dask client: a new ``LocalCluster`` of ``workers`` processes, or ``scheduler``'s.
 
@@ -128,6 +129,8 @@ def cluster(
         Bytes per local worker (``auto``: the machine's memory over the workers).
     say : callable, optional
         Gets one line: where the dashboard is.
+    timeout : str
+        How long to keep trying to reach ``scheduler``.
 
     Yields
     ------
@@ -157,7 +160,7 @@ def cluster(
             yield client
         return
     try:
-        client = distributed.Client(scheduler, timeout="20s")
+        client = distributed.Client(scheduler, timeout=timeout)
     except (OSError, TimeoutError) as exc:
         raise ConnectionError(f"scheduler: cannot reach {scheduler!r}: {exc}") from None
     with client:

@@ -16,7 +16,7 @@ def add_cluster_args(p) -> None:
     x = g.add_mutually_exclusive_group()
     x.add_argument(
         "--workers",
-        type=_positive("--workers"),
+        type=_positive("workers"),
         metavar="N",
         help="walk the shards on a new local Dask cluster of N worker processes",
     )

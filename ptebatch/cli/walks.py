@@ -12,6 +12,7 @@ from ..shards import ShardedSpace
 from ..space import read_info
 from ..workloads.corpus import NOT_EXPRESSED, check_all
 from ..workloads.demo import run_demo
+from ._cluster import add_cluster_args, executor_for
 from ._registry import command, int_arg, make_progress, print_json, table
 
 
@@ -78,6 +79,7 @@ def _walk_args(p, *, scan: bool) -> None:
         help="JIT on all threads, JIT on one thread, or the naive reference (default: %(default)s)",
     )
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    add_cluster_args(p)
     rows = p.add_argument_group(
         "rows", "counts are computed inside the walk; rows are written only with --rows"
     )
@@ -155,6 +157,14 @@ def _print_summary(s: dict) -> None:
             print(f"{key:16} {value}")
 
 
+def _need_sharded(space, file) -> None:
+    if not isinstance(space, ShardedSpace):
+        raise ValueError(
+            f"workers: the shards of a sharded space run on workers; {file} is one snapshot "
+            "('ptebatch shard' cuts one)"
+        )
+
+
 def _run_walk(a, walk: str) -> int:
     space = pb.load(a.file)
     mod, kw = _impl(a.impl)
@@ -168,11 +178,12 @@ def _run_walk(a, walk: str) -> int:
 
     rows = _row_filter(a)
 
-    def run(sp, rows=False, progress=None):
+    def run(sp, rows=False, progress=None, **extra):
         return getattr(mod, walk)(
             sp,
             rows=rows,
             progress=progress,
+            **extra,
             caller=a.caller,
             kernel=a.kernel,
             flags=a.flags,
@@ -187,9 +198,13 @@ def _run_walk(a, walk: str) -> int:
         t = time.perf_counter()
         run(pb.thread_layout())
         compile_s = time.perf_counter() - t
-    t = time.perf_counter()
-    with make_progress(a) as prog:
-        r = run(space, rows, prog)
+    if a.workers is not None or a.scheduler is not None:
+        _need_sharded(space, a.file)
+    with executor_for(a) as ex:
+        extra = {} if ex is None else {"executor": ex}
+        t = time.perf_counter()
+        with make_progress(a) as prog:
+            r = run(space, rows, prog, **extra)
     s = r.summary()
     s["seconds"] = round(time.perf_counter() - t, 6)
     if compile_s is not None:

@@ -8,6 +8,7 @@ import sys
 import ptebatch as pb
 
 from ..arch import ARCHES
+from ..shards import is_sharded
 from ..workloads.experiment import (
     FINDING_COLUMNS,
     ROW_COLUMNS,
@@ -19,6 +20,7 @@ from ..workloads.experiment import (
     write_rows,
 )
 from ..workloads.generator import CONTPTE_HELP, PRESET_HELP, RATE_KNOBS, generate
+from ._cluster import add_cluster_args, executor_for
 from ._registry import command, int_arg, make_progress, print_json, table
 
 
@@ -251,6 +253,7 @@ def _run_args_common(p, *, plot: bool = False) -> None:
     p.add_argument("--by-seed", action="store_true", help="one row per seed instead of sums")
     _add_knobs(p, sweep=True)
     p.add_argument("--quiet", action="store_true", help="no progress on stderr (--no-progress)")
+    add_cluster_args(p)
 
 
 def _experiment_from(a) -> list[dict]:
@@ -276,7 +279,20 @@ def _experiment_from(a) -> list[dict]:
                 raise ValueError(
                     f"{next(iter(knobs))}: generator knobs apply only when no snapshot is given"
                 )
-            return experiment(a.spaces, **common)
+            if a.workers is not None or a.scheduler is not None:
+                for path in a.spaces:
+                    if not is_sharded(path):
+                        raise ValueError(
+                            f"workers: only sharded spaces (directories) run on workers; "
+                            f"{path} is not one ('ptebatch shard' cuts one)"
+                        )
+            with executor_for(a) as ex:
+                return experiment(a.spaces, executor=ex, **common)
+        if getattr(a, "workers", None) is not None or getattr(a, "scheduler", None) is not None:
+            raise ValueError(
+                "workers: only sharded spaces run on workers; give their directories "
+                "('ptebatch generate --shard-tables' writes one)"
+            )
         return experiment(
             seeds=_ints("seeds", a.seeds),
             folios=_ints("folios", a.folios),
