@@ -15,6 +15,9 @@ X86_64, ARM64, ARCHES, Arch, get_arch
     PTE encodings.
 CALLERS, resolve_caller, Walk, UnmapMode
     Every kernel caller of folio_pte_batch as a preset per release.
+ShardedSpace, shards
+    A space stored as a directory of snapshots cut on table boundaries; the walks take
+    it and give the whole space's result (shard, unshard, map_shards in ``shards``).
 generate, thread_layout, layouts, experiment, corpus, diff
     Workloads: synthetic spaces, the real-bug layouts, sweeps, the regression corpus,
     and two settings of a walk compared address by address.
@@ -31,7 +34,7 @@ Where things live: the model (``arch``, ``space``, ``releases``, ``callers``,
 the library and is never imported by it.
 """
 
-from . import engine, naive, reasons
+from . import engine, naive, reasons, shards
 from .arch import ARCHES, ARM64, X86_64, Arch, get_arch
 from .callers import CALLERS, UnmapMode, Walk, resolve_caller
 from .engine import folio_pte_batch, scan, unmap
@@ -47,6 +50,7 @@ from .live.reproduce import reproduce_thread
 from .live.thpmaps import ThpReport, thpmaps
 from .releases import GENERATIONS, Generation, KernelProfile, resolve_kernel
 from .results import BatchResult, ScanResult, UnmapResult
+from .shards import ShardedSpace
 from .space import AddressSpace, SnapshotError, load
 from .workloads import corpus, layouts
 from .workloads.diff import diff
@@ -82,6 +86,8 @@ __all__ = [
     "engine",
     "naive",
     "reasons",
+    "shards",
+    "ShardedSpace",
     "generate",
     "thread_layout",
     "layouts",

@@ -32,6 +32,7 @@ from .planning import (
 from .progress import as_hook
 from .releases import KernelProfile, resolve_flags, resolve_kernel
 from .results import N_DETECTORS, BatchResult, ScanResult, UnmapResult
+from .shards import open_sharded, run_walk
 from .space import FOLIO_ANON, FOLIO_SWAPBACKED, AddressSpace
 
 # Loaded on first use, so that importing ptebatch does not import Numba.
@@ -153,6 +154,7 @@ def scan(
     rows=True,
     progress=None,
     batching: bool = True,
+    executor=None,
 ) -> ScanResult:
     """Walk every VMA as a page-table walker does and record each batch.
 
@@ -205,12 +207,32 @@ def scan(
         ``True`` or ``False`` only.  False walks as the caller does in a
         release where it does not batch (one PTE at a time), everything else
         unchanged: the baseline of :mod:`ptebatch.workloads.cost`.
+    executor : callable, optional
+        Sharded spaces only: how the shards are run (:func:`ptebatch.shards.map_shards`);
+        ``None`` walks them in this process, one at a time.
 
     Returns
     -------
     ScanResult
-        One row per batch, with its detector bits (``findings``).
+        One row per batch, with its detector bits (``findings``).  For a sharded space
+        (a :class:`~ptebatch.shards.ShardedSpace` or its directory), the shards' results
+        merged: equal to the walk of the whole space.
     """
+    sharded = open_sharded(space)
+    if sharded is not None:
+        kw = dict(
+            caller=caller,
+            kernel=kernel,
+            flags=flags,
+            clamp=clamp,
+            oob=oob,
+            move_by=move_by,
+            detectors=detectors,
+            parallel=parallel,
+            rows=rows,
+            batching=batching,
+        )
+        return run_walk("scan", sharded, kw, executor=executor, progress=progress)
     preset, fl, clamp, move_by = check_walk_args(
         space, Walk.SCAN, caller, kernel, flags, clamp, oob, move_by, batching
     )
@@ -298,6 +320,7 @@ def unmap(
     rows=True,
     progress=None,
     batching: bool = True,
+    executor=None,
 ) -> UnmapResult:
     """Model reclaim's try_to_unmap_one for every mapped large folio.
 
@@ -342,10 +365,13 @@ def unmap(
         ``True`` or ``False`` only.  False unmaps as reclaim does in a release
         where it does not batch (one PTE at a time): the baseline of
         :mod:`ptebatch.workloads.cost`.
+    executor : callable, optional
+        As in :func:`scan`.
 
     Returns
     -------
     UnmapResult
+        For a sharded space, the shards' results merged, as in :func:`scan`.
 
     Notes
     -----
@@ -358,6 +384,19 @@ def unmap(
     form one unit of work, walked in PFN order, and units share no entry
     (docs/model.md section 5).
     """
+    sharded = open_sharded(space)
+    if sharded is not None:
+        kw = dict(
+            caller=caller,
+            kernel=kernel,
+            flags=flags,
+            oob=oob,
+            detectors=detectors,
+            parallel=parallel,
+            rows=rows,
+            batching=batching,
+        )
+        return run_walk("unmap", sharded, kw, executor=executor, progress=progress)
     preset, fl, _, _ = check_walk_args(
         space, Walk.UNMAP, caller, kernel, flags, None, oob, 0, batching
     )
@@ -514,7 +553,7 @@ def _folio_runs(flat, g0, g1, fpfn, fnr, fidx, fbase, fshift, cfg, parallel, pag
                 *[dummy_i] * 5,
                 False,
             )
-        if pages.active:
+        if pages.active and hi > lo:  # no segment: nothing was read
             pages.release(int(g0[lo]), int(g1[hi - 1]))
     offsets = np.concatenate(([0], np.cumsum(counts)))[:-1].astype(np.int64)
     n_runs = int(counts.sum())
@@ -528,7 +567,7 @@ def _folio_runs(flat, g0, g1, fpfn, fnr, fidx, fbase, fshift, cfg, parallel, pag
             # the kernel numbers segments from the group's first
             r0, r1 = offsets[lo], offsets[hi - 1] + counts[hi - 1]
             runs[4][r0:r1] += lo
-        if pages.active:
+        if pages.active and hi > lo:  # no segment: nothing was read
             pages.release(int(g0[lo]), int(g1[hi - 1]))
     return runs
 

@@ -173,6 +173,64 @@ class _WalkResult:
         b = self.batches
         return self.ptes_batched / b if b else 0.0
 
+    # fields every part of a merge must share, and counts that add up
+    _SAME = ("caller", "kernel", "generation", "flags", "oob", "rows_filtered")
+    _SUMS = ()
+
+    @classmethod
+    def merge(cls, results):
+        """One result from the results of walks over the shards of a space, in shard order.
+
+        Counts add up (``length_hist`` padded to the longest); the settings must agree.  Scan
+        rows are concatenated (shard order is address order); unmap rows are put in folio PFN
+        order, stably, as the whole-space walk writes them (each folio lies in one shard).
+        Exact for shards cut as :mod:`ptebatch.shards` cuts them (docs/model.md section 11).
+
+        Raises
+        ------
+        ValueError
+            No results, a result of another type, or settings that differ (named).
+        """
+        results = list(results)
+        if not results:
+            raise ValueError("results: nothing to merge")
+        for r in results:
+            if type(r) is not cls:
+                raise ValueError(f"results: expected {cls.__name__}, got {type(r).__name__}")
+        first = results[0]
+        for name in cls._SAME:
+            vals = {repr(getattr(r, name)) for r in results}
+            if len(vals) > 1:
+                raise ValueError(f"results: {name} differs between parts ({', '.join(vals)})")
+        with_rows = {r.has_rows for r in results}
+        if len(with_rows) > 1:
+            raise ValueError("results: some parts have rows and some do not")
+        bins = max(r.length_hist.shape[1] for r in results)
+        hist = np.zeros((first.length_hist.shape[0], bins), dtype=np.int64)
+        for r in results:
+            hist[:, : r.length_hist.shape[1]] += r.length_hist
+        kw = {name: getattr(first, name) for name in cls._SAME}
+        kw["flags"] = list(first.flags)
+        kw.update(
+            length_hist=hist,
+            found=np.sum([r.found for r in results], axis=0).astype(np.int64),
+            **{name: sum(getattr(r, name) for r in results) for name in cls._SUMS},
+            **cls._merge_extra(results),
+        )
+        if first.has_rows:
+            kw.update(cls._merge_rows(results))
+        return cls(**kw)
+
+    @classmethod
+    def _merge_extra(cls, results) -> dict:
+        return {}
+
+    @classmethod
+    def _merge_rows(cls, results) -> dict:
+        return {k: np.concatenate([getattr(r, k) for r in results]) for k in cls._ROW_KEYS}
+
+    _ROW_KEYS = ("va", "nr", "reason", "findings")
+
     def _reason_counts(self, names) -> dict:
         per = self.length_hist.sum(axis=1)
         return {name: int(per[R.NAMES.index(name)]) for name in names}
@@ -266,6 +324,9 @@ class ScanResult(_WalkResult):
     pte_reads: int = 0
     batching: bool = True
 
+    _SAME = _WalkResult._SAME + ("clamp", "batching")
+    _SUMS = ("present_ptes", "tables_moved", "pte_reads")
+
     @property
     def stop_reasons(self) -> dict:
         """Batches per stop reason."""
@@ -319,6 +380,17 @@ class UnmapResult(_WalkResult):
     lazyfree_folios: int = 0
     pte_reads: int = 0
     batching: bool = True
+
+    _SAME = _WalkResult._SAME + ("batching",)
+    _SUMS = ("folios", "lazyfree_folios", "pte_reads")
+    _ROW_KEYS = ("folio_pfn", "va", "nr", "reason", "findings")
+
+    @classmethod
+    def _merge_rows(cls, results) -> dict:
+        # the whole walk goes folio by folio in PFN order; a folio's rows stay in walk order
+        cols = super()._merge_rows(results)
+        o = np.argsort(cols["folio_pfn"], kind="stable")
+        return {k: v[o] for k, v in cols.items()}
 
     def summary(self) -> dict:
         """JSON-ready dict of the counts (no per-row arrays)."""

@@ -631,6 +631,11 @@ def _check_headers(path: str, npz: NpzReader) -> tuple[str, dict[str, tuple]]:
 def load(path, *, mmap: bool = True, verify: bool = True) -> AddressSpace:
     """Load and validate a snapshot written by :meth:`AddressSpace.save`.
 
+    A directory holding ``manifest.json`` is a sharded space (:mod:`ptebatch.shards`):
+    ``load`` returns a :class:`~ptebatch.shards.ShardedSpace`, opened lazily (only its
+    manifest is read; each shard is checked against its checksum when it is opened).  Any
+    other directory is refused as not a snapshot.
+
     Parameters
     ----------
     path : str or os.PathLike
@@ -664,6 +669,10 @@ def load(path, *, mmap: bool = True, verify: bool = True) -> AddressSpace:
         The file cannot be opened or read.
     """
     path = os.fspath(path)
+    if os.path.isdir(path) and os.path.lexists(os.path.join(path, "manifest.json")):
+        from .shards import ShardedSpace  # shards builds on this module
+
+        return ShardedSpace(path)
     with NpzReader(path, _FIELDS) as npz:
         arch, _ = _check_headers(path, npz)
         fields = {

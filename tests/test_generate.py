@@ -808,7 +808,8 @@ def test_every_randomised_knob_has_a_seed_check():
     import inspect
 
     params = inspect.signature(pb.generate).parameters
-    not_random = {"n_folios", "seed", "vma_tables", "arch", "progress"}
+    # shard_tables and out choose the sharded output, not what is drawn
+    not_random = {"n_folios", "seed", "vma_tables", "arch", "progress", "shard_tables", "out"}
     assert set(params) - not_random == set(_KNOB_STREAMS)
 
 

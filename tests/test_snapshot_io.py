@@ -373,6 +373,19 @@ def test_walks_of_a_mapped_space_equal_the_in_memory_ones(tmp_path, small):
     _same_walk(pb.naive.scan(back, **kw), pb.scan(arm, **kw))
 
 
+def test_walks_of_a_mapped_space_whose_vmas_cover_no_table(tmp_path):
+    # a table and a VMA elsewhere: no segment to walk.  The unmap of the mapped space once
+    # released the tables of its first group of segments, and there was none (IndexError).
+    sp = pb.AddressSpace.from_entries(
+        [0x200000], [0], [0x800000], [0x801000], [], [], [], arch="x86_64"
+    )
+    sp.save(tmp_path / "s.npz")
+    back = pb.load(tmp_path / "s.npz")
+    for rows in (True, False):
+        _same_walk(pb.unmap(back, rows=rows), pb.unmap(sp, rows=rows))
+        _same_walk(pb.scan(back, rows=rows), pb.scan(sp, rows=rows))
+
+
 def test_pickle_and_save_over_the_mapped_file(tmp_path, small):
     path = tmp_path / "s.npz"
     small.save(path)

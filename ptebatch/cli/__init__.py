@@ -14,7 +14,7 @@ import sys
 
 # Each import registers its commands; the order is the order of `ptebatch --help`.
 # isort: off
-from . import walks, live, workloads, cost, diff, bench  # noqa: F401
+from . import walks, shards, live, workloads, cost, diff, bench  # noqa: F401
 
 # isort: on
 from ._registry import COMMANDS, _Parser, join_signed_values

@@ -8,6 +8,7 @@ import sys
 import ptebatch as pb
 
 from ..workloads.diff import COMPARES, SETTING_KEYS, Batch, DiffResult, diff, parse_setting
+from ._cluster import add_cluster_args, executor_for
 from ._registry import command, print_json, table
 
 _LINES_PER_SIDE = 8  # batch lines shown per side and range; --json and -o give all
@@ -131,7 +132,9 @@ def _print_diff(d: DiffResult, file: str, max_ranges: int) -> None:
 @command("diff", "compare two settings of one walk on a snapshot, address by address")
 def _diff_args(p):
     p.add_argument(
-        "file", help="snapshot (.npz) written by AddressSpace.save or 'ptebatch generate'"
+        "file",
+        help="snapshot (.npz) written by AddressSpace.save or 'ptebatch generate', or a "
+        "sharded space (directory): each side is walked shard by shard and merged",
     )
     p.add_argument(
         "--caller",
@@ -192,6 +195,7 @@ def _diff_args(p):
         help="also write every differing row (range, side, va, nr, reason, findings; "
         "unmap: folio_pfn) as CSV, atomically",
     )
+    add_cluster_args(p)
 
 
 @_diff_args
@@ -202,7 +206,15 @@ def _diff(a) -> int:
         raise ValueError(f"output: must end in .csv, got {a.output!r}")
     set_a, set_b = _settings(a)
     space = pb.load(a.file)
-    d = diff(space, set_a, set_b, compare=a.compare, detectors=not a.no_detectors)
+    if (a.workers is not None or a.scheduler is not None) and not isinstance(
+        space, pb.ShardedSpace
+    ):
+        raise ValueError(
+            f"workers: the shards of a sharded space run on workers; {a.file} is one "
+            "snapshot ('ptebatch shard' cuts one)"
+        )
+    with executor_for(a) as ex:
+        d = diff(space, set_a, set_b, compare=a.compare, detectors=not a.no_detectors, executor=ex)
     written = d.write_csv(a.output) if a.output is not None else None
     if a.json:
         print_json(d.to_dict())

@@ -7,6 +7,7 @@ import math
 import sys
 import time
 
+from .. import shards
 from ..live import capture as live_capture
 from ..live.capture import DEFAULT_MAX_BYTES, PartialCaptureError
 from ..live.reproduce import format_report, reproduce_thread
@@ -16,7 +17,19 @@ from ._registry import command, int_arg, make_progress, real_arg
 @command("capture", "capture a live process's page tables from /proc into a snapshot")
 def _capture_args(p):
     p.add_argument("--pid", type=int_arg("pid"), required=True, help="process to capture")
-    p.add_argument("-o", "--output", required=True, help="snapshot file to write (.npz)")
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="snapshot file to write (.npz); with --shard-tables a directory",
+    )
+    p.add_argument(
+        "--shard-tables",
+        type=int_arg("shard_tables"),
+        default=None,
+        metavar="T",
+        help="write a sharded space (directory -o) of shards of about T tables ('ptebatch shard')",
+    )
     p.add_argument("--anon", action="store_true", help="only anonymous VMAs")
     p.add_argument(
         "--start",
@@ -73,7 +86,11 @@ def _capture_with(a, prog) -> int:
             f"nothing written (--allow-partial keeps it)",
             cap,
         )
-    cap.save(a.output)  # 0600: it holds physical frame numbers
+    if a.shard_tables is not None:
+        # the directory is 0700: it holds physical frame numbers
+        shards.shard(cap.space, a.output, tables=a.shard_tables, private=True)
+    else:
+        cap.save(a.output)  # 0600: it holds physical frame numbers
     s = cap.summary()
     s["output"] = a.output
     if a.json:

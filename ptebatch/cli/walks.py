@@ -8,9 +8,11 @@ import time
 import ptebatch as pb
 
 from ..callers import CALLERS, callers_table
+from ..shards import ShardedSpace
 from ..space import read_info
 from ..workloads.corpus import NOT_EXPRESSED, check_all
 from ..workloads.demo import run_demo
+from ._cluster import add_cluster_args, executor_for
 from ._registry import command, int_arg, make_progress, print_json, table
 
 
@@ -18,7 +20,9 @@ def _walk_args(p, *, scan: bool) -> None:
     walk = "scan" if scan else "unmap"
     names = [c.name for c in CALLERS.values() if str(c.walk) == walk]
     p.add_argument(
-        "file", help="snapshot (.npz) written by AddressSpace.save or 'ptebatch generate'"
+        "file",
+        help="snapshot (.npz) written by AddressSpace.save or 'ptebatch generate', or a "
+        "sharded space (directory), walked shard by shard",
     )
     p.add_argument(
         "--caller",
@@ -75,6 +79,7 @@ def _walk_args(p, *, scan: bool) -> None:
         help="JIT on all threads, JIT on one thread, or the naive reference (default: %(default)s)",
     )
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    add_cluster_args(p)
     rows = p.add_argument_group(
         "rows", "counts are computed inside the walk; rows are written only with --rows"
     )
@@ -152,19 +157,33 @@ def _print_summary(s: dict) -> None:
             print(f"{key:16} {value}")
 
 
+def _need_sharded(space, file) -> None:
+    if not isinstance(space, ShardedSpace):
+        raise ValueError(
+            f"workers: the shards of a sharded space run on workers; {file} is one snapshot "
+            "('ptebatch shard' cuts one)"
+        )
+
+
 def _run_walk(a, walk: str) -> int:
     space = pb.load(a.file)
     mod, kw = _impl(a.impl)
+    if mod is pb.naive and isinstance(space, ShardedSpace):
+        raise ValueError(
+            f"impl: the naive walk takes one snapshot, not the sharded space {a.file} "
+            "('ptebatch unshard' writes one)"
+        )
     if walk == "scan":
         kw.update(clamp=a.clamp, move_by=a.move_by)
 
     rows = _row_filter(a)
 
-    def run(sp, rows=False, progress=None):
+    def run(sp, rows=False, progress=None, **extra):
         return getattr(mod, walk)(
             sp,
             rows=rows,
             progress=progress,
+            **extra,
             caller=a.caller,
             kernel=a.kernel,
             flags=a.flags,
@@ -179,9 +198,13 @@ def _run_walk(a, walk: str) -> int:
         t = time.perf_counter()
         run(pb.thread_layout())
         compile_s = time.perf_counter() - t
-    t = time.perf_counter()
-    with make_progress(a) as prog:
-        r = run(space, rows, prog)
+    if a.workers is not None or a.scheduler is not None:
+        _need_sharded(space, a.file)
+    with executor_for(a) as ex:
+        extra = {} if ex is None else {"executor": ex}
+        t = time.perf_counter()
+        with make_progress(a) as prog:
+            r = run(space, rows, prog, **extra)
     s = r.summary()
     s["seconds"] = round(time.perf_counter() - t, 6)
     if compile_s is not None:
@@ -287,7 +310,7 @@ def _corpus(a) -> int:
 
 @command("info", "describe a snapshot")
 def _info_args(p):
-    p.add_argument("file", help="snapshot (.npz)")
+    p.add_argument("file", help="snapshot (.npz), or a sharded space (directory)")
     p.add_argument(
         "--present",
         action="store_true",
@@ -299,7 +322,12 @@ def _info_args(p):
 
 @_info_args
 def _info(a) -> int:
-    info = read_info(a.file, present=a.present)
+    if os.path.isdir(a.file):
+        if a.present:
+            raise ValueError("present: counting present PTEs reads one snapshot, not a directory")
+        info = ShardedSpace(a.file).info()
+    else:
+        info = read_info(a.file, present=a.present)
     print_json(info) if a.json else _print_summary(info)
     return 0
 

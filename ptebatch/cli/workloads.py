@@ -8,6 +8,7 @@ import sys
 import ptebatch as pb
 
 from ..arch import ARCHES
+from ..shards import is_sharded
 from ..workloads.experiment import (
     FINDING_COLUMNS,
     ROW_COLUMNS,
@@ -19,6 +20,7 @@ from ..workloads.experiment import (
     write_rows,
 )
 from ..workloads.generator import CONTPTE_HELP, PRESET_HELP, RATE_KNOBS, generate
+from ._cluster import add_cluster_args, executor_for
 from ._registry import command, int_arg, make_progress, print_json, table
 
 
@@ -142,7 +144,19 @@ def _gen_args(p):
         help="random seed; same seed, same bytes (default: %(default)s)",
     )
     p.add_argument(
-        "-o", "--output", required=True, help="snapshot file to write (.npz), written atomically"
+        "-o",
+        "--output",
+        required=True,
+        help="snapshot file to write (.npz), written atomically; with --shard-tables a directory",
+    )
+    p.add_argument(
+        "--shard-tables",
+        type=int_arg("shard_tables"),
+        default=None,
+        metavar="T",
+        help="write a sharded space to the directory -o, block by block (blocks of about T "
+        "tables, each seeded from the seed and its number), never holding the whole space: "
+        "a different space from the unsharded one of the same seed",
     )
     _add_knobs(p, sweep=False)
     p.add_argument("--quiet", action="store_true", help="no progress on stderr (--no-progress)")
@@ -153,8 +167,18 @@ def _generate(a) -> int:
     prog = make_progress(a)
     knobs = _knobs_from(a, sweep=False)
     try:
-        space = pb.generate(a.folios, seed=a.seed, progress=prog, **knobs)
-        space.save(a.output)
+        if a.shard_tables is not None:
+            space = pb.generate(
+                a.folios,
+                seed=a.seed,
+                progress=prog,
+                shard_tables=a.shard_tables,
+                out=a.output,
+                **knobs,
+            )
+        else:
+            space = pb.generate(a.folios, seed=a.seed, progress=prog, **knobs)
+            space.save(a.output)
     finally:
         prog.close()
     print(f"wrote {a.output}: {space!r}")
@@ -166,7 +190,8 @@ def _run_args_common(p, *, plot: bool = False) -> None:
         "spaces",
         nargs="*",
         metavar="SNAPSHOT",
-        help="snapshots (.npz) to walk; without any, spaces are generated from the knobs"
+        help="snapshots (.npz) or sharded spaces (directories) to walk; without any, spaces "
+        "are generated from the knobs"
         + (" (plot also takes the .json rows that 'ptebatch run -o' wrote)" if plot else ""),
     )
     p.add_argument(
@@ -228,6 +253,7 @@ def _run_args_common(p, *, plot: bool = False) -> None:
     p.add_argument("--by-seed", action="store_true", help="one row per seed instead of sums")
     _add_knobs(p, sweep=True)
     p.add_argument("--quiet", action="store_true", help="no progress on stderr (--no-progress)")
+    add_cluster_args(p)
 
 
 def _experiment_from(a) -> list[dict]:
@@ -253,7 +279,20 @@ def _experiment_from(a) -> list[dict]:
                 raise ValueError(
                     f"{next(iter(knobs))}: generator knobs apply only when no snapshot is given"
                 )
-            return experiment(a.spaces, **common)
+            if a.workers is not None or a.scheduler is not None:
+                for path in a.spaces:
+                    if not is_sharded(path):
+                        raise ValueError(
+                            f"workers: only sharded spaces (directories) run on workers; "
+                            f"{path} is not one ('ptebatch shard' cuts one)"
+                        )
+            with executor_for(a) as ex:
+                return experiment(a.spaces, executor=ex, **common)
+        if getattr(a, "workers", None) is not None or getattr(a, "scheduler", None) is not None:
+            raise ValueError(
+                "workers: only sharded spaces run on workers; give their directories "
+                "('ptebatch generate --shard-tables' writes one)"
+            )
         return experiment(
             seeds=_ints("seeds", a.seeds),
             folios=_ints("folios", a.folios),

@@ -29,6 +29,7 @@ from .._io import atomic_write
 from ..arch import PAGE_SHIFT
 from ..callers import DEFAULT, Walk, get_caller
 from ..checks import check_walk_args
+from ..shards import open_sharded
 from ..space import AddressSpace
 
 __all__ = ["diff", "parse_setting", "Batch", "DiffRange", "DiffResult", "SETTING_KEYS", "COMPARES"]
@@ -464,9 +465,9 @@ def _kwargs(name: str, walk: Walk, s: dict, space) -> dict:
     return kw
 
 
-def _run(walk: Walk, space, kw: dict, detectors: bool, parallel: bool):
+def _run(walk: Walk, space, kw: dict, detectors: bool, parallel: bool, executor=None):
     fn = engine.scan if walk == Walk.SCAN else engine.unmap
-    res = fn(space, detectors=detectors, parallel=parallel, **kw)
+    res = fn(space, detectors=detectors, parallel=parallel, executor=executor, **kw)
     setting = {
         "caller": res.caller,
         "kernel": res.kernel,
@@ -578,12 +579,16 @@ def diff(
     compare: str = "row",
     detectors: bool = True,
     parallel: bool = True,
+    executor=None,
 ) -> DiffResult:
     """Run one walk under two settings and find where the batches differ.
 
     Parameters
     ----------
-    space : AddressSpace
+    space : AddressSpace, ShardedSpace or a sharded space's directory
+        A sharded space is walked shard by shard (:mod:`ptebatch.shards`) and each side's
+        rows merged, exactly the whole space's; the ranges are then found as for one
+        snapshot (every side's rows are held, as for one snapshot).
     a, b : dict
         The two settings: any of ``caller``, ``kernel``, ``clamp``, ``oob``,
         ``flags``, ``move_by`` (the keyword arguments of :func:`ptebatch.scan`
@@ -601,6 +606,8 @@ def diff(
         also compare their folio.
     detectors, parallel : bool
         As in :func:`ptebatch.scan`.
+    executor : callable, optional
+        Sharded spaces only: how the shards run (:func:`ptebatch.shards.map_shards`).
 
     Returns
     -------
@@ -614,8 +621,14 @@ def diff(
         An unknown key or value, naming the side and key (``b.kernel: ...``),
         or sides that are different walks.
     """
-    if not isinstance(space, AddressSpace):
+    sharded = open_sharded(space)
+    if sharded is not None:
+        space = sharded
+        probe = sharded.open(0, verify=False)  # the settings' checks need a space of its arch
+    elif not isinstance(space, AddressSpace):
         raise TypeError(f"space: expected an AddressSpace, got {type(space).__name__}")
+    else:
+        probe = space
     if compare not in COMPARES:
         raise ValueError(f"compare: must be one of {', '.join(COMPARES)}, got {compare!r}")
     a = _check_setting("a", a)
@@ -628,9 +641,10 @@ def diff(
             f"caller: a runs {a.get('caller', DEFAULT[walk_a])} ({walk_a.value}) and b runs "
             f"{b.get('caller', DEFAULT[walk_b])} ({walk_b.value}); both sides must be one walk"
         )
-    kw_a, kw_b = _kwargs("a", walk_a, a, space), _kwargs("b", walk_b, b, space)
-    res_a, set_a = _run(walk_a, space, kw_a, detectors, parallel)
-    res_b, set_b = _run(walk_b, space, kw_b, detectors, parallel)
+    kw_a, kw_b = _kwargs("a", walk_a, a, probe), _kwargs("b", walk_b, b, probe)
+    del probe
+    res_a, set_a = _run(walk_a, space, kw_a, detectors, parallel, executor)
+    res_b, set_b = _run(walk_b, space, kw_b, detectors, parallel, executor)
     idx, side = _unmatched(_keys(res_a, walk_a, compare), _keys(res_b, walk_b, compare))
     on_a = side == 0
     va = np.empty(idx.size, dtype=np.uint64)

@@ -23,6 +23,7 @@ from ..progress import as_hook
 from ..reasons import FINDINGS
 from ..releases import resolve_kernel
 from ..results import SCAN_REASONS
+from ..shards import ShardedSpace
 from ..space import MAX_FOLIO_NR, AddressSpace, load
 from .generator import generate
 from .layouts import thread_layout
@@ -149,6 +150,7 @@ def experiment(
     parallel: bool = True,
     move_by: int = 0,
     progress: Callable[[str], None] | None = None,
+    executor=None,
     **knobs,
 ) -> list[dict]:
     """Run walks over spaces for every combination of settings; one row per setting.
@@ -156,8 +158,10 @@ def experiment(
     Parameters
     ----------
     spaces : None, AddressSpace, path, list of those, or mapping name -> those
-        Spaces to walk.  ``None`` generates them with :func:`ptebatch.generate`
-        for every seed and every combination of ``folios`` and ``knobs``.
+        Spaces to walk; a sharded space (:class:`~ptebatch.shards.ShardedSpace` or its
+        directory) is walked shard by shard, its results merged.  ``None`` generates them
+        with :func:`ptebatch.generate` for every seed and every combination of ``folios``
+        and ``knobs``.
     kernels : str or sequence of str
         Kernel releases (``"6.15"``, ``"6.16"``, ...).
     walks : str or sequence of {"scan", "unmap"}
@@ -187,6 +191,8 @@ def experiment(
     progress : callable, optional
         ``progress(task, done, total, note)`` before each step (see
         :mod:`ptebatch.progress`); a one-argument callable gets the step's description.
+    executor : callable, optional
+        Sharded spaces only: how the shards run (:func:`ptebatch.shards.map_shards`).
     **knobs
         Generator knobs (see :func:`ptebatch.generate`), ``arch`` and
         ``contpte`` included; a list sweeps them.
@@ -248,7 +254,7 @@ def experiment(
         for walk, caller, k, c, o in settings:
             say(f"space {j + 1}/{len(jobs)}: {caller} {k} {c} {o}")
             t = time.perf_counter()
-            r = _walk(space, walk, caller, k, c, o, parallel, move_by)
+            r = _walk(space, walk, caller, k, c, o, parallel, move_by, executor)
             dt = time.perf_counter() - t
             # given spaces never merge (two files may share a name); generated ones merge over seeds
             ident = (
@@ -344,13 +350,14 @@ def _space_jobs(spaces, seeds, folios, knobs) -> list[tuple]:
             items.append(
                 (
                     os.path.basename(os.fspath(sp))
-                    if not isinstance(sp, AddressSpace)
+                    if not isinstance(sp, (AddressSpace, ShardedSpace))
                     else f"space{len(items)}",
                     sp,
                 )
             )
     for name, sp in items:
-        loader = (lambda sp=sp: sp) if isinstance(sp, AddressSpace) else (lambda sp=sp: load(sp))
+        given = isinstance(sp, (AddressSpace, ShardedSpace))
+        loader = (lambda sp=sp: sp) if given else (lambda sp=sp: load(sp))
         jobs.append((str(name), None, {}, loader))
     return jobs
 
@@ -383,10 +390,11 @@ def _accumulate(
     row["seeds"] += f",{seed}"
 
 
-def _walk(space, walk, caller, kernel, clamp, oob, parallel, move_by=0):
+def _walk(space, walk, caller, kernel, clamp, oob, parallel, move_by=0, executor=None):
     if walk == "scan":
         return engine.scan(
             space,
+            executor=executor,
             rows=False,
             caller=caller,
             kernel=kernel,
@@ -395,7 +403,15 @@ def _walk(space, walk, caller, kernel, clamp, oob, parallel, move_by=0):
             move_by=move_by if get_caller(caller).takes_move_by else 0,
             parallel=parallel,
         )
-    return engine.unmap(space, rows=False, caller=caller, kernel=kernel, oob=oob, parallel=parallel)
+    return engine.unmap(
+        space,
+        rows=False,
+        caller=caller,
+        kernel=kernel,
+        oob=oob,
+        parallel=parallel,
+        executor=executor,
+    )
 
 
 def columns(rows: list[dict], *, hist: bool) -> list[str]:

@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from .._jit import compiled
-from ..arch import PAGE_SHIFT, PAGE_SIZE, PTRS_PER_PTE, Arch, get_arch
+from ..arch import PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, PTRS_PER_PTE, Arch, get_arch
 from ..progress import as_hook
 from ..space import FOLIO_ANON, FOLIO_SWAPBACKED, VMA_UFFD_WP, AddressSpace
 
@@ -247,7 +247,9 @@ def generate(
     arch: str = "x86_64",
     contpte: float | None = None,
     progress: Callable[[str], None] | None = None,
-) -> AddressSpace:
+    shard_tables: int | None = None,
+    out=None,
+):
     """Make a seeded synthetic address space.
 
     Parameters
@@ -322,10 +324,21 @@ def generate(
     progress : callable, optional
         ``progress(task, done, total, note)`` as the steps proceed (see
         :mod:`ptebatch.progress`); a one-argument callable gets the step name.
+    shard_tables, out : int and path, optional
+        Together: write a sharded space (:mod:`ptebatch.shards`) to the directory ``out``
+        without holding it in memory.  The space is made as independent blocks of
+        about ``shard_tables`` tables (block ``k`` seeded from ``(seed, k)``, the same
+        knobs), each moved to its own VA range (2 MiB aligned, after the previous block's
+        and a 2 MiB gap) and PFN range (after the previous block's, aligned to 512 pages),
+        keeping every other PTE bit; each block is written as a shard once the next one
+        is made (its first table is the block's halo).  So every block boundary is an
+        allowed cut.  This is a different space from ``generate(n_folios, seed=seed)``:
+        the same seed and knobs give the same sharded space, and walking it gives the
+        same results as walking its :func:`ptebatch.shards.unshard`.
 
     Returns
     -------
-    AddressSpace
+    AddressSpace, or ShardedSpace with ``out``
 
     Raises
     ------
@@ -340,6 +353,29 @@ def generate(
         raise ValueError(f"n_folios: must be a positive integer, got {n_folios!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed: must be an integer >= 0, got {seed!r}")
+    if (shard_tables is None) != (out is None):
+        raise ValueError("shard_tables: give it together with out (the directory to write)")
+    if shard_tables is not None:
+        knobs = dict(
+            sizes=sizes,
+            moved=moved,
+            straddle=straddle,
+            partial=partial,
+            holes=holes,
+            shuffle_pfn=shuffle_pfn,
+            vma_tables=vma_tables,
+            vma_split=vma_split,
+            lazyfree=lazyfree,
+            write=write,
+            young=young,
+            dirty=dirty,
+            soft_dirty=soft_dirty,
+            uffd_wp=uffd_wp,
+            mixed_write=mixed_write,
+            arch=arch,
+            contpte=contpte,
+        )
+        return _generate_sharded(int(n_folios), int(seed), shard_tables, out, knobs, progress)
     rates = dict(
         moved=moved,
         straddle=straddle,
@@ -765,3 +801,120 @@ def _uffd_wp_vma_flags(ptes, table_va, vma_start, vma_end, a: Arch) -> np.ndarra
     vma_flags = np.zeros(vma_start.size, dtype=np.uint8)
     vma_flags[v[inside]] = VMA_UFFD_WP
     return vma_flags
+
+
+# -- sharded generation ---------------------------------------------------------------------
+
+
+def _block_seed(seed: int, k: int) -> int:
+    """Block ``k``'s seed, from ``(seed, k)``: independent streams for every block."""
+    return int(np.random.SeedSequence((seed, k)).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def _relocate(sp: AddressSpace, va_at: int, pfn_at: int) -> tuple[AddressSpace, int, int]:
+    """``sp`` moved so that its VA range starts at ``va_at`` and its PFNs at ``pfn_at``
+    (both kept aligned: 2 MiB, 512 pages); the other PTE bits are kept.  Returns the moved
+    space and where the next block may start (its VA end plus a 2 MiB gap, and its PFN end)."""
+    a = get_arch(sp.arch)
+    tva, vs, ve = sp.table_va, sp.vma_start, sp.vma_end
+    lows = [int(x[0]) for x in (tva, vs) if x.size]
+    highs = [int(tva[-1]) + PMD_SIZE] if tva.size else []
+    highs += [int(ve[-1])] if ve.size else []
+    va_lo = min(lows) // PMD_SIZE * PMD_SIZE if lows else 0
+    va_hi = -(-max(highs) // PMD_SIZE) * PMD_SIZE if highs else va_lo
+    mask = np.uint64(a.pfn_mask)
+    present = (sp.ptes & np.uint64(a.present)) != 0
+    pfns = (sp.ptes[present] & mask) >> np.uint64(PAGE_SHIFT)
+    ends = sp.folio_pfn + sp.folio_nr
+    pfn_lo = min(int(pfns.min()) if pfns.size else pfn_at, int(sp.folio_pfn.min(initial=pfn_at)))
+    pfn_hi = max(int(pfns.max()) + 1 if pfns.size else 0, int(ends.max(initial=0)))
+    pfn_lo = pfn_lo // PTRS_PER_PTE * PTRS_PER_PTE
+    dva = np.uint64((va_at - va_lo) % (1 << 64))  # uint64 arithmetic wraps: a move down too
+    dpfn = np.uint64((pfn_at - pfn_lo) % (1 << 64))
+    ptes = sp.ptes.copy()
+    moved_pfn = (((ptes[present] & mask) >> np.uint64(PAGE_SHIFT)) + dpfn) << np.uint64(PAGE_SHIFT)
+    ptes[present] = (ptes[present] & ~mask) | (moved_pfn & mask)
+    out = AddressSpace(
+        ptes,
+        tva + dva,
+        vs + dva,
+        ve + dva,
+        sp.folio_pfn + dpfn,
+        sp.folio_nr,
+        sp.folio_flags,
+        arch=sp.arch,
+        vma_flags=sp.vma_flags,
+    )
+    next_va = va_hi + (va_at - va_lo) + PMD_SIZE
+    next_pfn = -(-(pfn_hi + (pfn_at - pfn_lo)) // PTRS_PER_PTE) * PTRS_PER_PTE
+    return out, next_va, next_pfn
+
+
+def block_counts(n: int, shard_tables: int, sizes, vma_tables) -> list[int]:
+    """Folios per block of a sharded :func:`generate`: about ``shard_tables`` tables of
+    entries each at the size mix's mean folio size, allowing for the VMA gaps."""
+    mix = parse_sizes(sizes)
+    orders_k = np.array(sorted(mix), dtype=np.int64)
+    p = np.array([mix[o] for o in orders_k], dtype=np.float64)
+    p /= p.max()
+    p /= p.sum()
+    mean_nr = float(np.sum(p * (2.0**orders_k)))
+    vt = vma_tables
+    vt = vt if isinstance(vt, (int, np.integer)) and not isinstance(vt, bool) and vt > 0 else 1
+    per = max(1, int(shard_tables * PTRS_PER_PTE * vt / ((vt + 1) * mean_nr * 1.1)))
+    return [per] * (n // per) + ([n % per] if n % per else [])
+
+
+def _generate_sharded(n: int, seed: int, shard_tables, out, knobs: dict, progress):
+    from ..shards import ShardWriter  # the sharded format builds on the space model
+
+    if (
+        isinstance(shard_tables, bool)
+        or not isinstance(shard_tables, (int, np.integer))
+        or shard_tables < 1
+    ):
+        raise ValueError(f"shard_tables: must be an integer >= 1, got {shard_tables!r}")
+    counts = block_counts(n, int(shard_tables), knobs["sizes"], knobs["vma_tables"])
+    per = counts[0]
+    hook = as_hook(progress)
+    va_at, pfn_at = _BASE_VA, _BASE_PFN
+
+    def block(k: int):
+        nonlocal va_at, pfn_at
+        sp = generate(counts[k], seed=_block_seed(seed, k), **knobs)
+        sp, va_next, pfn_next = _relocate(sp, va_at, pfn_at)
+        here = va_at
+        va_at, pfn_at = va_next, pfn_next
+        if va_at > _USER_TOP:
+            raise ValueError(
+                f"n_folios: {n:,} folios in blocks of {per:,} do not fit the 128 TiB user "
+                f"address space"
+            )
+        return sp, here
+
+    with ShardWriter(out, get_arch(knobs["arch"]).name) as w:
+        cur, cur_lo = block(0)
+        for k in range(len(counts)):
+            nxt = block(k + 1) if k + 1 < len(counts) else None
+            va_lo = 0 if k == 0 else cur_lo
+            if nxt is None:
+                w.add(cur, va_lo=va_lo, halo=False)
+            else:
+                halo = nxt[0]
+                both = AddressSpace(
+                    np.concatenate((cur.ptes, halo.ptes[:1])),
+                    np.concatenate((cur.table_va, halo.table_va[:1])),
+                    cur.vma_start,
+                    cur.vma_end,
+                    cur.folio_pfn,
+                    cur.folio_nr,
+                    cur.folio_flags,
+                    arch=cur.arch,
+                    vma_flags=cur.vma_flags,
+                )
+                w.add(both, va_lo=va_lo, halo=True, own_tables=cur.n_tables)
+                del both
+            hook("generate", k + 1, len(counts), "block")
+            if nxt is not None:
+                cur, cur_lo = nxt
+        return w.finish()
