@@ -60,24 +60,34 @@ def folio_lookup(folio_pfn, folio_nr, pfn, hint, fidx, fbase, fshift):
 
 
 @jit(inline=True)
-def folio_of_pte(
-    pte, pfn, cfg, folio_pfn, folio_nr, hint, fidx, fbase, fshift, forder, obase, oshift
-):
-    """vm_normal_folio for zap: ``(first pfn, pages, hint)`` of the large folio the
-    PTE maps, or pages 0 (order-0 or special).
+def order_bucket(pte, pfn, cfg, obase, oshift, n):
+    """Index of ``pfn``'s entry in an order table of ``n`` entries (``forder[(pfn - obase)
+    >> oshift]`` = order of the large folio there, -1 for none), or -1 when it has none:
+    outside the table, or a special PTE (it maps no folio)."""
+    if (pte & cfg.special) != ZERO or pfn < obase:
+        return -1
+    b = np.int64((pfn - obase) >> oshift)
+    if b < n:
+        return b
+    return -1
 
-    With an order table (``forder[(pfn - obase) >> oshift]`` = folio order, -1
-    for none) this is one small load: folios are naturally aligned, so the
-    order gives the start.  Otherwise it searches the folio arrays.
-    """
+
+@jit(inline=True)
+def folio_of_order(pfn, order):
+    """vm_normal_folio from an order-table entry: ``(first pfn, pages)`` of the large
+    folio holding ``pfn``, or pages 0 (order -1: none).  Folios are naturally aligned, so
+    the order gives the start."""
+    if order < 0:
+        return ZERO, ZERO
+    n = ONE << np.uint64(order)
+    return pfn & ~(n - ONE), n
+
+
+@jit(inline=True)
+def folio_of_pte(pte, pfn, cfg, folio_pfn, folio_nr, hint, fidx, fbase, fshift):
+    """vm_normal_folio for zap without an order table: ``(first pfn, pages, hint)`` of the
+    large folio the PTE maps, or pages 0 (order-0 or special); it searches the folio arrays."""
     if (pte & cfg.special) != ZERO:
-        return ZERO, ZERO, hint
-    if forder.shape[0] > 0:
-        if pfn >= obase:
-            b = np.int64((pfn - obase) >> oshift)
-            if b < forder.shape[0] and forder[b] >= 0:
-                n = ONE << np.uint64(forder[b])
-                return pfn & ~(n - ONE), n, hint
         return ZERO, ZERO, hint
     f = folio_lookup(folio_pfn, folio_nr, pfn, hint, fidx, fbase, fshift)
     if f >= 0 and folio_nr[f] > ONE:

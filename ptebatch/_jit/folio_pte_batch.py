@@ -59,6 +59,7 @@ def folio_pte_batch(flat, gone, g0, limit, pte, max_nr, folio_pfn, folio_nr, cfg
     any_writable = False
     any_young = False
     any_dirty = False
+    plain = cfg.cont == ZERO and gone.shape[0] == 0
     if cfg.cont == ZERO and cfg.cond_set == ZERO and cfg.dirty_hw_set == ZERO:
         # Fast path for plain-mask encodings (x86-64): four entries per step
         # while all four match.  It commits only entries the loop below would
@@ -97,7 +98,10 @@ def folio_pte_batch(flat, gone, g0, limit, pte, max_nr, folio_pfn, folio_nr, cfg
             g += 4
             last_read = g - 1
     while g < end:
-        raw = ptep_get(flat, gone, g, limit, cfg)
+        if plain and g < limit:
+            raw = flat[g]
+        else:
+            raw = ptep_get(flat, gone, g, limit, cfg)
         last_read = g
         if pte_batch_clear_ignored(raw, cfg) != expected:
             if (raw & cfg.present) == ZERO:
@@ -172,6 +176,22 @@ def batch_reason(stop, first_pfn, nr, folio_end, limit_reason):
     return stop
 
 
+@jit(inline=True)
+def past_folio(first_pfn, nr, folio_end):
+    """PAST_FOLIO if a batch of ``nr`` pages from ``first_pfn`` covers a page past its folio."""
+    if first_pfn + np.uint64(nr) > folio_end:
+        return R.PAST_FOLIO
+    return 0
+
+
+@jit(inline=True)
+def findings_reread(nr, cfg):
+    """Whether :func:`batch_findings` re-reads a batch's entries (a detector applies)."""
+    return nr > 1 and (
+        cfg.spread != ZERO or cfg.spread_dirty != ZERO or (cfg.uffd_wp != ZERO and cfg.cont != ZERO)
+    )
+
+
 @jit()  # once per batch; not inlined, which saves compile time at no measured cost
 def batch_findings(flat, gone, g, nr, limit, first_pfn, folio_end, cfg):
     """Detector bits of a batch of ``nr`` entries from ``g`` beyond the overruns.
@@ -181,13 +201,11 @@ def batch_findings(flat, gone, g, nr, limit, first_pfn, folio_end, cfg):
     differ in uffd-wp (possible only for entries a contpte hint skipped).  The
     entries are checked raw, every one of them, whether the loop read it or not.
     """
-    found = 0
-    if first_pfn + np.uint64(nr) > folio_end:
-        found |= R.PAST_FOLIO
+    found = past_folio(first_pfn, nr, folio_end)
     spread = cfg.spread
     uffd = cfg.uffd_wp
     dirty = cfg.spread_dirty != ZERO
-    if nr > 1 and (spread != ZERO or dirty or (uffd != ZERO and cfg.cont != ZERO)):
+    if findings_reread(nr, cfg):
         first = pte_read(flat, gone, g, limit)
         d0 = pte_dirty(first, cfg)
         for k in range(g + 1, g + nr):

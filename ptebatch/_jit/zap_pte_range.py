@@ -10,18 +10,33 @@ import numpy as np
 
 from .. import reasons as R
 from .config import WALK_HINT, WALK_NONE
-from .folio_lookup import folio_of_pte
+from .folio_lookup import folio_of_order, folio_of_pte, order_bucket
 from .folio_pte_batch import (
     batch_findings,
     batch_reason,
+    findings_reread,
     folio_pte_batch,
     loop_reads,
     overrun_bits,
+    past_folio,
     read_cost,
 )
 from .options import jit, prange
-from .pte import ONE, PAGE_SHIFT, PTRS_PER_PTE, ZERO, pte_batch_hint, pte_pfn, ptep_get
+from .pte import (
+    ONE,
+    PAGE_SHIFT,
+    PTRS_PER_PTE,
+    ZERO,
+    contpte_ptep_get,
+    pte_batch_hint,
+    pte_pfn,
+    pte_valid_cont,
+)
 from .tally import count_batch, keep_row
+
+# A compiled constant: unlike an array allocated in the walk, it has no reference count to
+# update each time the walk passes it to an inlined helper.
+NOTHING_CLEARED = np.zeros(0, dtype=np.uint8)
 
 
 @jit()
@@ -82,7 +97,7 @@ def zap_segments(
     moved = 0
     reads = 0
     hint = -1
-    gone = np.zeros(0, dtype=np.uint8)  # a page-table walk reads the snapshot as given
+    gone = NOTHING_CLEARED  # a page-table walk reads the snapshot as given
     n_flat = flat.shape[0]
     pmask = cfg.present
     while s < s_end:
@@ -123,14 +138,22 @@ def zap_segments(
                 continue
             va = va0 + (np.uint64(g - g0) << PAGE_SHIFT)
             pfn = pte_pfn(pte, cfg)
-            fp, fn, hint = folio_of_pte(
-                pte, pfn, cfg, folio_pfn, folio_nr, hint, fidx, fbase, fshift, forder, obase, oshift
-            )
+            if forder.shape[0] > 0:
+                # the order table read here, not in a helper: an inlined helper taking
+                # arrays costs an atomic reference count pair per call
+                b = order_bucket(pte, pfn, cfg, obase, oshift, forder.shape[0])
+                fp, fn = folio_of_order(pfn, forder[b] if b >= 0 else np.int8(-1))
+            else:
+                fp, fn, hint = folio_of_pte(
+                    pte, pfn, cfg, folio_pfn, folio_nr, hint, fidx, fbase, fshift
+                )
             nr = 1
             reason = R.ORDER0
             over = 0
             if fn > ONE:
-                pte = ptep_get(flat, gone, g, limit, cfg)
+                # ptep_get: flat[g] is in the table and a scan clears nothing
+                if pte_valid_cont(pte, cfg):
+                    pte = contpte_ptep_get(flat, gone, g, limit, pte, cfg)
                 if walk == WALK_NONE or (walk == WALK_HINT and pte_batch_hint(g, pte, cfg) == 1):
                     reason = R.SINGLE
                 else:
@@ -144,11 +167,18 @@ def zap_segments(
                         nr, stop, last, _w, _y, _d = folio_pte_batch(
                             flat, gone, g, limit, pte, max_nr, fp, fn, cfg
                         )
-                        reads += loop_reads(flat, gone, g, last, limit, cfg)
+                        # (calls taking arrays only where needed: each costs an atomic
+                        # reference count pair)
+                        if cfg.cont == ZERO:
+                            reads += last - g  # every entry up to last_read was read once
+                        else:
+                            reads += loop_reads(flat, gone, g, last, limit, cfg)
                     reason = batch_reason(stop, pfn, nr, fp + fn, seg_reason[s])
-                    over = overrun_bits(last, tbl_end, g, va, vma_end) | batch_findings(
-                        flat, gone, g, nr, limit, pfn, fp + fn, cfg
-                    )
+                    over = overrun_bits(last, tbl_end, g, va, vma_end)
+                    if findings_reread(nr, cfg):
+                        over |= batch_findings(flat, gone, g, nr, limit, pfn, fp + fn, cfg)
+                    else:
+                        over |= past_folio(pfn, nr, fp + fn)
             count_batch(hist, found, reason, nr, over)
             if keep_row(flt, va, nr, reason, over):
                 out_va[o] = va
