@@ -487,3 +487,56 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
         code, out, err = cli(capsys, *argv)
         assert code == 2, argv
         assert err.count("\n") == 1 and err.startswith("ptebatch: error: ") and msg in err, err
+
+
+def _same_diff(whole, part) -> None:
+    assert part.summary() == whole.summary()
+    assert part.to_dict() == whole.to_dict()  # every range, both sides' rows in it
+    rw, rp = whole.rows(), part.rows()
+    assert rw.keys() == rp.keys()
+    for k in rw:
+        assert np.array_equal(rp[k], rw[k]), k
+
+
+@given(
+    cuttable_spaces(),
+    st.integers(1, 3),
+    SCAN_SETTINGS,
+    st.sampled_from(["6.15", "6.16", "7.0"]),
+    st.sampled_from(["row", "batch"]),
+)
+def test_sharded_diff_equals_the_whole_space(sp, tables, scan_kw, kernel_b, compare):
+    # each shard is diffed alone and sends back only its differing rows (DiffResult.merge)
+    if scan_kw["caller"] != "mremap":
+        scan_kw["move_by"] = 0
+    with tempfile.TemporaryDirectory() as d:
+        ss = shards.shard(sp, os.path.join(d, "s"), tables=tables)
+        for a, b in (
+            (scan_kw, {"kernel": kernel_b, "clamp": "pmd"}),
+            ({"caller": "lazyfree", "kernel": "6.15", "oob": "adjacent"}, {"kernel": kernel_b}),
+        ):
+            _same_diff(pb.diff(sp, a, b, compare=compare), pb.diff(ss, a, b, compare=compare))
+
+
+def test_a_range_touching_a_cut_joins_its_neighbour_across_it(tmp_path):
+    # Two VMAs meeting at a 2 MiB boundary B, one table each, so the space can be cut at B.
+    # Folio F (16 pages at PFN 0x1000) has only its first page mapped, in entry 511 below B;
+    # folio G (16 pages at PFN 0x2000) is mapped from entry 0 above B, in a VMA one page long.
+    # zap 6.15 with clamp="folio" lets F's batch read past entry 511 (a table overrun) and G's
+    # past its VMA's end (a VMA overrun); with clamp="pmd" neither reads past.  So each side
+    # has a differing row ending at B and one starting at B: they touch, and the whole diff
+    # has ONE range, from B - 4 KiB to the end of G's unclamped batch, all 16 of its pages
+    # (B + 64 KiB).  Sharded at B, each shard sees half of it; the merge must join them again.
+    a = get_arch("x86_64")
+    b_va = X + PMD_SIZE
+    va = [b_va - PAGE_SIZE] + [b_va + k * PAGE_SIZE for k in range(16)]
+    pte = [a.make_pte(0x1000, write=True)] + [a.make_pte(0x2000 + k, write=True) for k in range(16)]
+    sp = pb.AddressSpace.from_entries(
+        va, pte, [X, b_va], [b_va, b_va + PAGE_SIZE], [0x1000, 0x2000], [16, 16], [FOLIO_ANON] * 2
+    )
+    ss = shards.shard(sp, tmp_path / "s", tables=1)
+    assert len(ss) == 2
+    side_a, side_b = {"kernel": "6.15", "clamp": "folio"}, {"clamp": "pmd"}
+    whole = pb.diff(sp, side_a, side_b)
+    assert [(r.lo, r.hi) for r in whole] == [(b_va - PAGE_SIZE, b_va + 16 * PAGE_SIZE)]
+    _same_diff(whole, pb.diff(ss, side_a, side_b))

@@ -19,7 +19,7 @@ import inspect
 import io
 import os
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -29,7 +29,7 @@ from .._io import atomic_write
 from ..arch import PAGE_SHIFT
 from ..callers import DEFAULT, Walk, get_caller
 from ..checks import check_walk_args
-from ..shards import open_sharded
+from ..shards import map_shards, open_shard, open_sharded
 from ..space import AddressSpace
 
 __all__ = ["diff", "parse_setting", "Batch", "DiffRange", "DiffResult", "SETTING_KEYS", "COMPARES"]
@@ -175,11 +175,60 @@ class DiffResult:
             self.range_lo = np.zeros(0, dtype=np.uint64)
             self.range_hi = np.zeros(0, dtype=np.uint64)
         on_a = side == 0
+        self._idx, self._side = idx, side  # the differing rows in address order, for merges
         self.rows_a, self.range_of_a = idx[on_a], rid[on_a]
         self.rows_b, self.range_of_b = idx[~on_a], rid[~on_a]
         marks = np.arange(self.range_lo.size + 1)
         self._off_a = np.searchsorted(self.range_of_a, marks)
         self._off_b = np.searchsorted(self.range_of_b, marks)
+
+    # -- parts of a sharded diff -------------------------------------------------
+
+    def compact(self) -> DiffResult:
+        """The same diff with each side's rows cut to its differing rows (counts kept whole).
+
+        What one shard of a sharded diff sends back: every count and range is unchanged,
+        and only the rows the ranges show travel.
+        """
+        n_a, n_b = self.n_rows_a, self.n_rows_b
+        idx = np.empty_like(self._idx)
+        idx[self._side == 0] = np.arange(n_a)  # a differing row's place among its side's
+        idx[self._side == 1] = np.arange(n_b)
+        ra, rb = _only_rows(self.result_a, self.rows_a), _only_rows(self.result_b, self.rows_b)
+        lo, hi = _row_span(ra, rb, idx, self._side)
+        return DiffResult(
+            self.walk, self.compare, self.a, self.b, ra, rb, idx, self._side, lo, hi, self._given
+        )
+
+    @classmethod
+    def merge(cls, parts) -> DiffResult:
+        """One diff from the diffs of a sharded space's shards, in shard (address) order.
+
+        Rows never cross a shard, so a row is matched inside its shard, and the differing
+        rows of every shard, in shard order, are the whole space's in address order; the
+        ranges are found again over all of them (two ranges that touch across a cut join).
+        """
+        parts = [p.compact() for p in parts]
+        if not parts:
+            raise ValueError("parts: nothing to merge")
+        first = parts[0]
+        sides = []
+        for name in ("result_a", "result_b"):
+            res = [getattr(p, name) for p in parts]
+            counts = type(res[0]).merge([_only_rows(r, None) for r in res])
+            keys = _ROW_COLUMNS + (("folio_pfn",) if first.walk == "unmap" else ())
+            rows = {k: np.concatenate([getattr(r, k) for r in res]) for k in keys}
+            sides.append(replace(counts, rows_filtered=True, **rows))
+        off_a = np.cumsum([0] + [p.n_rows_a for p in parts])
+        off_b = np.cumsum([0] + [p.n_rows_b for p in parts])
+        idx = np.concatenate(
+            [p._idx + np.where(p._side == 0, off_a[i], off_b[i]) for i, p in enumerate(parts)]
+        ).astype(np.intp)
+        side = np.concatenate([p._side for p in parts]).astype(np.uint8)
+        lo, hi = _row_span(sides[0], sides[1], idx, side)
+        return cls(
+            first.walk, first.compare, first.a, first.b, *sides, idx, side, lo, hi, first._given
+        )
 
     # -- counts ---------------------------------------------------------------
 
@@ -223,8 +272,8 @@ class DiffResult:
             "ranges": self.n_ranges,
             "rows_a": self.n_rows_a,
             "rows_b": self.n_rows_b,
-            "batches_a": int(self.result_a.va.size),
-            "batches_b": int(self.result_b.va.size),
+            "batches_a": self.result_a.batches,
+            "batches_b": self.result_b.batches,
             "ptes": self.ptes,
             "ptes_a": self.ptes_a,
             "ptes_b": self.ptes_b,
@@ -465,6 +514,34 @@ def _kwargs(name: str, walk: Walk, s: dict, space) -> dict:
     return kw
 
 
+_ROW_COLUMNS = ("va", "nr", "reason", "findings")
+
+
+def _only_rows(res, rows):
+    """``res`` keeping only the rows ``rows`` (indices), or none (``None``); counts kept."""
+    keys = _ROW_COLUMNS + (("folio_pfn",) if getattr(res, "folio_pfn", None) is not None else ())
+    if rows is None:
+        return replace(res, rows_filtered=True, **{k: None for k in keys})
+    return replace(res, rows_filtered=True, **{k: getattr(res, k)[rows] for k in keys})
+
+
+def _row_span(ra, rb, idx, side):
+    """First and end addresses of the differing rows listed by ``idx``/``side``."""
+    on_a = side == 0
+    va = np.empty(idx.size, dtype=np.uint64)
+    nr = np.empty(idx.size, dtype=np.uint64)
+    va[on_a], nr[on_a] = ra.va[idx[on_a]], ra.nr[idx[on_a]]
+    va[~on_a], nr[~on_a] = rb.va[idx[~on_a]], rb.nr[idx[~on_a]]
+    return va, va + (nr << np.uint64(PAGE_SHIFT))
+
+
+def diff_task(file: str, record: dict, a, b, compare, detectors, parallel):
+    """:func:`ptebatch.shards.map_shards` task: the diff of one shard, compacted."""
+    return diff(
+        open_shard(file, record), a, b, compare=compare, detectors=detectors, parallel=parallel
+    ).compact()
+
+
 def _run(walk: Walk, space, kw: dict, detectors: bool, parallel: bool, executor=None):
     fn = engine.scan if walk == Walk.SCAN else engine.unmap
     res = fn(space, detectors=detectors, parallel=parallel, executor=executor, **kw)
@@ -586,9 +663,9 @@ def diff(
     Parameters
     ----------
     space : AddressSpace, ShardedSpace or a sharded space's directory
-        A sharded space is walked shard by shard (:mod:`ptebatch.shards`) and each side's
-        rows merged, exactly the whole space's; the ranges are then found as for one
-        snapshot (every side's rows are held, as for one snapshot).
+        A sharded space is diffed shard by shard (:mod:`ptebatch.shards`), on ``executor``'s
+        workers if given; each shard sends back its counts and only its differing rows, and
+        :meth:`DiffResult.merge` joins them: exactly the whole space's diff.
     a, b : dict
         The two settings: any of ``caller``, ``kernel``, ``clamp``, ``oob``,
         ``flags``, ``move_by`` (the keyword arguments of :func:`ptebatch.scan`
@@ -633,6 +710,7 @@ def diff(
         raise ValueError(f"compare: must be one of {', '.join(COMPARES)}, got {compare!r}")
     a = _check_setting("a", a)
     b = _check_setting("b", b)
+    a_given, b_given = dict(a), dict(b)
     given = list(dict.fromkeys([*a, *b]))
     b = {**a, **b}
     walk_a, walk_b = _walk_of("a", a), _walk_of("b", b)
@@ -643,13 +721,12 @@ def diff(
         )
     kw_a, kw_b = _kwargs("a", walk_a, a, probe), _kwargs("b", walk_b, b, probe)
     del probe
+    if sharded is not None:
+        # each shard is diffed where it is walked; only its differing rows come back
+        args = (a_given, b_given, compare, detectors, parallel)
+        return DiffResult.merge(map_shards(sharded, diff_task, args, executor=executor))
     res_a, set_a = _run(walk_a, space, kw_a, detectors, parallel, executor)
     res_b, set_b = _run(walk_b, space, kw_b, detectors, parallel, executor)
     idx, side = _unmatched(_keys(res_a, walk_a, compare), _keys(res_b, walk_b, compare))
-    on_a = side == 0
-    va = np.empty(idx.size, dtype=np.uint64)
-    nr = np.empty(idx.size, dtype=np.uint64)
-    va[on_a], nr[on_a] = res_a.va[idx[on_a]], res_a.nr[idx[on_a]]
-    va[~on_a], nr[~on_a] = res_b.va[idx[~on_a]], res_b.nr[idx[~on_a]]
-    hi = va + (nr << np.uint64(PAGE_SHIFT))
+    va, hi = _row_span(res_a, res_b, idx, side)
     return DiffResult(walk_a.value, compare, set_a, set_b, res_a, res_b, idx, side, va, hi, given)
