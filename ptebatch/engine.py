@@ -207,7 +207,7 @@ def scan(
         ``True`` or ``False`` only.  False walks as the caller does in a
         release where it does not batch (one PTE at a time), everything else
         unchanged: the baseline of :mod:`ptebatch.workloads.cost`.
-    executor : callable, optional
+    executor : callable or dask.distributed.Client, optional
         Sharded spaces only: how the shards are run (:func:`ptebatch.shards.map_shards`);
         ``None`` walks them in this process, one at a time.
 
@@ -233,6 +233,11 @@ def scan(
             batching=batching,
         )
         return run_walk("scan", sharded, kw, executor=executor, progress=progress)
+    if executor is not None:
+        raise ValueError(
+            "executor: only the shards of a sharded space run on an executor; "
+            "this is one AddressSpace (ptebatch.shards.shard cuts one)"
+        )
     preset, fl, clamp, move_by = check_walk_args(
         space, Walk.SCAN, caller, kernel, flags, clamp, oob, move_by, batching
     )
@@ -365,7 +370,7 @@ def unmap(
         ``True`` or ``False`` only.  False unmaps as reclaim does in a release
         where it does not batch (one PTE at a time): the baseline of
         :mod:`ptebatch.workloads.cost`.
-    executor : callable, optional
+    executor : callable or dask.distributed.Client, optional
         As in :func:`scan`.
 
     Returns
@@ -397,6 +402,11 @@ def unmap(
             batching=batching,
         )
         return run_walk("unmap", sharded, kw, executor=executor, progress=progress)
+    if executor is not None:
+        raise ValueError(
+            "executor: only the shards of a sharded space run on an executor; "
+            "this is one AddressSpace (ptebatch.shards.shard cuts one)"
+        )
     preset, fl, _, _ = check_walk_args(
         space, Walk.UNMAP, caller, kernel, flags, None, oob, 0, batching
     )

@@ -672,10 +672,11 @@ def map_shards(
         A top-level (picklable) function.
     args : sequence
         Extra arguments, the same for every shard.
-    executor : callable, optional
+    executor : callable or dask.distributed.Client, optional
         ``None``: in this process, one shard at a time (a space larger than memory works).
-        Otherwise ``executor(task, list_of_arg_tuples, progress)`` returns the results in
-        order (a distributed executor plugs in here).
+        A Dask ``Client``: its cluster runs the shards
+        (:class:`ptebatch.distributed.DaskExecutor`).  Otherwise
+        ``executor(task, list_of_arg_tuples, progress)`` returns the results in order.
     progress : callable, optional
         The :mod:`ptebatch.progress` hook: one step per shard (task ``"shards"``).
 
@@ -689,6 +690,10 @@ def map_shards(
         raise ValueError(f"sharded: {sharded!r} is not a sharded space directory")
     calls = [(s.file, s.as_dict(), *args) for s in ss.shards]
     if executor is not None:
+        if hasattr(executor, "submit") and hasattr(executor, "gather"):  # a Dask Client
+            from .distributed import DaskExecutor
+
+            executor = DaskExecutor(executor)
         return list(executor(task, calls, progress))
     hook = as_hook(progress)
     out = []

@@ -156,6 +156,7 @@ def test_sharded_walk_on_workers_equals_the_whole_space(client, space, walk, kw)
     want = getattr(pb, walk)(whole, rows=False, **kw)
     got = getattr(pb, walk)(d, rows=False, executor=DaskExecutor(client), **kw)
     _same(want, got)
+    _same(want, getattr(pb, walk)(d, rows=False, executor=client, **kw))  # a Client will do
     # and the in-process sharded run, for the same space
     _same(want, getattr(pb, walk)(d, rows=False, **kw))
 
@@ -261,3 +262,10 @@ def test_without_dask_the_cli_says_how_to_install(space, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1
     assert "ptebatch[dask]" in err
+
+
+def test_an_executor_needs_a_sharded_space(client, space):
+    whole, _, _ = space
+    for walk in (pb.scan, pb.unmap):
+        with pytest.raises(ValueError, match="executor: only the shards of a sharded space"):
+            walk(whole, rows=False, executor=client)

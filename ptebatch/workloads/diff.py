@@ -683,7 +683,7 @@ def diff(
         also compare their folio.
     detectors, parallel : bool
         As in :func:`ptebatch.scan`.
-    executor : callable, optional
+    executor : callable or dask.distributed.Client, optional
         Sharded spaces only: how the shards run (:func:`ptebatch.shards.map_shards`).
 
     Returns

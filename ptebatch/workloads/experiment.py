@@ -191,7 +191,7 @@ def experiment(
     progress : callable, optional
         ``progress(task, done, total, note)`` before each step (see
         :mod:`ptebatch.progress`); a one-argument callable gets the step's description.
-    executor : callable, optional
+    executor : callable or dask.distributed.Client, optional
         Sharded spaces only: how the shards run (:func:`ptebatch.shards.map_shards`).
     **knobs
         Generator knobs (see :func:`ptebatch.generate`), ``arch`` and
