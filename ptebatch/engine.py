@@ -140,6 +140,17 @@ def folio_pte_batch(
 # -- walks -------------------------------------------------------------------
 
 
+def _sharded(space, executor):
+    """The sharded space ``space`` is, or ``None``; an executor needs a sharded space."""
+    sharded = open_sharded(space)
+    if sharded is None and executor is not None:
+        raise ValueError(
+            "executor: only the shards of a sharded space run on an executor; "
+            "this is one AddressSpace (ptebatch.shards.shard cuts one)"
+        )
+    return sharded
+
+
 def scan(
     space: AddressSpace,
     *,
@@ -218,7 +229,7 @@ def scan(
         (a :class:`~ptebatch.shards.ShardedSpace` or its directory), the shards' results
         merged: equal to the walk of the whole space.
     """
-    sharded = open_sharded(space)
+    sharded = _sharded(space, executor)
     if sharded is not None:
         kw = dict(
             caller=caller,
@@ -233,11 +244,6 @@ def scan(
             batching=batching,
         )
         return run_walk("scan", sharded, kw, executor=executor, progress=progress)
-    if executor is not None:
-        raise ValueError(
-            "executor: only the shards of a sharded space run on an executor; "
-            "this is one AddressSpace (ptebatch.shards.shard cuts one)"
-        )
     preset, fl, clamp, move_by = check_walk_args(
         space, Walk.SCAN, caller, kernel, flags, clamp, oob, move_by, batching
     )
@@ -389,7 +395,7 @@ def unmap(
     form one unit of work, walked in PFN order, and units share no entry
     (docs/model.md section 5).
     """
-    sharded = open_sharded(space)
+    sharded = _sharded(space, executor)
     if sharded is not None:
         kw = dict(
             caller=caller,
@@ -402,11 +408,6 @@ def unmap(
             batching=batching,
         )
         return run_walk("unmap", sharded, kw, executor=executor, progress=progress)
-    if executor is not None:
-        raise ValueError(
-            "executor: only the shards of a sharded space run on an executor; "
-            "this is one AddressSpace (ptebatch.shards.shard cuts one)"
-        )
     preset, fl, _, _ = check_walk_args(
         space, Walk.UNMAP, caller, kernel, flags, None, oob, 0, batching
     )

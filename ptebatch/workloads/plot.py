@@ -290,10 +290,7 @@ def plot_rows(rows: list[dict], path, *, title: str | None = None) -> None:
     ImportError
         matplotlib is missing (the message says how to install it).
     """
-    path = os.fspath(path)
-    suffix = os.path.splitext(path)[1].lower()
-    if suffix not in _FORMATS:
-        raise ValueError(f"output: must end in {', '.join(_FORMATS)}, got {path!r}")
+    suffix = plot_suffix(path)
     if not rows:
         raise ValueError("rows: nothing to plot")
     plt = require_matplotlib()
