@@ -341,7 +341,28 @@ MUTANTS = (
         "fast-path-drops-young",
         "section 3: any_young ORs every batched PTE (the compiled 4-entry step forgets it; "
         "the rule has no such step in the naive twin)",
-        ((JIT_FPB, "any_young |= (bits & cfg.young) != ZERO", "any_young |= False"),),
+        (
+            (
+                JIT_FPB,
+                "r3\n            any_writable |= (bits & cfg.write) != ZERO\n"
+                "            any_young |= (bits & cfg.young) != ZERO",
+                "r3\n            any_writable |= (bits & cfg.write) != ZERO\n"
+                "            any_young |= False",
+            ),
+        ),
+    ),
+    Mutant(
+        "vector-path-drops-young",
+        "section 3: any_young ORs every batched PTE (the 8-entry vector step forgets it)",
+        (
+            (
+                JIT_FPB,
+                "expected)\n            any_writable |= (bits & cfg.write) != ZERO\n"
+                "            any_young |= (bits & cfg.young) != ZERO",
+                "expected)\n            any_writable |= (bits & cfg.write) != ZERO\n"
+                "            any_young |= False",
+            ),
+        ),
     ),
     # -- detectors and caller rules (sections 5, 7) ----------------------------------------
     Mutant(

@@ -136,14 +136,15 @@ def test_the_reference_imports_nothing_compiled(name):
     assert not compiled, f"{name} loads {sorted(compiled)}"
 
 
-def test_only_the_options_module_imports_numba():
+def test_only_the_options_module_and_the_vector_ir_import_numba():
+    # simd writes LLVM IR, which needs Numba's types and code generation; options sets options
     users = {
         m
         for m in MODULES
         for d in _imports(m, top_level_only=False)
         if d == "numba" or d.startswith("numba.")
     }
-    assert users == {"ptebatch._jit.options"}
+    assert users == {"ptebatch._jit.options", "ptebatch._jit.simd"}
 
 
 def test_no_library_module_imports_ctypes_at_import_time():

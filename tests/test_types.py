@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import ptebatch as pb
-from ptebatch._jit import dispatchers
+from ptebatch._jit import dispatchers, simd
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("NUMBA_DISABLE_JIT") == "1",
@@ -30,6 +30,9 @@ def compiled():
         pb.unmap(space, kernel="6.15", parallel=parallel)
     arr = pb.X86_64.make_pte(0x1000 + np.arange(4, dtype=np.uint64))
     pb.folio_pte_batch(arr, 0, 4, 0x1000, 4)
+    simd.pte_runs_at(
+        np.zeros(8, np.uint64), 0, ~np.uint64(0), np.uint64(0), np.uint64(0), np.uint64(1)
+    )
     return {name: d for name, d in dispatchers().items() if not name.startswith("generator.")}
 
 

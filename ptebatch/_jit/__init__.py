@@ -54,13 +54,23 @@ def dispatchers() -> dict:
         folio_pte_batch,
         generator,
         pte,
+        simd,
         tally,
         try_to_unmap,
         zap_pte_range,
     )
 
     out = {}
-    for mod in (pte, folio_pte_batch, folio_lookup, tally, zap_pte_range, try_to_unmap, generator):
+    for mod in (
+        pte,
+        simd,
+        folio_pte_batch,
+        folio_lookup,
+        tally,
+        zap_pte_range,
+        try_to_unmap,
+        generator,
+    ):
         for name, obj in vars(mod).items():
             if (
                 hasattr(obj, "overloads")

@@ -123,6 +123,13 @@ def jit(*, parallel: bool = False, inline: bool = False):
     )
 
 
+def native_ir() -> bool:
+    """Whether hand-written LLVM IR (:mod:`ptebatch._jit.simd`) may run: not when nothing is
+    compiled (``NUMBA_DISABLE_JIT=1``) and not in a bounds-checked run, whose checks cannot
+    see inside it (its plain twins run instead)."""
+    return not numba.config.DISABLE_JIT and not numba.config.BOUNDSCHECK
+
+
 def num_threads() -> int:
     """Threads a parallel kernel will use."""
     return int(numba.get_num_threads())
