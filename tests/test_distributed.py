@@ -150,6 +150,7 @@ SETTINGS = [
 ]
 
 
+@pytest.mark.slow  # each worker process compiles every walk: 40 s (CI runs it)
 @pytest.mark.parametrize(("walk", "kw"), SETTINGS)
 def test_sharded_walk_on_workers_equals_the_whole_space(client, space, walk, kw):
     whole, _, d = space
@@ -225,6 +226,7 @@ def _cli_json(capsys, *argv):
     return json.loads(out), err
 
 
+@pytest.mark.slow  # 35 s, mostly the workers' compiles (CI runs it)
 def test_cli_run_with_workers_agrees_with_the_api(client, space, capsys, monkeypatch):
     _, _, d = space
     monkeypatch.setenv("PTEBATCH_NUMBA_CACHE", "1")  # load what the fixture's workers compiled
