@@ -33,6 +33,10 @@ _SIDES = {
         "the parallel counts-only scan",
         "the serial one",
     ),
+    "streaming read threads / one thread": (
+        "a streaming read of the tables on all threads",
+        "the same read on one (the ceiling of the parallel ratios on this machine)",
+    ),
     "unmap detectors off / on": (
         "unmap with the detectors on",
         "unmap with them off (1.00: the detectors cost nothing)",
