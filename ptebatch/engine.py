@@ -419,10 +419,11 @@ def unmap(
     flat = readonly(space.ptes.reshape(-1))
     g0, g1, va, vma, vma_end, _ = derived(space, ("segments", 0), segments)
     fpfn, fnr, fidx, fbase, fshift = derived(space, "folio_index", folio_index)
+    orders = derived(space, "order_table", order_table)
 
     pages = PageReleaser(space.ptes)
     run_g, run_len, run_f, run_reach, run_seg = _folio_runs(
-        flat, g0, g1, fpfn, fnr, fidx, fbase, fshift, cfg, parallel, pages
+        flat, g0, g1, (fpfn, fnr, fidx, fbase, fshift, *orders), cfg, parallel, pages
     )
     item_f, item_r0, item_r1, item_bound, run_order = _group_by_folio(run_f, run_len)
     # clearing makes folios that touch common entries depend on their order: each
@@ -541,22 +542,28 @@ def unmap(
     )
 
 
-def _folio_runs(flat, g0, g1, fpfn, fnr, fidx, fbase, fshift, cfg, parallel, pages):
+def _folio_runs(flat, g0, g1, index, cfg, parallel, pages):
     """Runs of entries that map one large folio, per segment: count, then write (two passes).
 
-    Each pass reads every table in address order; with a memory-mapped snapshot
-    it goes a group of segments at a time and releases the tables behind it.
+    ``index`` is the folio index and the order table.  Each pass reads every table in
+    address order; with a memory-mapped snapshot it goes a group of segments at a time
+    and releases the tables behind it.
     """
     counts = np.zeros(g0.size, dtype=np.int64)
     dummy_i = np.zeros(0, dtype=np.int64)
-    index = (fpfn, fnr, fidx, fbase, fshift)
     groups = _segment_groups(g0, g1, pages.active)
-    for lo, hi in groups:
+    # chunks of similar numbers of entries (segments range from 1 entry to 512)
+    chunks = [
+        chunk_bounds((g1[lo:hi] - g0[lo:hi]).astype(np.float64), n_chunks(parallel, hi - lo))
+        for lo, hi in groups
+    ]
+    for (lo, hi), ch in zip(groups, chunks):
         with threads(parallel):
             try_to_unmap.folio_runs(
                 flat,
                 g0[lo:hi],
                 g1[lo:hi],
+                ch,
                 *index,
                 cfg,
                 counts[lo:hi],
@@ -569,10 +576,19 @@ def _folio_runs(flat, g0, g1, fpfn, fnr, fidx, fbase, fshift, cfg, parallel, pag
     offsets = np.concatenate(([0], np.cumsum(counts)))[:-1].astype(np.int64)
     n_runs = int(counts.sum())
     runs = [np.empty(n_runs, dtype=np.int64) for _ in range(5)]  # g, len, folio, reach, segment
-    for lo, hi in groups:
+    for (lo, hi), ch in zip(groups, chunks):
         with threads(parallel):
             try_to_unmap.folio_runs(
-                flat, g0[lo:hi], g1[lo:hi], *index, cfg, counts, offsets[lo:hi], *runs, True
+                flat,
+                g0[lo:hi],
+                g1[lo:hi],
+                ch,
+                *index,
+                cfg,
+                counts,
+                offsets[lo:hi],
+                *runs,
+                True,
             )
         if lo:
             # the kernel numbers segments from the group's first

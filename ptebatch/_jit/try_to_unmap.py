@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import reasons as R
 from .config import UNMAP_ALL_OR_NOTHING, UNMAP_CLAMPED
-from .folio_lookup import folio_span
+from .folio_lookup import folio_span, order_bucket
 from .folio_pte_batch import (
     batch_findings,
     batch_reason,
@@ -22,84 +22,25 @@ from .folio_pte_batch import (
 )
 from .options import jit, prange
 from .pte import ONE, PAGE_SHIFT, PTRS_PER_PTE, ZERO, is_gone, pmd_addr_end, pte_pfn, ptep_get
+from .simd import LANES, pte_none_run
 from .tally import count_batch, keep_row
 
 
 @jit()
-def runs_in_segment(
-    flat,
-    g0,
-    g1,
-    folio_pfn,
-    folio_nr,
-    fidx,
-    fbase,
-    fshift,
-    cfg,
-    out_g,
-    out_len,
-    out_f,
-    out_reach,
-    o,
-    write,
-):
-    """Maximal runs of entries in [g0, g1) that map the same large folio.
-
-    The PFN range of the last folio (or gap between folios) is remembered, so
-    entries of one folio cost no search.  ``out_reach`` is the end of what a
-    batch from any entry of the run can read or clear: an entry mapping page p
-    of a folio ending at PFN e gives ``g + (e - p)`` (max_nr is cut at the
-    folio's end from 6.15 on, the first release whose reclaim batches).
-    """
-    pmask = cfg.present
-    n = 0
-    cur_f = -1  # folio of the open run, -1 when none is open
-    run_start = 0
-    reach = 0
-    span_f = -1  # folio (or -1: a gap) whose PFN range is [span_lo, span_hi)
-    span_lo = ONE
-    span_hi = ZERO
-    for g in range(g0, g1 + 1):
-        f = -1
-        far = 0  # end of the longest batch from entry g
-        if g < g1:
-            pte = flat[g]
-            if (pte & pmask) != ZERO and (pte & cfg.special) == ZERO:
-                pfn = pte_pfn(pte, cfg)
-                if not (span_lo <= pfn and pfn < span_hi):
-                    span_f, span_lo, span_hi = folio_span(
-                        folio_pfn, folio_nr, pfn, fidx, fbase, fshift
-                    )
-                f = span_f
-                if f >= 0 and folio_nr[f] == ONE:
-                    f = -1
-                far = g + np.int64(span_hi - pfn)
-        if f != cur_f:
-            if cur_f >= 0:
-                if write:
-                    out_g[o + n] = run_start
-                    out_len[o + n] = g - run_start
-                    out_f[o + n] = cur_f
-                    out_reach[o + n] = reach
-                n += 1
-            cur_f = f
-            run_start = g
-            reach = g
-        if f >= 0 and far > reach:
-            reach = far
-    return n
-
-
-@jit(parallel=True)
-def folio_runs(
+def runs_in_segments(
     flat,
     seg_g0,
     seg_g1,
+    s0,
+    s1,
     folio_pfn,
     folio_nr,
     fidx,
     fbase,
     fshift,
+    forder,
+    obase,
+    oshift,
     cfg,
     counts,
     offsets,
@@ -110,30 +51,135 @@ def folio_runs(
     out_seg,
     write,
 ):
-    """Runs of every segment in parallel: counts (``write`` false), then the runs."""
-    for s in prange(seg_g0.shape[0]):
-        n = runs_in_segment(
+    """Maximal runs of entries that map the same large folio, in segments s0..s1-1.
+
+    Counts each segment's runs into ``counts`` (``write`` false), or writes them from
+    ``offsets[s]`` (``write`` true).  One call per chunk of segments, not per segment:
+    every call taking arrays updates their reference counts atomically, and two
+    threads doing that on the same arrays made this pass no faster on 2 threads.
+
+    The PFN range of the last folio (or gap between folios) is remembered, so
+    entries of one folio cost no search, and the order table answers "no large
+    folio here" without one.  ``out_reach`` is the end of what a batch from any
+    entry of the run can read or clear: an entry mapping page p of a folio ending
+    at PFN e gives ``g + (e - p)`` (max_nr is cut at the folio's end from 6.15 on,
+    the first release whose reclaim batches).
+    """
+    pmask = cfg.present
+    n_order = forder.shape[0]
+    for s in range(s0, s1):
+        g0 = seg_g0[s]
+        g1 = seg_g1[s]
+        o = offsets[s] if write else 0
+        n = 0
+        cur_f = -1  # folio of the open run, -1 when none is open
+        run_start = 0
+        reach = 0
+        span_f = -1  # folio (or -1: a gap) whose PFN range is [span_lo, span_hi)
+        span_lo = ONE
+        span_hi = ZERO
+        g = g0
+        while g <= g1:
+            f = -1
+            far = 0  # end of the longest batch from entry g
+            none = False
+            if g < g1:
+                pte = flat[g]
+                none = (pte & pmask) == ZERO
+                if not none and (pte & cfg.special) == ZERO:
+                    pfn = pte_pfn(pte, cfg)
+                    small = False
+                    if not (span_lo <= pfn and pfn < span_hi):
+                        if n_order > 0:
+                            b = order_bucket(pte, pfn, cfg, obase, oshift, n_order)
+                            small = b < 0 or forder[b] < 0
+                        if not small:
+                            span_f, span_lo, span_hi = folio_span(
+                                folio_pfn, folio_nr, pfn, fidx, fbase, fshift
+                            )
+                    if not small:
+                        f = span_f
+                        if f >= 0 and folio_nr[f] == ONE:
+                            f = -1
+                        far = g + np.int64(span_hi - pfn)
+            if f != cur_f:
+                if cur_f >= 0:
+                    if write:
+                        out_g[o + n] = run_start
+                        out_len[o + n] = g - run_start
+                        out_f[o + n] = cur_f
+                        out_reach[o + n] = reach
+                        out_seg[o + n] = s
+                    n += 1
+                cur_f = f
+                run_start = g
+                reach = g
+            if f >= 0 and far > reach:
+                reach = far
+            g += 1
+            if none:
+                # no run is open now, and the none entries after this one change nothing
+                while g + LANES <= g1:
+                    k = pte_none_run(flat, g, pmask)
+                    if k != LANES:
+                        g += k
+                        break
+                    g += LANES
+        if not write:
+            counts[s] = n
+
+
+@jit(parallel=True)
+def folio_runs(
+    flat,
+    seg_g0,
+    seg_g1,
+    ch_bounds,
+    folio_pfn,
+    folio_nr,
+    fidx,
+    fbase,
+    fshift,
+    forder,
+    obase,
+    oshift,
+    cfg,
+    counts,
+    offsets,
+    out_g,
+    out_len,
+    out_f,
+    out_reach,
+    out_seg,
+    write,
+):
+    """Runs of every segment, chunks of segments (``ch_bounds``, cut by entries) in
+    parallel: counts (``write`` false), then the runs."""
+    for c in prange(ch_bounds.shape[0] - 1):
+        runs_in_segments(
             flat,
-            seg_g0[s],
-            seg_g1[s],
+            seg_g0,
+            seg_g1,
+            ch_bounds[c],
+            ch_bounds[c + 1],
             folio_pfn,
             folio_nr,
             fidx,
             fbase,
             fshift,
+            forder,
+            obase,
+            oshift,
             cfg,
+            counts,
+            offsets,
             out_g,
             out_len,
             out_f,
             out_reach,
-            offsets[s],
+            out_seg,
             write,
         )
-        if write:
-            for k in range(offsets[s], offsets[s] + n):
-                out_seg[k] = s
-        else:
-            counts[s] = n
 
 
 @jit()
