@@ -175,7 +175,7 @@ def _stream_threads(space: AddressSpace, pool, n: int):
 
 
 # rows measure_ratios reports (the progress bar's total)
-N_RATIOS = 11
+N_RATIOS = 12
 
 
 def measure_ratios(quick: bool = True, progress=None) -> list[dict]:
@@ -281,6 +281,18 @@ def measure_ratios(quick: bool = True, progress=None) -> list[dict]:
         {
             "name": "scan counts jit-parallel / jit-serial",
             "measured": t_cs / t_cp,
+            "target": 1.8,
+            "note": f"rows=False, {num_threads()} threads",
+        }
+    )
+
+    engine.unmap(big, parallel=False, rows=False)
+    t_cus = _best(lambda: engine.unmap(big, parallel=False, rows=False), reps)
+    t_cup = _best(lambda: engine.unmap(big, parallel=True, rows=False), reps)
+    add(
+        {
+            "name": "unmap counts jit-parallel / jit-serial",
+            "measured": t_cus / t_cup,
             "target": 1.8,
             "note": f"rows=False, {num_threads()} threads",
         }

@@ -437,7 +437,8 @@ def unmap(
     del run_order
     # the lowest entry each folio's walk reads: tables below every unwalked folio's are done
     item_lo = np.minimum.reduceat(run_g, item_r0) if run_g.size else item_r0
-    by_comp = np.argsort(comp, kind="stable")  # PFN order kept inside a component
+    # PFN order kept inside a component
+    by_comp = try_to_unmap.group_stable(comp, int(comp.max()) + 1 if comp.size else 0)
     regrouped = bool(np.any(by_comp[1:] < by_comp[:-1]))
     if regrouped:
         comp = comp[by_comp]
@@ -616,7 +617,7 @@ def _group_by_folio(run_f, run_len):
     """The unmap's work items: folios in PFN order, each with its runs (address order
     kept inside each), and the order that groups the runs so."""
     n_runs = run_f.size
-    order = np.argsort(run_f, kind="stable")
+    order = try_to_unmap.group_stable(run_f, int(run_f.max()) + 1 if n_runs else 0)
     grouped_f = run_f[order]
     item_r0 = np.flatnonzero(np.concatenate(([True], grouped_f[1:] != grouped_f[:-1])))
     item_f = grouped_f[item_r0] if n_runs else grouped_f

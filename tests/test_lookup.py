@@ -51,3 +51,13 @@ def test_folio_lookup_matches_searchsorted(folios, base, probe_seed):
             assert K.folio_lookup(fpfn, fnr, pfn, hint, fidx, fbase, fshift) == want
         f, lo, hi_ = K.folio_span(fpfn, fnr, pfn, fidx, fbase, fshift)
         assert f == want and lo <= pfn < hi_
+
+
+@given(st.lists(st.integers(0, 40), max_size=300), st.integers(0, 5))
+def test_group_stable_is_a_stable_argsort(keys, spare):
+    # the unmap groups its runs by folio, and its folios by component, with this counting sort
+    from ptebatch._jit.try_to_unmap import group_stable
+
+    arr = np.array(keys, dtype=np.int64)
+    n_keys = (max(keys) + 1 if keys else 0) + spare
+    assert group_stable(arr, n_keys).tolist() == np.argsort(arr, kind="stable").tolist()

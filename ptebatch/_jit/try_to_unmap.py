@@ -183,6 +183,24 @@ def folio_runs(
 
 
 @jit()
+def group_stable(keys, n_keys):
+    """The order that groups ``keys`` (each in [0, n_keys)) by value, keeping their order
+    inside each group: ``np.argsort(keys, kind="stable")``, as a counting sort (linear,
+    where the argsort was the largest serial step of a parallel unmap)."""
+    start = np.zeros(n_keys + 1, dtype=np.int64)
+    for i in range(keys.shape[0]):
+        start[keys[i] + 1] += 1
+    for k in range(n_keys):
+        start[k + 1] += start[k]
+    order = np.empty(keys.shape[0], dtype=np.int64)
+    for i in range(keys.shape[0]):
+        k = keys[i]
+        order[start[k]] = i
+        start[k] += 1
+    return order
+
+
+@jit()
 def clear_ptes(gone, g0, nr, run_g, run_len, r, r1):
     """get_and_clear_full_ptes: entries g0..g0+nr-1, read or skipped, are none from
     now on.  Returns how many of them were still-mapped rmap entries of the folio

@@ -33,6 +33,10 @@ _SIDES = {
         "the parallel counts-only scan",
         "the serial one",
     ),
+    "unmap counts jit-parallel / jit-serial": (
+        "the parallel counts-only unmap",
+        "the serial one",
+    ),
     "streaming read threads / one thread": (
         "a streaming read of the tables on all threads",
         "the same read on one (the ceiling of the parallel ratios on this machine)",
