@@ -16,8 +16,7 @@ if "PTEBATCH_NUMBA_CACHE" not in os.environ:
     del os.environ["PTEBATCH_NUMBA_CACHE"]
 
 # Derandomised: every CI run sees the same examples; 300 per property under PTEBATCH_SLOW=1
-# (CI), 100 in the default run (the first 100 of the same 300: derandomised draws are in a
-# fixed order), which keeps that run under 4 minutes.
+# (CI), 100 in the default run, which keeps that run under 4 minutes.
 _EXAMPLES = "300" if os.environ.get("PTEBATCH_SLOW") == "1" else "100"
 settings.register_profile(
     "ci",
