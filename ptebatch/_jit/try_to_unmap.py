@@ -119,6 +119,8 @@ def runs_in_segments(
             g += 1
             if none:
                 # no run is open now, and the none entries after this one change nothing
+                # (the scan's walker has the same loop; as a helper taking flat it would cost
+                # an atomic reference count pair per call)
                 while g + LANES <= g1:
                     k = pte_none_run(flat, g, pmask)
                     if k != LANES:
