@@ -76,6 +76,8 @@ def dispatchers() -> dict:
                 hasattr(obj, "overloads")
                 and hasattr(obj, "py_func")
                 and obj.__module__ == mod.__name__
+                # not an alias (simd's names are its plain twins when no IR may run)
+                and obj.py_func.__name__ == name
             ):
                 out[f"{mod.__name__.rsplit('.', 1)[1]}.{name}"] = obj
     return out
